@@ -1,0 +1,425 @@
+//! Adapter and device selection, buffers, the pipeline cache, and the
+//! recorded dispatch lists that make up a step.
+
+use crate::shader::{self, Defines};
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// How to pick the adapter and which limits to ask for.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// `vulkan`, `metal`, `dx12`, `gl` or `webgpu`; `None` reads `LOTTERY_BACKEND`, else any.
+    pub backend: Option<String>,
+    /// Index into the adapters of that backend; `None` reads `LOTTERY_ADAPTER`, else the
+    /// highest-performance one.
+    pub adapter_index: Option<usize>,
+    /// Per-binding storage limit to ask for. `None` asks for WebGPU's default (128 MiB),
+    /// which every WebGPU implementation grants.
+    pub storage_binding_limit: Option<u64>,
+}
+
+/// What the chosen adapter is and can do.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub driver: String,
+    pub device_type: String,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub timestamps: bool,
+}
+
+/// A device, its queue and the compiled kernels.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: AdapterSummary,
+    pub limits: wgpu::Limits,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+}
+
+/// A GPU buffer with its size in bytes and a label for error messages.
+pub struct Tensor {
+    pub buffer: wgpu::Buffer,
+    pub bytes: u64,
+    pub label: String,
+}
+
+pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => wgpu::Backends::VULKAN,
+        "metal" | "mtl" => wgpu::Backends::METAL,
+        "dx12" | "d3d12" => wgpu::Backends::DX12,
+        "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+        "webgpu" | "browser" => wgpu::Backends::BROWSER_WEBGPU,
+        "any" | "all" | "" => wgpu::Backends::all(),
+        other => return Err(Error::UnknownBackend(other.to_string())),
+    })
+}
+
+fn backends_from(opts: &GpuOptions) -> Result<wgpu::Backends> {
+    match opts.backend.clone().or_else(|| std::env::var("LOTTERY_BACKEND").ok()) {
+        Some(b) => parse_backend(&b),
+        None => Ok(wgpu::Backends::all()),
+    }
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+fn summarize(info: &wgpu::AdapterInfo, features: wgpu::Features) -> AdapterSummary {
+    AdapterSummary {
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        device_type: format!("{:?}", info.device_type),
+        shader_f16: features.contains(wgpu::Features::SHADER_F16),
+        subgroups: features.contains(wgpu::Features::SUBGROUP),
+        timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+    }
+}
+
+/// Every adapter the backends expose, for `lottery doctor` and `lottery info`.
+pub fn list_adapters(backend: Option<&str>) -> Result<Vec<AdapterSummary>> {
+    let backends = match backend {
+        Some(b) => parse_backend(b)?,
+        None => wgpu::Backends::all(),
+    };
+    let inst = instance(backends);
+    let adapters = pollster::block_on(inst.enumerate_adapters(backends));
+    Ok(adapters
+        .iter()
+        .map(|a| summarize(&a.get_info(), a.features()))
+        .collect())
+}
+
+impl Gpu {
+    /// Picks an adapter and creates a device with WebGPU's default limits
+    /// (raised only where the options ask and the adapter allows).
+    pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let backends = backends_from(opts)?;
+        let inst = instance(backends);
+        let index = match opts.adapter_index {
+            Some(i) => Some(i),
+            None => std::env::var("LOTTERY_ADAPTER").ok().and_then(|s| s.parse().ok()),
+        };
+        let adapter = match index {
+            Some(i) => {
+                let mut all = pollster::block_on(inst.enumerate_adapters(backends));
+                let count = all.len();
+                if i >= count {
+                    return Err(if count == 0 {
+                        Error::NoAdapter(None)
+                    } else {
+                        Error::AdapterIndex { index: i, count }
+                    });
+                }
+                all.swap_remove(i)
+            }
+            None => pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::NoAdapter(Some(e.to_string())))?,
+        };
+        let info = adapter.get_info();
+        let have = adapter.limits();
+        let mut limits = wgpu::Limits::default();
+        if let Some(want) = opts.storage_binding_limit {
+            let want = want.min(have.max_storage_buffer_binding_size as u64);
+            limits.max_storage_buffer_binding_size = want as _;
+            limits.max_buffer_size = limits.max_buffer_size.max(want).min(have.max_buffer_size);
+        }
+        // Ask for what WebGPU guarantees unless the adapter offers less
+        // (llvmpipe GL, older mobile parts).
+        let limits = limits.or_worse_values_from(&have);
+        let features = adapter.features()
+            & (wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY);
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("lottery"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|source| Error::RequestDevice {
+            adapter: info.name.clone(),
+            source,
+        })?;
+        Ok(Gpu {
+            adapter: summarize(&info, features),
+            limits: device.limits(),
+            device,
+            queue,
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Largest byte size one storage binding may have on this device.
+    pub fn max_binding(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    fn check_size(&self, label: &str, bytes: u64) -> Result<()> {
+        if bytes > self.max_binding() {
+            return Err(Error::BindingTooLarge {
+                what: label.to_string(),
+                needed: bytes,
+                limit: self.max_binding(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A zero-filled storage buffer (at least 4 bytes: wgpu rejects empty bindings).
+    pub fn zeros(&self, label: &str, bytes: u64) -> Result<Tensor> {
+        let bytes = bytes.max(4).next_multiple_of(4);
+        self.check_size(label, bytes)?;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        Ok(Tensor {
+            buffer,
+            bytes,
+            label: label.to_string(),
+        })
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<Tensor> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let t = self.zeros(label, bytes.len() as u64)?;
+        if !bytes.is_empty() {
+            if bytes.len() % 4 == 0 {
+                self.queue.write_buffer(&t.buffer, 0, bytes);
+            } else {
+                let mut padded = bytes.to_vec();
+                padded.resize(bytes.len().next_multiple_of(4), 0);
+                self.queue.write_buffer(&t.buffer, 0, &padded);
+            }
+        }
+        Ok(t)
+    }
+
+    /// A uniform buffer holding `value`.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> Tensor {
+        let bytes = bytemuck::bytes_of(value);
+        let size = (bytes.len() as u64).next_multiple_of(16);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buffer, 0, bytes);
+        Tensor {
+            buffer,
+            bytes: size,
+            label: label.to_string(),
+        }
+    }
+
+    /// Reads a whole buffer back (tests and diagnostics; never on the decode path).
+    pub fn read<T: bytemuck::Pod>(&self, t: &Tensor) -> Result<Vec<T>> {
+        self.read_range(t, 0, t.bytes)
+    }
+
+    /// Reads `bytes` bytes from `offset` (both multiples of 4).
+    pub fn read_range<T: bytemuck::Pod>(&self, t: &Tensor, offset: u64, bytes: u64) -> Result<Vec<T>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&t.buffer, offset, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        self.map_read(&staging, bytes)
+    }
+
+    /// Maps a MAP_READ buffer, waits, copies its first `bytes` out and unmaps it.
+    pub fn map_read<T: bytemuck::Pod>(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<T>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, 0..bytes.max(4), move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| Error::Readback(e.to_string()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let out = {
+            let view = staging
+                .get_mapped_range(0..bytes.max(4))
+                .map_err(|e| Error::Readback(e.to_string()))?;
+            bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize])
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Gets or compiles the kernel `path` under `defines`. Pipelines are
+    /// labelled with their key so validation errors name the variant.
+    pub fn pipeline(&self, path: &str, defines: &Defines) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = variant_key(path, defines);
+        if let Some(p) = self.pipelines.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(p);
+        }
+        let src = shader::preprocess(path, defines)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&key),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&key),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader {
+                name: key,
+                msg: e.to_string(),
+            });
+        }
+        let p = Arc::new(pipeline);
+        if let Ok(mut m) = self.pipelines.lock() {
+            m.insert(key, p.clone());
+        }
+        Ok(p)
+    }
+
+    /// Binds `buffers` to group 0 in binding order 0, 1, 2, ...
+    pub fn bind(&self, label: &str, pipeline: &wgpu::ComputePipeline, buffers: &[&Tensor]) -> wgpu::BindGroup {
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: t.buffer.as_entire_binding(),
+            })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &layout,
+            entries: &entries,
+        })
+    }
+
+    /// Records `dispatches` for `step` in one compute pass and submits them once.
+    pub fn run(&self, step: &StepBuffer, dims: &Step, dispatches: &[Dispatch]) -> Result<()> {
+        self.queue.write_buffer(&step.0.buffer, 0, bytemuck::bytes_of(dims));
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        record(&mut enc, dims, dispatches, &self.limits)?;
+        self.queue.submit([enc.finish()]);
+        Ok(())
+    }
+}
+
+fn variant_key(path: &str, defines: &Defines) -> String {
+    let mut key = path.to_string();
+    for (k, v) in defines {
+        key.push_str(&format!(" {k}={v}"));
+    }
+    key
+}
+
+/// Per-step values shared by all dispatches of a step (mirrors `shaders/common/step.wgsl`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Step {
+    pub n_tokens: u32,
+    pub pos0: u32,
+    pub kv_len: u32,
+    pub chunk_len: u32,
+    pub n_chunks: u32,
+    pub rand_u: f32,
+    pub n_history: u32,
+    pub _pad: u32,
+}
+
+/// The uniform buffer behind [`Step`].
+pub struct StepBuffer(pub Tensor);
+
+impl StepBuffer {
+    pub fn new(gpu: &Gpu) -> StepBuffer {
+        StepBuffer(gpu.uniform("step", &Step::default()))
+    }
+}
+
+/// How many workgroups a dispatch launches, given the step.
+pub enum Grid {
+    Fixed([u32; 3]),
+    /// x fixed, one workgroup row per token.
+    PerToken(u32),
+    /// x fixed, y = ceil(n_tokens / tile).
+    TokenTiles { x: u32, tile: u32 },
+    /// One per (x, token, attention chunk).
+    PerTokenChunk(u32),
+}
+
+impl Grid {
+    pub fn size(&self, s: &Step) -> [u32; 3] {
+        match *self {
+            Grid::Fixed(g) => g,
+            Grid::PerToken(x) => [x, s.n_tokens, 1],
+            Grid::TokenTiles { x, tile } => [x, s.n_tokens.div_ceil(tile), 1],
+            Grid::PerTokenChunk(x) => [x, s.n_tokens, s.n_chunks],
+        }
+    }
+}
+
+/// One kernel launch with its bindings, built once and recorded every step.
+pub struct Dispatch {
+    pub label: String,
+    pub pipeline: Arc<wgpu::ComputePipeline>,
+    pub bind_group: wgpu::BindGroup,
+    pub grid: Grid,
+    /// Keeps per-dispatch uniform buffers alive as long as the bind group.
+    pub _params: Option<Tensor>,
+}
+
+/// Records `dispatches` into one compute pass.
+pub fn record(enc: &mut wgpu::CommandEncoder, step: &Step, dispatches: &[Dispatch], limits: &wgpu::Limits) -> Result<()> {
+    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("step"),
+        timestamp_writes: None,
+    });
+    for d in dispatches {
+        let [x, y, z] = d.grid.size(step);
+        if x == 0 || y == 0 || z == 0 {
+            continue;
+        }
+        let max = limits.max_compute_workgroups_per_dimension;
+        if x > max || y > max || z > max {
+            return Err(Error::Limit {
+                what: format!("workgroups of `{}`", d.label),
+                value: x.max(y).max(z) as u64,
+                limit: max as u64,
+            });
+        }
+        pass.set_pipeline(&d.pipeline);
+        pass.set_bind_group(0, &d.bind_group, &[]);
+        pass.dispatch_workgroups(x, y, z);
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! WGSL sources (embedded from `shaders/`) and the small preprocessor that
+//! turns one `.wgsl` file plus typed defines into one shader variant.
+//!
+//! Directives, each on a line of its own:
+//! - `#include "dir/file.wgsl"`: paste another embedded file (once per variant);
+//! - `#if NAME` / `#else` / `#endif`: keep lines when NAME is defined and not "0";
+//! - `{{NAME}}` anywhere in a line: replaced by the define's value.
+
+use crate::{Error, Result};
+use std::collections::{BTreeMap, BTreeSet};
+
+macro_rules! sources {
+    ($($path:literal),* $(,)?) => {
+        /// Every embedded WGSL file, by path relative to `shaders/`.
+        pub const SOURCES: &[(&str, &str)] = &[
+            $(($path, include_str!(concat!("../../../shaders/", $path))),)*
+        ];
+    };
+}
+
+sources!(
+    "common/step.wgsl",
+    "formats/f32.wgsl",
+    "formats/f16.wgsl",
+    "formats/q8_0.wgsl",
+    "formats/q4_0.wgsl",
+    "formats/q4_1.wgsl",
+    "ops/embed.wgsl",
+    "ops/rmsnorm.wgsl",
+    "ops/matvec.wgsl",
+    "ops/matmul.wgsl",
+    "ops/rope_kv.wgsl",
+    "ops/attention.wgsl",
+    "ops/attention_combine.wgsl",
+    "ops/swiglu.wgsl",
+    "ops/sample.wgsl",
+);
+
+/// Looks up an embedded shader file.
+pub fn source(path: &str) -> Option<&'static str> {
+    SOURCES.iter().find(|(p, _)| *p == path).map(|(_, s)| *s)
+}
+
+/// Named compile-time values for one shader variant. Ordered so that the
+/// variant key (and so the pipeline cache) is deterministic.
+pub type Defines = BTreeMap<String, String>;
+
+/// Expands `#include`, `#if` and `{{NAME}}` for `path` under `defines`.
+pub fn preprocess(path: &str, defines: &Defines) -> Result<String> {
+    let mut out = String::new();
+    let mut seen = BTreeSet::new();
+    expand(path, defines, &mut out, &mut seen, 0)?;
+    Ok(out)
+}
+
+fn expand(
+    path: &str,
+    defines: &Defines,
+    out: &mut String,
+    seen: &mut BTreeSet<String>,
+    depth: usize,
+) -> Result<()> {
+    let err = |msg: String| Error::Shader {
+        name: path.to_string(),
+        msg,
+    };
+    if depth > 16 {
+        return Err(err("#include nested too deeply".into()));
+    }
+    if !seen.insert(path.to_string()) {
+        return Ok(());
+    }
+    let src = source(path).ok_or_else(|| err("no such embedded shader".into()))?;
+    // Stack of (this branch active, some branch already taken).
+    let mut stack: Vec<(bool, bool)> = Vec::new();
+    let active = |stack: &[(bool, bool)]| stack.iter().all(|(a, _)| *a);
+    for (lineno, line) in src.lines().enumerate() {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix("#if ") {
+            let name = substitute(rest.trim(), defines);
+            let on = defines.get(name.as_str()).is_some_and(|v| v != "0");
+            stack.push((on, on));
+            continue;
+        }
+        if t.starts_with("#else") {
+            let Some(top) = stack.last_mut() else {
+                return Err(err(format!("line {}: #else without #if", lineno + 1)));
+            };
+            *top = (!top.1, true);
+            continue;
+        }
+        if t.starts_with("#endif") {
+            if stack.pop().is_none() {
+                return Err(err(format!("line {}: #endif without #if", lineno + 1)));
+            }
+            continue;
+        }
+        if !active(&stack) {
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix("#include") {
+            let inc = substitute(rest.trim().trim_matches('"'), defines);
+            expand(&inc, defines, out, seen, depth + 1)?;
+            continue;
+        }
+        let line = substitute(line, defines);
+        if line.contains("{{") {
+            return Err(err(format!("line {}: undefined placeholder in `{}`", lineno + 1, line.trim())));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if !stack.is_empty() {
+        return Err(err("#if without #endif".into()));
+    }
+    Ok(())
+}
+
+fn substitute(line: &str, defines: &Defines) -> String {
+    if !line.contains("{{") {
+        return line.to_string();
+    }
+    let mut s = line.to_string();
+    for (k, v) in defines {
+        s = s.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_else_and_substitution() {
+        let mut d = Defines::new();
+        d.insert("FORMAT".into(), "q4_1".into());
+        d.insert("ACCUMULATE".into(), "1".into());
+        let s = preprocess("ops/matvec.wgsl", &d).unwrap();
+        assert!(s.contains("fn fmt_unit"));
+        assert!(!s.contains("#if"));
+        assert!(!s.contains("{{"));
+    }
+
+    #[test]
+    fn unknown_file_is_an_error() {
+        assert!(preprocess("ops/nope.wgsl", &Defines::new()).is_err());
+    }
+}

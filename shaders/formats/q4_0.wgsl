@@ -1,0 +1,22 @@
+// Q4_0 (ggml): blocks of 32 weights, w = d * (q - 8). Byte i of the 16 quant
+// bytes holds weight i in its low nibble and weight i + 16 in its high nibble.
+// Repacked at load time: 4 quant words per block, then one word per block at
+// word offset `soff` with d as f16 in its low half (ggml's 18-byte block is
+// not 4-byte aligned).
+struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
+const FMT_BLOCK: u32 = 32u;
+
+fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
+    let blk = row * (k / 32u) + u / 4u;
+    let j = u % 4u;
+    let q = w[blk * 4u + j];
+    let d = unpack2x16float(w[soff + blk]).x;
+    let lo = vec4<f32>(vec4<u32>(q & 15u, (q >> 8u) & 15u, (q >> 16u) & 15u, (q >> 24u) & 15u));
+    let hi = vec4<f32>(vec4<u32>((q >> 4u) & 15u, (q >> 12u) & 15u, (q >> 20u) & 15u, q >> 28u));
+    var r: Unit;
+    r.w0 = (lo - 8.0) * d;
+    r.w1 = (hi - 8.0) * d;
+    r.c0 = (u / 4u) * 32u + j * 4u;
+    r.c1 = r.c0 + 16u;
+    return r;
+}

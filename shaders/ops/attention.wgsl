@@ -1,0 +1,129 @@
+// Causal grouped-query attention, one workgroup per (head, token, key chunk).
+// Keys are visited in tiles of 64 with an online softmax, so no buffer grows
+// with the square of the context. Each workgroup writes a partial result
+// (running max, running sum, unnormalised output) that attention_combine
+// merges: with one chunk this is plain attention (prefill), with many it is
+// flash-decoding, which spreads a long context over many workgroups when a
+// single token is decoded.
+#include "common/step.wgsl"
+
+struct Params {
+    n_head: u32,
+    n_kv_head: u32,
+    head_dim: u32,
+    ctx: u32,
+    scale: f32, // 1 / sqrt(head_dim)
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> qkv: array<f32>;
+@group(0) @binding(3) var<storage, read> kc: array<u32>;
+@group(0) @binding(4) var<storage, read> vc: array<u32>;
+@group(0) @binding(5) var<storage, read_write> part: array<f32>; // [n_tokens, n_head, n_chunks, head_dim + 2]
+
+const TILE: u32 = 64u;
+const MAX_HD: u32 = 256u;
+var<workgroup> qs: array<f32, MAX_HD>;
+var<workgroup> sc: array<f32, TILE>;
+
+fn k_at(slot: u32, d: u32) -> f32 {
+#if KV_F16
+    return unpack2x16float(kc[(slot + d) / 2u])[d % 2u];
+#else
+    return bitcast<f32>(kc[slot + d]);
+#endif
+}
+
+fn v_at(slot: u32, d: u32) -> f32 {
+#if KV_F16
+    return unpack2x16float(vc[(slot + d) / 2u])[d % 2u];
+#else
+    return bitcast<f32>(vc[slot + d]);
+#endif
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let h = wg.x;
+    let t = wg.y;
+    let c = wg.z;
+    let hd = p.head_dim;
+    let kvh = h / (p.n_head / p.n_kv_head);
+    let row = t * (p.n_head + 2u * p.n_kv_head) * hd;
+    for (var d = li; d < hd; d += TILE) {
+        qs[d] = qkv[row + h * hd + d] * p.scale;
+    }
+    let start = c * step.chunk_len;
+    let end = min(start + step.chunk_len, step.pos0 + t + 1u);
+    var m = -3.0e38;
+    var l = 0.0;
+    var acc: array<f32, 4>; // this thread's output dims li, li + 64, ...
+    for (var i = 0u; i < 4u; i++) {
+        acc[i] = 0.0;
+    }
+    workgroupBarrier();
+    var k0 = start;
+    // `end` is uniform across the workgroup, so the barriers below are too.
+    loop {
+        if (k0 >= end) {
+            break;
+        }
+        let n = min(TILE, end - k0);
+        var s = -3.0e38;
+        if (li < n) {
+            let slot = (kvh * p.ctx + k0 + li) * hd;
+            var dotv = 0.0;
+            for (var d = 0u; d < hd; d++) {
+                dotv += qs[d] * k_at(slot, d);
+            }
+            s = dotv;
+        }
+        sc[li] = s;
+        workgroupBarrier();
+        var tmax = -3.0e38;
+        for (var j = 0u; j < n; j++) {
+            tmax = max(tmax, sc[j]);
+        }
+        let m_new = max(m, tmax);
+        let corr = exp(m - m_new);
+        workgroupBarrier();
+        if (li < n) {
+            sc[li] = exp(s - m_new);
+        }
+        workgroupBarrier();
+        var psum = 0.0;
+        for (var j = 0u; j < n; j++) {
+            psum += sc[j];
+        }
+        l = l * corr + psum;
+        for (var i = 0u; i < 4u; i++) {
+            let d = li + i * TILE;
+            if (d < hd) {
+                var a = acc[i] * corr;
+                for (var j = 0u; j < n; j++) {
+                    a += sc[j] * v_at((kvh * p.ctx + k0 + j) * hd, d);
+                }
+                acc[i] = a;
+            }
+        }
+        m = m_new;
+        workgroupBarrier();
+        k0 += n;
+    }
+    let stride = hd + 2u;
+    let o = ((t * p.n_head + h) * step.n_chunks + c) * stride;
+    if (li == 0u) {
+        part[o] = m;
+        part[o + 1u] = l;
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let d = li + i * TILE;
+        if (d < hd) {
+            part[o + 2u + d] = acc[i];
+        }
+    }
+}

@@ -1,0 +1,62 @@
+// y[n] (+)= sum_k W[n, k] * x[k] for one token (decode). 8 rows per
+// workgroup, 32 lanes per row striding over the row's 8-weight units, then a
+// workgroup-memory reduction (portable: no subgroups needed).
+#include "common/step.wgsl"
+
+struct Params {
+    n: u32,        // output rows
+    k: u32,        // input columns (multiple of the format's block)
+    soff: u32,     // word offset of the scale region in `w`
+    last_row: u32, // 1: read x at the last token of the batch (LM head after prefill)
+    x_stride: u32, // floats between tokens in x
+    y_off: u32,    // float offset of the output row in y
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+#include "formats/{{FORMAT}}.wgsl"
+
+const LANES: u32 = 32u;
+const ROWS: u32 = 8u;
+var<workgroup> red: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) li: u32,
+        @builtin(workgroup_id) wg: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lane = li % LANES;
+    let row = (wg.x + wg.y * nwg.x) * ROWS + li / LANES;
+    var x4 = 0u;
+    if (p.last_row != 0u) {
+        x4 = (step.n_tokens - 1u) * (p.x_stride / 4u);
+    }
+    let units = p.k / 8u;
+    var acc = 0.0;
+    if (row < p.n) {
+        for (var u = lane; u < units; u += LANES) {
+            let un = fmt_unit(row, u, p.k, p.soff);
+            acc += dot(un.w0, x[x4 + un.c0 / 4u]) + dot(un.w1, x[x4 + un.c1 / 4u]);
+        }
+    }
+    red[li] = acc;
+    workgroupBarrier();
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            red[li] += red[li + s];
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u && row < p.n) {
+#if ACCUMULATE
+        y[p.y_off + row] += red[li];
+#else
+        y[p.y_off + row] = red[li];
+#endif
+    }
+}

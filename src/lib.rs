@@ -1,0 +1,1 @@
+pub use lottery_engine as engine; pub use lottery_models as models;
