@@ -1,0 +1,306 @@
+//! The Llama family (SmolLM2, Llama, Qwen2-style without biases): config
+//! from GGUF metadata, weights on the GPU, and the dispatch lists of a
+//! prefill and a decode step.
+
+use crate::load::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::{Error, Result};
+use lottery_engine::formats::{self, GpuWeight};
+use lottery_engine::gpu::{Dispatch, Gpu, StepBuffer, Tensor};
+use lottery_engine::kv::KvCache;
+use lottery_engine::ops::{self, AttnShape, MatvecOpts, SampleUniform};
+use lottery_engine::WeightFormat;
+
+/// Hyper-parameters read from `llama.*` (or `<arch>.*`) metadata.
+#[derive(Clone, Debug)]
+pub struct LlamaConfig {
+    pub arch: String,
+    pub n_layer: usize,
+    pub d_model: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub ff: usize,
+    pub vocab: usize,
+    pub ctx_train: usize,
+    pub rope_theta: f32,
+    pub eps: f32,
+}
+
+impl LlamaConfig {
+    pub fn from_gguf(g: &GgufFile) -> Result<LlamaConfig> {
+        let arch = g.architecture()?.to_string();
+        if !matches!(arch.as_str(), "llama" | "qwen2" | "mistral" | "smollm") {
+            return Err(Error::Model(format!(
+                "general.architecture = `{arch}` is not supported yet (supported: llama, qwen2, mistral)"
+            )));
+        }
+        let k = |s: &str| format!("{arch}.{s}");
+        let d_model = g.get_u32(&k("embedding_length"))? as usize;
+        let n_head = g.get_u32(&k("attention.head_count"))? as usize;
+        let n_kv_head = g.opt_u32(&k("attention.head_count_kv"))?.unwrap_or(n_head as u32) as usize;
+        let embd = g.require_tensor("token_embd.weight")?;
+        let cfg = LlamaConfig {
+            n_layer: g.get_u32(&k("block_count"))? as usize,
+            d_model,
+            n_head,
+            n_kv_head,
+            head_dim: if n_head > 0 { d_model / n_head } else { 0 },
+            ff: g.get_u32(&k("feed_forward_length"))? as usize,
+            vocab: embd.n_rows() as usize,
+            ctx_train: g.opt_u32(&k("context_length"))?.unwrap_or(2048) as usize,
+            rope_theta: g.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0),
+            eps: g.opt_f32(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
+            arch,
+        };
+        if cfg.n_head == 0 || cfg.n_kv_head == 0 || cfg.n_head % cfg.n_kv_head != 0 || cfg.d_model % cfg.n_head != 0 {
+            return Err(Error::Model(format!(
+                "inconsistent attention shape: embedding_length {} / head_count {} / head_count_kv {}",
+                cfg.d_model, cfg.n_head, cfg.n_kv_head
+            )));
+        }
+        Ok(cfg)
+    }
+}
+
+/// The weight format our kernels use for a GGUF tensor type.
+pub fn weight_format(name: &str, t: GgmlType) -> Result<WeightFormat> {
+    Ok(match t {
+        GgmlType::F32 => WeightFormat::F32,
+        GgmlType::F16 => WeightFormat::F16,
+        GgmlType::Q8_0 => WeightFormat::Q8_0,
+        GgmlType::Q4_0 => WeightFormat::Q4_0,
+        GgmlType::Q4_1 => WeightFormat::Q4_1,
+        other => {
+            return Err(Error::UnsupportedTensorType {
+                name: name.to_string(),
+                ggml_type: other.id(),
+            })
+        }
+    })
+}
+
+fn check_dims<'a>(g: &'a GgufFile, name: &str, cols: usize, rows: usize) -> Result<&'a TensorInfo> {
+    let t = g.require_tensor(name)?;
+    if t.row_len() as usize != cols || t.n_rows() as usize != rows {
+        return Err(Error::ShapeMismatch {
+            name: name.to_string(),
+            expected: format!("[{cols}, {rows}]"),
+            got: format!("{:?}", t.dims),
+        });
+    }
+    Ok(t)
+}
+
+/// Dequantizes any supported tensor to f32 on the CPU.
+pub fn tensor_f32(g: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>> {
+    let fmt = weight_format(&t.name, t.ggml_type)?;
+    let mut out = vec![0f32; t.n_elements() as usize];
+    formats::dequantize(fmt, g.tensor_data(t)?, &mut out).map_err(|e| Error::Model(format!("tensor `{}`: {e}", t.name)))?;
+    Ok(out)
+}
+
+/// Uploads the row-concatenation of `names` ([rows_i, cols] each) as one
+/// weight, so Q/K/V (or gate/up) run as one projection. Mixed formats fall
+/// back to f32.
+fn fused(gpu: &Gpu, g: &GgufFile, label: &str, names: &[(String, usize)], cols: usize) -> Result<GpuWeight> {
+    let infos = names
+        .iter()
+        .map(|(n, rows)| check_dims(g, n, cols, *rows))
+        .collect::<Result<Vec<_>>>()?;
+    let rows: usize = names.iter().map(|(_, r)| r).sum();
+    let first = infos[0].ggml_type;
+    let same = infos.iter().all(|t| t.ggml_type == first);
+    let fmt = weight_format(&infos[0].name, first);
+    let (fmt, bytes) = match fmt {
+        Ok(f) if same && cols % f.row_multiple() == 0 => {
+            let mut bytes = Vec::new();
+            for t in &infos {
+                bytes.extend_from_slice(g.tensor_data(t)?);
+            }
+            (f, bytes)
+        }
+        _ => {
+            let mut bytes = Vec::new();
+            for t in &infos {
+                bytes.extend(tensor_f32(g, t)?.iter().flat_map(|v| v.to_le_bytes()));
+            }
+            (WeightFormat::F32, bytes)
+        }
+    };
+    Ok(GpuWeight::upload(gpu, label, fmt, &bytes, rows, cols)?)
+}
+
+pub struct LayerWeights {
+    pub attn_norm: Tensor,
+    pub wqkv: GpuWeight,
+    pub wo: GpuWeight,
+    pub ffn_norm: Tensor,
+    pub w_gate_up: GpuWeight,
+    pub w_down: GpuWeight,
+}
+
+pub struct LlamaWeights {
+    pub embed: GpuWeight,
+    pub layers: Vec<LayerWeights>,
+    pub out_norm: Tensor,
+    /// `None`: tied to the embedding.
+    pub lm_head: Option<GpuWeight>,
+}
+
+impl LlamaWeights {
+    /// Uploads every weight; `progress(done, total)` is called per tensor group.
+    pub fn load(gpu: &Gpu, g: &GgufFile, c: &LlamaConfig, progress: &mut dyn FnMut(usize, usize)) -> Result<LlamaWeights> {
+        let total = c.n_layer + 2;
+        let embd = check_dims(g, "token_embd.weight", c.d_model, c.vocab)?;
+        let embed_fmt = weight_format(&embd.name, embd.ggml_type)?;
+        let embed = GpuWeight::upload(gpu, "token_embd.weight", embed_fmt, g.tensor_data(embd)?, c.vocab, c.d_model)?;
+        progress(1, total);
+        let norm = |name: &str| -> Result<Tensor> {
+            let t = check_dims(g, name, c.d_model, 1)?;
+            Ok(gpu.upload(name, &tensor_f32(g, t)?)?)
+        };
+        let kv = c.n_kv_head * c.head_dim;
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for l in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{l}.{s}.weight");
+            let single = |s: &str, cols: usize, rows: usize| fused(gpu, g, &n(s), &[(n(s), rows)], cols);
+            layers.push(LayerWeights {
+                attn_norm: norm(&n("attn_norm"))?,
+                wqkv: fused(gpu, g, &format!("blk.{l}.attn_qkv"), &[(n("attn_q"), c.d_model), (n("attn_k"), kv), (n("attn_v"), kv)], c.d_model)?,
+                wo: single("attn_output", c.d_model, c.d_model)?,
+                ffn_norm: norm(&n("ffn_norm"))?,
+                w_gate_up: fused(gpu, g, &format!("blk.{l}.ffn_gate_up"), &[(n("ffn_gate"), c.ff), (n("ffn_up"), c.ff)], c.d_model)?,
+                w_down: single("ffn_down", c.ff, c.d_model)?,
+            });
+            progress(l + 2, total);
+        }
+        let out_norm = norm("output_norm.weight")?;
+        let lm_head = match g.tensor("output.weight") {
+            Some(_) => Some(fused(gpu, g, "output.weight", &[("output.weight".to_string(), c.vocab)], c.d_model)?),
+            None => None,
+        };
+        progress(total, total);
+        Ok(LlamaWeights { embed, layers, out_norm, lm_head })
+    }
+
+    pub fn lm_head(&self) -> &GpuWeight {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// Bytes read from weights by one decode step (all matrices once, the
+    /// embedding row is negligible unless the head is tied).
+    pub fn decode_bytes(&self) -> u64 {
+        let mut b = self.lm_head().bytes() + self.out_norm.bytes;
+        for l in &self.layers {
+            b += l.wqkv.bytes() + l.wo.bytes() + l.w_gate_up.bytes() + l.w_down.bytes() + l.attn_norm.bytes + l.ffn_norm.bytes;
+        }
+        b
+    }
+}
+
+/// Activation buffers of one session, sized for `max_batch` tokens.
+pub struct Activations {
+    pub tokens: Tensor,
+    pub x: Tensor,
+    pub xn: Tensor,
+    pub qkv: Tensor,
+    pub attn: Tensor,
+    pub gu: Tensor,
+    pub h: Tensor,
+    pub part: Tensor,
+    pub logits: Tensor,
+    pub history: Tensor,
+    pub out_token: Tensor,
+}
+
+/// Keys per attention split during decode.
+pub const DECODE_CHUNK: u32 = 256;
+/// Tokens of repetition-penalty history the sampler sees.
+pub const HISTORY: usize = 64;
+
+impl Activations {
+    pub fn new(gpu: &Gpu, c: &LlamaConfig, s: &AttnShape, max_batch: u32, logit_rows: u32) -> Result<Activations> {
+        let b = max_batch as u64;
+        let f = |label: &str, n: u64| gpu.zeros(label, n * 4);
+        let chunks = s.ctx.div_ceil(DECODE_CHUNK) as u64;
+        Ok(Activations {
+            tokens: f("tokens", b)?,
+            x: f("x", b * c.d_model as u64)?,
+            xn: f("xn", b * c.d_model as u64)?,
+            qkv: f("qkv", b * s.qkv_width() as u64)?,
+            attn: f("attn", b * (c.n_head * c.head_dim) as u64)?,
+            gu: f("gate_up", b * 2 * c.ff as u64)?,
+            h: f("ffn_h", b * c.ff as u64)?,
+            part: gpu.zeros("attn_part", ops::attention_part_bytes(s, b.max(chunks)))?,
+            logits: f("logits", logit_rows as u64 * c.vocab as u64)?,
+            history: f("history", HISTORY as u64)?,
+            out_token: f("out_token", 1)?,
+        })
+    }
+}
+
+/// How the last projection runs in a graph.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// Logits of the last token only, then the sampler.
+    LastSampled,
+    /// Logits of every token of the batch (teacher forcing); no sampling.
+    AllRows,
+}
+
+/// Builds the dispatch list of one forward step over a batch: `batched`
+/// uses the tiled matmul (prefill), otherwise matvec (decode, one token).
+#[allow(clippy::too_many_arguments)]
+pub fn build_graph(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    c: &LlamaConfig,
+    w: &LlamaWeights,
+    kv: &KvCache,
+    a: &Activations,
+    rope: &Tensor,
+    max_batch: u32,
+    batched: bool,
+    head: Head,
+    sampler: &SampleUniform,
+) -> Result<Vec<Dispatch>> {
+    let s = &kv.shape;
+    let d = c.d_model as u32;
+    let mut g = Vec::with_capacity(c.n_layer * 10 + 4);
+    let proj = |w: &GpuWeight, x: &Tensor, y: &Tensor, acc: bool| -> Result<Dispatch> {
+        if batched {
+            Ok(ops::matmul(gpu, step, w, x, y, acc, max_batch)?)
+        } else {
+            Ok(ops::matvec(gpu, step, w, x, y, MatvecOpts { accumulate: acc, ..Default::default() })?)
+        }
+    };
+    g.push(ops::embed(gpu, step, &w.embed, &a.tokens, &a.x, max_batch)?);
+    for (l, lw) in w.layers.iter().enumerate() {
+        g.push(ops::rmsnorm(gpu, step, &lw.attn_norm, &a.x, &a.xn, d, c.eps, max_batch)?);
+        g.push(proj(&lw.wqkv, &a.xn, &a.qkv, false)?);
+        g.push(ops::rope_kv(gpu, step, s, rope, &a.qkv, &kv.k[l], &kv.v[l], max_batch)?);
+        g.push(ops::attention(gpu, step, s, &a.qkv, &kv.k[l], &kv.v[l], &a.part)?);
+        g.push(ops::attention_combine(gpu, step, s, &a.part, &a.attn)?);
+        g.push(proj(&lw.wo, &a.attn, &a.x, true)?);
+        g.push(ops::rmsnorm(gpu, step, &lw.ffn_norm, &a.x, &a.xn, d, c.eps, max_batch)?);
+        g.push(proj(&lw.w_gate_up, &a.xn, &a.gu, false)?);
+        g.push(ops::swiglu(gpu, step, &a.gu, &a.h, c.ff as u32, max_batch)?);
+        g.push(proj(&lw.w_down, &a.h, &a.x, true)?);
+    }
+    g.push(ops::rmsnorm(gpu, step, &w.out_norm, &a.x, &a.xn, d, c.eps, max_batch)?);
+    match head {
+        Head::AllRows => g.push(ops::matmul(gpu, step, w.lm_head(), &a.xn, &a.logits, false, max_batch)?),
+        Head::LastSampled => {
+            g.push(ops::matvec(gpu, step, w.lm_head(), &a.xn, &a.logits, MatvecOpts { last_row: true, x_stride: d, ..Default::default() })?);
+            g.push(ops::sample(gpu, step, sampler, &a.logits, &a.history, &a.out_token)?);
+        }
+    }
+    Ok(g)
+}
+
+/// The cos/sin table for every cache position.
+pub fn rope_table(gpu: &Gpu, c: &LlamaConfig, ctx: u32) -> Result<Tensor> {
+    let t = lottery_engine::reference::rope_table(ctx as usize, c.head_dim, c.rope_theta);
+    let flat: Vec<f32> = t.iter().flat_map(|p| *p).collect();
+    Ok(gpu.upload("rope_table", &flat)?)
+}

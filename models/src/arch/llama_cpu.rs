@@ -1,0 +1,81 @@
+//! The whole Llama forward on the CPU, composed from the engine's reference
+//! ops (f64 accumulation) on weights dequantized exactly as the GPU sees them.
+//! Slow and simple on purpose: it is what the GPU forward is tested against.
+
+use super::llama::{tensor_f32, LlamaConfig};
+use crate::load::gguf::GgufFile;
+use crate::Result;
+use lottery_engine::reference as r;
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Vec<f32>,
+    wk: Vec<f32>,
+    wv: Vec<f32>,
+    wo: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    wg: Vec<f32>,
+    wu: Vec<f32>,
+    wd: Vec<f32>,
+}
+
+pub struct LlamaCpu {
+    pub cfg: LlamaConfig,
+    embed: Vec<f32>,
+    layers: Vec<Layer>,
+    out_norm: Vec<f32>,
+    head: Vec<f32>,
+}
+
+impl LlamaCpu {
+    pub fn load(g: &GgufFile) -> Result<LlamaCpu> {
+        let cfg = LlamaConfig::from_gguf(g)?;
+        let t = |n: &str| -> Result<Vec<f32>> { tensor_f32(g, g.require_tensor(n)?) };
+        let embed = t("token_embd.weight")?;
+        let mut layers = Vec::new();
+        for l in 0..cfg.n_layer {
+            let n = |s: &str| format!("blk.{l}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: t(&n("attn_norm"))?,
+                wq: t(&n("attn_q"))?,
+                wk: t(&n("attn_k"))?,
+                wv: t(&n("attn_v"))?,
+                wo: t(&n("attn_output"))?,
+                ffn_norm: t(&n("ffn_norm"))?,
+                wg: t(&n("ffn_gate"))?,
+                wu: t(&n("ffn_up"))?,
+                wd: t(&n("ffn_down"))?,
+            });
+        }
+        let head = if g.tensor("output.weight").is_some() { t("output.weight")? } else { embed.clone() };
+        Ok(LlamaCpu { out_norm: t("output_norm.weight")?, cfg, embed, layers, head })
+    }
+
+    /// Logits [n_tokens, vocab] for every position of `ids` (teacher forcing).
+    pub fn forward(&self, ids: &[u32]) -> Vec<f32> {
+        let c = &self.cfg;
+        let (t, d, hd) = (ids.len(), c.d_model, c.head_dim);
+        let kvw = c.n_kv_head * hd;
+        let table = r::rope_table(t, hd, c.rope_theta);
+        let mut x: Vec<f32> = ids.iter().flat_map(|&i| self.embed[i as usize * d..][..d].to_vec()).collect();
+        for l in &self.layers {
+            let xn = r::rmsnorm(&x, &l.attn_norm, d, c.eps);
+            let mut q = r::matmul(&xn, &l.wq, t, d, d);
+            let mut k = r::matmul(&xn, &l.wk, t, kvw, d);
+            let v = r::matmul(&xn, &l.wv, t, kvw, d);
+            r::rope(&mut q, c.n_head, hd, 0, &table);
+            r::rope(&mut k, c.n_kv_head, hd, 0, &table);
+            let a = r::attention(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd);
+            let o = r::matmul(&a, &l.wo, t, d, d);
+            x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
+            let xn = r::rmsnorm(&x, &l.ffn_norm, d, c.eps);
+            let gt = r::matmul(&xn, &l.wg, t, c.ff, d);
+            let up = r::matmul(&xn, &l.wu, t, c.ff, d);
+            let h = r::swiglu(&gt, &up);
+            let dn = r::matmul(&h, &l.wd, t, d, c.ff);
+            x.iter_mut().zip(&dn).for_each(|(x, o)| *x += o);
+        }
+        let xn = r::rmsnorm(&x, &self.out_norm, d, c.eps);
+        r::matmul(&xn, &self.head, t, c.vocab, d)
+    }
+}

@@ -1,0 +1,5 @@
+//! Model architectures: one forward per architecture, independent of the
+//! weight format (the format picks its kernel through `GpuWeight`).
+
+pub mod llama;
+pub mod llama_cpu;

@@ -1,0 +1,328 @@
+//! One sequence over one KV cache. Feeding tokens, decoding with a per-token
+//! hook, rewinding and forking all work on the cache in place, so a tool loop
+//! never re-runs the prompt.
+
+use super::{GenerateOptions, Generation, SamplerSettings, StopReason};
+use crate::arch::llama::{self, Activations, Head, DECODE_CHUNK, HISTORY};
+use crate::model::Model;
+use crate::{Error, Result};
+use lottery_engine::gpu::{record, Dispatch, Step, StepBuffer, Tensor};
+use lottery_engine::kv::{KvCache, KvDtype};
+use lottery_engine::ops::{AttnShape, SampleUniform};
+use lottery_engine::reference::Rng;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Context length (cache capacity); 0 = min(model's training context, 4096).
+    pub ctx: u32,
+    pub kv: KvDtype,
+    /// Tokens per prefill batch.
+    pub max_batch: u32,
+    /// Rows of teacher-forced logits [`Session::logits`] can return per batch; 0 disables it.
+    pub logit_rows: u32,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { ctx: 0, kv: KvDtype::F16, max_batch: 128, logit_rows: 0 }
+    }
+}
+
+pub struct Session {
+    pub model: Arc<Model>,
+    opts: SessionOptions,
+    kv: KvCache,
+    act: Activations,
+    step: StepBuffer,
+    _rope: Tensor,
+    prefill: Vec<Dispatch>,
+    decode: Vec<Dispatch>,
+    all_logits: Option<Vec<Dispatch>>,
+    staging: wgpu::Buffer,
+    tokens: Vec<u32>,
+    rng: Rng,
+    sampler: SamplerSettings,
+}
+
+impl Session {
+    pub fn new(model: Arc<Model>, mut opts: SessionOptions) -> Result<Session> {
+        let c = &model.config;
+        let gpu = &model.gpu;
+        if opts.ctx == 0 {
+            opts.ctx = c.ctx_train.min(4096) as u32;
+        }
+        opts.max_batch = opts.max_batch.clamp(1, opts.ctx);
+        let shape = AttnShape {
+            n_head: c.n_head as u32,
+            n_kv_head: c.n_kv_head as u32,
+            head_dim: c.head_dim as u32,
+            ctx: opts.ctx,
+            kv_f16: opts.kv == KvDtype::F16,
+        };
+        let kv = KvCache::new(gpu, c.n_layer, shape)?;
+        let logit_rows = opts.logit_rows.max(1).min(opts.max_batch);
+        let act = Activations::new(gpu, c, &shape, opts.max_batch, logit_rows)?;
+        let step = StepBuffer::new(gpu);
+        let rope = llama::rope_table(gpu, c, opts.ctx)?;
+        let sampler = SampleUniform {
+            vocab: c.vocab as u32,
+            greedy: 1,
+            top_k: 0,
+            logits_off: 0,
+            temperature: 0.0,
+            top_p: 1.0,
+            min_p: 0.0,
+            rep_penalty: 1.0,
+        };
+        let w = &model.weights;
+        let build = |batch: u32, batched: bool, head: Head| {
+            llama::build_graph(gpu, &step, c, w, &kv, &act, &rope, batch, batched, head, &sampler)
+        };
+        let prefill = build(opts.max_batch, true, Head::LastSampled)?;
+        let decode = build(1, false, Head::LastSampled)?;
+        let all_logits = if opts.logit_rows > 0 { Some(build(logit_rows, true, Head::AllRows)?) } else { None };
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("token readback"),
+            size: 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(Session {
+            opts,
+            kv,
+            act,
+            step,
+            _rope: rope,
+            prefill,
+            decode,
+            all_logits,
+            staging,
+            tokens: Vec::new(),
+            rng: Rng::new(0),
+            sampler: SamplerSettings::default(),
+            model,
+        })
+    }
+
+    /// Tokens in the cache.
+    pub fn position(&self) -> usize {
+        self.tokens.len()
+    }
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+    pub fn context_len(&self) -> usize {
+        self.opts.ctx as usize
+    }
+    pub fn kv_bytes(&self) -> u64 {
+        self.kv.bytes()
+    }
+
+    /// Sets how the next tokens are chosen (and reseeds the generator).
+    pub fn set_sampler(&mut self, s: &SamplerSettings) {
+        self.sampler = s.clone();
+        self.rng = Rng::new(s.seed);
+        let u = SampleUniform {
+            vocab: self.model.config.vocab as u32,
+            greedy: (s.temperature <= 0.0) as u32,
+            top_k: s.top_k,
+            logits_off: 0,
+            temperature: s.temperature,
+            top_p: s.top_p,
+            min_p: s.min_p,
+            rep_penalty: s.repetition_penalty,
+        };
+        for g in [&self.prefill, &self.decode] {
+            if let Some(p) = g.last().and_then(|d| d._params.as_ref()) {
+                self.model.gpu.queue.write_buffer(&p.buffer, 0, bytemuck::bytes_of(&u));
+            }
+        }
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let vocab = self.model.config.vocab;
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(Error::Model(format!("token id {bad} is outside the vocabulary of {vocab}")));
+        }
+        let needed = self.tokens.len() + ids.len();
+        if needed > self.opts.ctx as usize {
+            return Err(Error::ContextFull {
+                in_cache: self.tokens.len(),
+                new: ids.len(),
+                ctx: self.opts.ctx as usize,
+                ctx_train: self.model.config.ctx_train,
+            });
+        }
+        Ok(())
+    }
+
+    fn step_for(&mut self, n: usize) -> Step {
+        let pos0 = self.tokens.len() as u32;
+        let kv_len = pos0 + n as u32;
+        let chunk_len = if n == 1 { DECODE_CHUNK } else { kv_len };
+        let n_history = if self.sampler.repetition_penalty != 1.0 {
+            let h = &self.tokens[self.tokens.len().saturating_sub(HISTORY)..];
+            self.model.gpu.queue.write_buffer(&self.act.history.buffer, 0, bytemuck::cast_slice(h));
+            h.len() as u32
+        } else {
+            0
+        };
+        Step {
+            n_tokens: n as u32,
+            pos0,
+            kv_len,
+            chunk_len,
+            n_chunks: kv_len.div_ceil(chunk_len),
+            rand_u: self.rng.uniform(),
+            n_history,
+            _pad: 0,
+        }
+    }
+
+    /// Runs one batch (one submit) and reads back only the sampled token.
+    fn run_batch(&mut self, ids: &[u32]) -> Result<u32> {
+        let gpu = self.model.gpu.clone();
+        gpu.queue.write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids));
+        let st = self.step_for(ids.len());
+        gpu.queue.write_buffer(&self.step.0.buffer, 0, bytemuck::bytes_of(&st));
+        let graph = if ids.len() == 1 { &self.decode } else { &self.prefill };
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        record(&mut enc, &st, graph, &gpu.limits)?;
+        enc.copy_buffer_to_buffer(&self.act.out_token.buffer, 0, &self.staging, 0, 4);
+        gpu.queue.submit([enc.finish()]);
+        let v: Vec<u32> = gpu.map_read(&self.staging, 4)?;
+        self.tokens.extend_from_slice(ids);
+        Ok(v[0])
+    }
+
+    /// Appends `ids` to the cache (batched) and returns the token sampled after them.
+    pub fn feed(&mut self, ids: &[u32]) -> Result<u32> {
+        if ids.is_empty() {
+            return Err(Error::Model("feed: no tokens given".into()));
+        }
+        self.check_ids(ids)?;
+        let mut next = 0;
+        for chunk in ids.chunks(self.opts.max_batch as usize) {
+            next = self.run_batch(chunk)?;
+        }
+        Ok(next)
+    }
+
+    /// Appends `ids` and returns their teacher-forced logits [ids.len(), vocab].
+    /// Needs `SessionOptions::logit_rows > 0`.
+    pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.check_ids(ids)?;
+        if self.all_logits.is_none() {
+            return Err(Error::Model("Session::logits needs SessionOptions::logit_rows > 0".into()));
+        }
+        let gpu = self.model.gpu.clone();
+        let vocab = self.model.config.vocab;
+        let rows = self.opts.logit_rows.min(self.opts.max_batch) as usize;
+        let mut out = Vec::with_capacity(ids.len() * vocab);
+        for chunk in ids.chunks(rows) {
+            gpu.queue.write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(chunk));
+            let mut st = self.step_for(chunk.len());
+            // All rows go through the batched path, even a single token.
+            st.chunk_len = st.kv_len;
+            st.n_chunks = 1;
+            if let Some(g) = &self.all_logits {
+                gpu.run(&self.step, &st, g)?;
+            }
+            out.extend(gpu.read_range::<f32>(&self.act.logits, 0, (chunk.len() * vocab * 4) as u64)?);
+            self.tokens.extend_from_slice(chunk);
+        }
+        Ok(out)
+    }
+
+    /// Forgets every token after `pos` (the cache entries are overwritten later).
+    pub fn rewind(&mut self, pos: usize) -> Result<()> {
+        if pos > self.tokens.len() {
+            return Err(Error::Model(format!("rewind to {pos}: only {} tokens in the cache", self.tokens.len())));
+        }
+        self.tokens.truncate(pos);
+        Ok(())
+    }
+
+    /// A new session with a copy of this one's cache and tokens.
+    pub fn fork(&self) -> Result<Session> {
+        let mut s = Session::new(self.model.clone(), self.opts.clone())?;
+        self.kv.copy_prefix_to(&self.model.gpu, &s.kv, self.tokens.len() as u32);
+        s.tokens = self.tokens.clone();
+        s.set_sampler(&self.sampler);
+        Ok(s)
+    }
+
+    /// Feeds `prompt` and generates up to `opts.max_tokens` tokens. `on_token`
+    /// gets each id and any newly completed text; returning `false` stops.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        mut on_token: impl FnMut(u32, &str) -> bool,
+    ) -> Result<Generation> {
+        self.set_sampler(&opts.sampler);
+        let t0 = Instant::now();
+        let stop_ids = self.model.stop_ids();
+        let mut dec = self.model.tokenizer.stream_decoder(true);
+        let mut ids = Vec::new();
+        let mut text = String::new();
+        let mut stop = StopReason::MaxTokens;
+        let mut ttft = 0.0;
+        if opts.max_tokens == 0 {
+            return Ok(Generation { prompt_ids: prompt.to_vec(), ids, text, stop, ttft_s: 0.0, decode_s: 0.0 });
+        }
+        // Leave room for the tokens we will feed back.
+        let room = self.opts.ctx as usize;
+        if self.tokens.len() + prompt.len() + 1 > room {
+            self.check_ids(&vec![0; prompt.len() + 1])?;
+        }
+        let mut next = self.feed(prompt)?;
+        let t_first = Instant::now();
+        loop {
+            if ids.is_empty() {
+                ttft = t_first.duration_since(t0).as_secs_f64();
+            }
+            ids.push(next);
+            if opts.stop_at_eos && stop_ids.contains(&next) {
+                stop = StopReason::Eos;
+                break;
+            }
+            let piece = dec.push(next)?.unwrap_or_default();
+            text.push_str(&piece);
+            if let Some(at) = opts.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                text.truncate(at);
+                stop = StopReason::StopString;
+                break;
+            }
+            if !on_token(next, &piece) {
+                stop = StopReason::Callback;
+                break;
+            }
+            if ids.len() >= opts.max_tokens {
+                break;
+            }
+            if self.tokens.len() + 1 > room {
+                return Err(Error::Model(format!(
+                    "context full after {} generated tokens: the context holds {room} (raise --ctx)",
+                    ids.len()
+                )));
+            }
+            next = self.feed(&[next])?;
+        }
+        if stop != StopReason::StopString {
+            if let Some(rest) = dec.flush() {
+                text.push_str(&rest);
+            }
+        }
+        Ok(Generation {
+            prompt_ids: prompt.to_vec(),
+            ids,
+            text,
+            stop,
+            ttft_s: ttft,
+            decode_s: t_first.elapsed().as_secs_f64(),
+        })
+    }
+}

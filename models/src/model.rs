@@ -1,0 +1,51 @@
+//! A loaded model: config, tokenizer, chat template and weights on the GPU.
+
+use crate::arch::llama::{LlamaConfig, LlamaWeights};
+use crate::load::{ChatTemplate, GgufFile, Tokenizer};
+use crate::{Error, Result};
+use lottery_engine::Gpu;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct Model {
+    pub gpu: Arc<Gpu>,
+    pub config: LlamaConfig,
+    pub weights: LlamaWeights,
+    pub tokenizer: Tokenizer,
+    pub chat_template: Option<ChatTemplate>,
+    pub path: PathBuf,
+    /// Bytes of the model file.
+    pub file_bytes: u64,
+}
+
+impl Model {
+    /// Loads a GGUF model onto `gpu`; `progress(done, total)` reports upload progress.
+    pub fn load(gpu: Arc<Gpu>, path: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<Model> {
+        let g = GgufFile::open(path)?;
+        let config = LlamaConfig::from_gguf(&g)?;
+        let tokenizer = Tokenizer::for_model(&g)?;
+        if tokenizer.vocab_size() > config.vocab {
+            return Err(Error::Model(format!(
+                "tokenizer has {} tokens but token_embd.weight only {} rows",
+                tokenizer.vocab_size(),
+                config.vocab
+            )));
+        }
+        let chat_template = ChatTemplate::from_gguf(&g).ok();
+        let weights = LlamaWeights::load(&gpu, &g, &config, progress)?;
+        Ok(Model { gpu, config, weights, tokenizer, chat_template, path: path.to_path_buf(), file_bytes: g.file_len() })
+    }
+
+    /// Ids that end a turn: EOS and, for chat models, `<|im_end|>`/`<|eot_id|>`.
+    pub fn stop_ids(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.tokenizer.eos_id().into_iter().collect();
+        for t in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>"] {
+            if let Some(id) = self.tokenizer.id_of(t) {
+                if !v.contains(&id) {
+                    v.push(id);
+                }
+            }
+        }
+        v
+    }
+}
