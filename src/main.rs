@@ -1,1 +1,8 @@
-fn main() {}
+mod cli;
+
+fn main() {
+    if let Err(e) = cli::main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

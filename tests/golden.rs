@@ -15,13 +15,27 @@ fn check_logits(kv: KvDtype, tol: f32, gap_min: f32) {
     for p in g["prompts"].as_array().unwrap() {
         let name = p["name"].as_str().unwrap();
         let input = ids(&p["input_ids"]);
-        let mut s = Session::new(model.clone(), SessionOptions { kv, ctx: 1024, max_batch: 64, logit_rows: 64 }).unwrap();
+        let mut s = Session::new(
+            model.clone(),
+            SessionOptions {
+                kv,
+                ctx: 1024,
+                max_batch: 64,
+                logit_rows: 64,
+            },
+        )
+        .unwrap();
         let logits = s.logits(&input).unwrap();
         let positions = ids(&p["logits_positions"]);
         for (j, pos) in positions.iter().enumerate() {
             let row = &logits[*pos as usize * vocab..][..vocab];
             let top_ids = ids(&p["top_ids"][j]);
-            let top: Vec<f32> = p["top_logits"][j].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            let top: Vec<f32> = p["top_logits"][j]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
             for (id, want) in top_ids.iter().zip(&top) {
                 let got = row[*id as usize];
                 let err = (got - want).abs();
@@ -30,7 +44,13 @@ fn check_logits(kv: KvDtype, tol: f32, gap_min: f32) {
             }
             if top[0] - top[1] > gap_min {
                 let am = lottery::engine::reference::argmax(row);
-                assert_eq!(am as u32, top_ids[0], "{name} pos {pos}: argmax {am}, reference {} (gap {})", top_ids[0], top[0] - top[1]);
+                assert_eq!(
+                    am as u32,
+                    top_ids[0],
+                    "{name} pos {pos}: argmax {am}, reference {} (gap {})",
+                    top_ids[0],
+                    top[0] - top[1]
+                );
             }
         }
     }
@@ -57,16 +77,39 @@ fn check_greedy(kv: KvDtype, gap_min: f64) {
         let steps = p["greedy"]["step_top5"].as_array().unwrap();
         let mut n = want.len();
         for (i, st) in steps.iter().enumerate() {
-            let l: Vec<f64> = st["top_logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let l: Vec<f64> = st["top_logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
             if l.len() >= 2 && l[0] - l[1] < gap_min {
                 n = i;
                 break;
             }
         }
-        let mut s = Session::new(model.clone(), SessionOptions { kv, ctx: 1024, ..Default::default() }).unwrap();
-        let opts = GenerateOptions { max_tokens: n.max(1), stop_at_eos: false, ..Default::default() };
-        let out = s.generate(&ids(&p["input_ids"]), &opts, |_, _| true).unwrap();
-        assert_eq!(&out.ids[..n], &want[..n], "{name}: greedy tokens differ (kv {kv:?}) within the first {n} steps");
+        let mut s = Session::new(
+            model.clone(),
+            SessionOptions {
+                kv,
+                ctx: 1024,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let opts = GenerateOptions {
+            max_tokens: n.max(1),
+            stop_at_eos: false,
+            ..Default::default()
+        };
+        let out = s
+            .generate(&ids(&p["input_ids"]), &opts, |_, _| true)
+            .unwrap();
+        assert_eq!(
+            &out.ids[..n],
+            &want[..n],
+            "{name}: greedy tokens differ (kv {kv:?}) within the first {n} steps"
+        );
         eprintln!("{name}: {n} greedy tokens match");
     }
 }

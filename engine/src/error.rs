@@ -11,7 +11,9 @@ pub enum Error {
         .0.as_deref().map(|s| format!(" ({s})")).unwrap_or_default()
     )]
     NoAdapter(Option<String>),
-    #[error("adapter index {index} out of range: {count} adapter(s) available (see `lottery doctor`)")]
+    #[error(
+        "adapter index {index} out of range: {count} adapter(s) available (see `lottery doctor`)"
+    )]
     AdapterIndex { index: usize, count: usize },
     #[error("unknown backend `{0}`: expected vulkan, metal, dx12, gl or webgpu")]
     UnknownBackend(String),
@@ -22,9 +24,17 @@ pub enum Error {
         source: wgpu::RequestDeviceError,
     },
     #[error("{what} needs {needed} bytes in one storage binding but the device allows {limit} (max_storage_buffer_binding_size)")]
-    BindingTooLarge { what: String, needed: u64, limit: u64 },
+    BindingTooLarge {
+        what: String,
+        needed: u64,
+        limit: u64,
+    },
     #[error("{what} needs {needed} bytes but the device allows buffers of at most {limit} (max_buffer_size)")]
-    BufferTooLarge { what: String, needed: u64, limit: u64 },
+    BufferTooLarge {
+        what: String,
+        needed: u64,
+        limit: u64,
+    },
     #[error("shader `{name}`: {msg}")]
     Shader { name: String, msg: String },
     #[error("GPU validation error in {context}: {msg}")]
@@ -36,7 +46,11 @@ pub enum Error {
     #[error("readback failed: {0}")]
     Readback(String),
     #[error("{what}: {value} exceeds the limit {limit}")]
-    Limit { what: String, value: u64, limit: u64 },
+    Limit {
+        what: String,
+        value: u64,
+        limit: u64,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

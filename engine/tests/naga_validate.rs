@@ -9,12 +9,19 @@ fn every_variant_validates() {
     // implementation and wgpu's Vulkan, Metal, DX12 and GL 4.2+/ES 3.0+ paths have it.
     let caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     let variants = ops::all_variants();
-    assert!(variants.len() > 20, "expected the full variant list, got {}", variants.len());
+    assert!(
+        variants.len() > 20,
+        "expected the full variant list, got {}",
+        variants.len()
+    );
     for (path, defines) in variants {
-        let src = shader::preprocess(path, &defines).unwrap_or_else(|e| panic!("{path} {defines:?}: {e}"));
-        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{path} {defines:?}: {}", e.emit_to_string(&src)));
+        let src = shader::preprocess(path, &defines)
+            .unwrap_or_else(|e| panic!("{path} {defines:?}: {e}"));
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{path} {defines:?}: {}", e.emit_to_string(&src)));
         let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
-        v.validate(&module).unwrap_or_else(|e| panic!("{path} {defines:?}: {}", e.emit_to_string(&src)));
+        v.validate(&module)
+            .unwrap_or_else(|e| panic!("{path} {defines:?}: {}", e.emit_to_string(&src)));
     }
 }
 
@@ -31,8 +38,15 @@ fn every_wgsl_file_is_embedded() {
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "wgsl") {
-                let rel = p.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
-                assert!(shader::source(&rel).is_some(), "{rel} is not listed in engine/src/shader/mod.rs");
+                let rel = p
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                assert!(
+                    shader::source(&rel).is_some(),
+                    "{rel} is not listed in engine/src/shader/mod.rs"
+                );
                 found += 1;
             }
         }

@@ -1,1 +1,14 @@
+//! lottery-models: everything that knows what a model is: file formats,
+//! tokenizers, chat templates, architectures and generation.
 
+pub mod arch;
+pub mod error;
+pub mod generate;
+pub mod load;
+pub mod model;
+
+pub use error::{Error, Result};
+pub use generate::{
+    GenerateOptions, Generation, SamplerSettings, Session, SessionOptions, StopReason,
+};
+pub use model::Model;

@@ -20,7 +20,11 @@ pub struct Model {
 
 impl Model {
     /// Loads a GGUF model onto `gpu`; `progress(done, total)` reports upload progress.
-    pub fn load(gpu: Arc<Gpu>, path: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<Model> {
+    pub fn load(
+        gpu: Arc<Gpu>,
+        path: &Path,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
         let g = GgufFile::open(path)?;
         let config = LlamaConfig::from_gguf(&g)?;
         let tokenizer = Tokenizer::for_model(&g)?;
@@ -33,7 +37,15 @@ impl Model {
         }
         let chat_template = ChatTemplate::from_gguf(&g).ok();
         let weights = LlamaWeights::load(&gpu, &g, &config, progress)?;
-        Ok(Model { gpu, config, weights, tokenizer, chat_template, path: path.to_path_buf(), file_bytes: g.file_len() })
+        Ok(Model {
+            gpu,
+            config,
+            weights,
+            tokenizer,
+            chat_template,
+            path: path.to_path_buf(),
+            file_bytes: g.file_len(),
+        })
     }
 
     /// Ids that end a turn: EOS and, for chat models, `<|im_end|>`/`<|eot_id|>`.

@@ -142,12 +142,19 @@ pub fn quantize(fmt: WeightFormat, x: &[f32]) -> Result<Vec<u8>> {
     if x.len() % fmt.block_size() != 0 {
         return Err(Error::Shape {
             op: "quantize",
-            msg: format!("{}: {} weights are not whole blocks of {}", fmt.name(), x.len(), fmt.block_size()),
+            msg: format!(
+                "{}: {} weights are not whole blocks of {}",
+                fmt.name(),
+                x.len(),
+                fmt.block_size()
+            ),
         });
     }
     let mut out = Vec::with_capacity(fmt.ggml_bytes(x.len()));
     match fmt {
-        WeightFormat::F32 => x.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        WeightFormat::F32 => x
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
         WeightFormat::F16 => x
             .iter()
             .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
@@ -163,7 +170,9 @@ pub fn quantize(fmt: WeightFormat, x: &[f32]) -> Result<Vec<u8>> {
         WeightFormat::Q4_0 => {
             for b in x.chunks_exact(32) {
                 // The signed value of largest magnitude maps to -8.
-                let max = b.iter().fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
+                let max = b
+                    .iter()
+                    .fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
                 let d = max / -8.0;
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                 out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
@@ -210,7 +219,9 @@ pub fn repack(fmt: WeightFormat, data: &[u8], n: usize, k: usize) -> Result<(Vec
     let word = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     let half_word = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as u32;
     Ok(match fmt {
-        WeightFormat::F32 | WeightFormat::F16 => (data.chunks_exact(4).map(|c| word(c, 0)).collect(), 0),
+        WeightFormat::F32 | WeightFormat::F16 => {
+            (data.chunks_exact(4).map(|c| word(c, 0)).collect(), 0)
+        }
         WeightFormat::Q8_0 | WeightFormat::Q4_0 | WeightFormat::Q4_1 => {
             let nb = n * k / 32;
             let (qw, qoff) = match fmt {
@@ -247,7 +258,14 @@ pub struct GpuWeight {
 
 impl GpuWeight {
     /// Uploads ggml-layout `data` for a [n, k] weight named `name`.
-    pub fn upload(gpu: &Gpu, name: &str, fmt: WeightFormat, data: &[u8], n: usize, k: usize) -> Result<GpuWeight> {
+    pub fn upload(
+        gpu: &Gpu,
+        name: &str,
+        fmt: WeightFormat,
+        data: &[u8],
+        n: usize,
+        k: usize,
+    ) -> Result<GpuWeight> {
         let (words, soff) = repack(fmt, data, n, k).map_err(|e| Error::Weight {
             name: name.to_string(),
             msg: e.to_string(),
@@ -290,10 +308,18 @@ mod tests {
             assert_eq!(q.len(), fmt.ggml_bytes(x.len()));
             let mut y = vec![0f32; x.len()];
             dequantize(fmt, &q, &mut y).unwrap();
-            let err: f64 = x.iter().zip(&y).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
+            let err: f64 = x
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>();
             let sig: f64 = x.iter().map(|a| (*a as f64).powi(2)).sum();
             let rel = (err / sig).sqrt();
-            assert!(rel <= budget, "{}: relative RMS error {rel} > budget {budget}", fmt.name());
+            assert!(
+                rel <= budget,
+                "{}: relative RMS error {rel} > budget {budget}",
+                fmt.name()
+            );
         }
     }
 

@@ -60,7 +60,11 @@ pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
 }
 
 fn backends_from(opts: &GpuOptions) -> Result<wgpu::Backends> {
-    match opts.backend.clone().or_else(|| std::env::var("LOTTERY_BACKEND").ok()) {
+    match opts
+        .backend
+        .clone()
+        .or_else(|| std::env::var("LOTTERY_BACKEND").ok())
+    {
         Some(b) => parse_backend(&b),
         None => Ok(wgpu::Backends::all()),
     }
@@ -76,7 +80,9 @@ fn summarize(info: &wgpu::AdapterInfo, features: wgpu::Features) -> AdapterSumma
     AdapterSummary {
         name: info.name.clone(),
         backend: format!("{:?}", info.backend),
-        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
         device_type: format!("{:?}", info.device_type),
         shader_f16: features.contains(wgpu::Features::SHADER_F16),
         subgroups: features.contains(wgpu::Features::SUBGROUP),
@@ -106,7 +112,9 @@ impl Gpu {
         let inst = instance(backends);
         let index = match opts.adapter_index {
             Some(i) => Some(i),
-            None => std::env::var("LOTTERY_ADAPTER").ok().and_then(|s| s.parse().ok()),
+            None => std::env::var("LOTTERY_ADAPTER")
+                .ok()
+                .and_then(|s| s.parse().ok()),
         };
         let adapter = match index {
             Some(i) => {
@@ -141,7 +149,9 @@ impl Gpu {
         // (llvmpipe GL, older mobile parts).
         let limits = limits.or_worse_values_from(&have);
         let features = adapter.features()
-            & (wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY);
+            & (wgpu::Features::SHADER_F16
+                | wgpu::Features::SUBGROUP
+                | wgpu::Features::TIMESTAMP_QUERY);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("lottery"),
             required_features: features,
@@ -238,7 +248,12 @@ impl Gpu {
     }
 
     /// Reads `bytes` bytes from `offset` (both multiples of 4).
-    pub fn read_range<T: bytemuck::Pod>(&self, t: &Tensor, offset: u64, bytes: u64) -> Result<Vec<T>> {
+    pub fn read_range<T: bytemuck::Pod>(
+        &self,
+        t: &Tensor,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<Vec<T>> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: bytes.max(4),
@@ -277,23 +292,32 @@ impl Gpu {
     /// labelled with their key so validation errors name the variant.
     pub fn pipeline(&self, path: &str, defines: &Defines) -> Result<Arc<wgpu::ComputePipeline>> {
         let key = variant_key(path, defines);
-        if let Some(p) = self.pipelines.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
             return Ok(p);
         }
         let src = shader::preprocess(path, defines)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&key),
-            source: wgpu::ShaderSource::Wgsl(src.into()),
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&key),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&key),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&key),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader {
                 name: key,
@@ -308,7 +332,12 @@ impl Gpu {
     }
 
     /// Binds `buffers` to group 0 in binding order 0, 1, 2, ...
-    pub fn bind(&self, label: &str, pipeline: &wgpu::ComputePipeline, buffers: &[&Tensor]) -> wgpu::BindGroup {
+    pub fn bind(
+        &self,
+        label: &str,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[&Tensor],
+    ) -> wgpu::BindGroup {
         let layout = pipeline.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
@@ -327,7 +356,8 @@ impl Gpu {
 
     /// Records `dispatches` for `step` in one compute pass and submits them once.
     pub fn run(&self, step: &StepBuffer, dims: &Step, dispatches: &[Dispatch]) -> Result<()> {
-        self.queue.write_buffer(&step.0.buffer, 0, bytemuck::bytes_of(dims));
+        self.queue
+            .write_buffer(&step.0.buffer, 0, bytemuck::bytes_of(dims));
         let mut enc = self.device.create_command_encoder(&Default::default());
         record(&mut enc, dims, dispatches, &self.limits)?;
         self.queue.submit([enc.finish()]);
@@ -372,7 +402,10 @@ pub enum Grid {
     /// x fixed, one workgroup row per token.
     PerToken(u32),
     /// x fixed, y = ceil(n_tokens / tile).
-    TokenTiles { x: u32, tile: u32 },
+    TokenTiles {
+        x: u32,
+        tile: u32,
+    },
     /// One per (x, token, attention chunk).
     PerTokenChunk(u32),
 }
@@ -399,7 +432,12 @@ pub struct Dispatch {
 }
 
 /// Records `dispatches` into one compute pass.
-pub fn record(enc: &mut wgpu::CommandEncoder, step: &Step, dispatches: &[Dispatch], limits: &wgpu::Limits) -> Result<()> {
+pub fn record(
+    enc: &mut wgpu::CommandEncoder,
+    step: &Step,
+    dispatches: &[Dispatch],
+    limits: &wgpu::Limits,
+) -> Result<()> {
     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some("step"),
         timestamp_writes: None,

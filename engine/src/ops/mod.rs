@@ -9,14 +9,20 @@ use crate::shader::Defines;
 use crate::{Error, Result};
 
 fn defines(pairs: &[(&str, &str)]) -> Defines {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn need(op: &'static str, t: &Tensor, bytes: u64) -> Result<()> {
     if t.bytes < bytes {
         return Err(Error::Shape {
             op,
-            msg: format!("buffer `{}` has {} bytes, needs {}", t.label, t.bytes, bytes),
+            msg: format!(
+                "buffer `{}` has {} bytes, needs {}",
+                t.label, t.bytes, bytes
+            ),
         });
     }
     Ok(())
@@ -69,7 +75,11 @@ impl AttnShape {
         self.n_kv_head as u64 * self.ctx as u64 * self.head_dim as u64 * per
     }
     fn check(&self) -> Result<()> {
-        if self.n_kv_head == 0 || self.n_head % self.n_kv_head != 0 || self.head_dim % 2 != 0 || self.head_dim > 256 {
+        if self.n_kv_head == 0
+            || self.n_head % self.n_kv_head != 0
+            || self.head_dim % 2 != 0
+            || self.head_dim > 256
+        {
             return Err(Error::Shape {
                 op: "attention",
                 msg: format!(
@@ -81,7 +91,11 @@ impl AttnShape {
         Ok(())
     }
     fn kv_define(&self) -> &'static str {
-        if self.kv_f16 { "1" } else { "0" }
+        if self.kv_f16 {
+            "1"
+        } else {
+            "0"
+        }
     }
 }
 
@@ -104,29 +118,78 @@ fn check_weight(op: &'static str, w: &GpuWeight, x: &Tensor, x_tokens: u64) -> R
     if w.k % w.format.row_multiple() != 0 {
         return Err(Error::Shape {
             op,
-            msg: format!("weight `{}` rows of {} are not a multiple of {}", w.data.label, w.k, w.format.row_multiple()),
+            msg: format!(
+                "weight `{}` rows of {} are not a multiple of {}",
+                w.data.label,
+                w.k,
+                w.format.row_multiple()
+            ),
         });
     }
     need(op, x, x_tokens * w.k as u64 * 4)
 }
 
 /// Table lookup. table: [n_vocab, d]; tokens: [n_tokens] u32 -> out: [n_tokens, d]
-pub fn embed(gpu: &Gpu, step: &StepBuffer, table: &GpuWeight, tokens: &Tensor, out: &Tensor, max_tokens: u32) -> Result<Dispatch> {
+pub fn embed(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    table: &GpuWeight,
+    tokens: &Tensor,
+    out: &Tensor,
+    max_tokens: u32,
+) -> Result<Dispatch> {
     check_weight("embed", table, out, max_tokens as u64)?;
     need("embed", tokens, max_tokens as u64 * 4)?;
-    let p = Params4 { a: table.n as u32, b: table.k as u32, c: table.soff, d: 0 };
+    let p = Params4 {
+        a: table.n as u32,
+        b: table.k as u32,
+        c: table.soff,
+        d: 0,
+    };
     let d = defines(&[("FORMAT", table.format.name())]);
     let x = (table.k as u32 / 8).div_ceil(64);
-    launch(gpu, &format!("embed {}", table.data.label), "ops/embed.wgsl", &d, step, &p, &[&table.data, tokens, out], Grid::PerToken(x))
+    launch(
+        gpu,
+        &format!("embed {}", table.data.label),
+        "ops/embed.wgsl",
+        &d,
+        step,
+        &p,
+        &[&table.data, tokens, out],
+        Grid::PerToken(x),
+    )
 }
 
 /// y[t] = x[t] / rms(x[t]) * g.  x, y: [n_tokens, d]; g: [d]
-pub fn rmsnorm(gpu: &Gpu, step: &StepBuffer, g: &Tensor, x: &Tensor, y: &Tensor, d: u32, eps: f32, max_tokens: u32) -> Result<Dispatch> {
+pub fn rmsnorm(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    g: &Tensor,
+    x: &Tensor,
+    y: &Tensor,
+    d: u32,
+    eps: f32,
+    max_tokens: u32,
+) -> Result<Dispatch> {
     need("rmsnorm", g, d as u64 * 4)?;
     need("rmsnorm", x, max_tokens as u64 * d as u64 * 4)?;
     need("rmsnorm", y, max_tokens as u64 * d as u64 * 4)?;
-    let p = Params4 { a: d, b: eps.to_bits(), c: 0, d: 0 };
-    launch(gpu, &format!("rmsnorm {}", g.label), "ops/rmsnorm.wgsl", &Defines::new(), step, &p, &[g, x, y], Grid::PerToken(1))
+    let p = Params4 {
+        a: d,
+        b: eps.to_bits(),
+        c: 0,
+        d: 0,
+    };
+    launch(
+        gpu,
+        &format!("rmsnorm {}", g.label),
+        "ops/rmsnorm.wgsl",
+        &Defines::new(),
+        step,
+        &p,
+        &[g, x, y],
+        Grid::PerToken(1),
+    )
 }
 
 /// Options of a matrix-vector product.
@@ -141,43 +204,135 @@ pub struct MatvecOpts {
 }
 
 /// Decode projection: y[n] (+)= W[n, :] . x.  w: [n, k]; x: [k] (or [n_tokens, x_stride]); y: [n]
-pub fn matvec(gpu: &Gpu, step: &StepBuffer, w: &GpuWeight, x: &Tensor, y: &Tensor, o: MatvecOpts) -> Result<Dispatch> {
+pub fn matvec(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    w: &GpuWeight,
+    x: &Tensor,
+    y: &Tensor,
+    o: MatvecOpts,
+) -> Result<Dispatch> {
     check_weight("matvec", w, x, 1)?;
     need("matvec", y, w.n as u64 * 4)?;
-    let p = Params8 { v: [w.n as u32, w.k as u32, w.soff, o.last_row as u32, o.x_stride.max(w.k as u32), 0, 0, 0] };
-    let d = defines(&[("FORMAT", w.format.name()), ("ACCUMULATE", if o.accumulate { "1" } else { "0" })]);
+    let p = Params8 {
+        v: [
+            w.n as u32,
+            w.k as u32,
+            w.soff,
+            o.last_row as u32,
+            o.x_stride.max(w.k as u32),
+            0,
+            0,
+            0,
+        ],
+    };
+    let d = defines(&[
+        ("FORMAT", w.format.name()),
+        ("ACCUMULATE", if o.accumulate { "1" } else { "0" }),
+    ]);
     let groups = (w.n as u32).div_ceil(8);
     let max = gpu.limits.max_compute_workgroups_per_dimension;
-    let grid = if groups <= max { [groups, 1, 1] } else { [max, groups.div_ceil(max), 1] };
-    launch(gpu, &format!("matvec {}", w.data.label), "ops/matvec.wgsl", &d, step, &p, &[&w.data, x, y], Grid::Fixed(grid))
+    let grid = if groups <= max {
+        [groups, 1, 1]
+    } else {
+        [max, groups.div_ceil(max), 1]
+    };
+    launch(
+        gpu,
+        &format!("matvec {}", w.data.label),
+        "ops/matvec.wgsl",
+        &d,
+        step,
+        &p,
+        &[&w.data, x, y],
+        Grid::Fixed(grid),
+    )
 }
 
 /// Prefill projection: Y[t, n] (+)= W[n, :] . X[t, :].  x: [n_tokens, k]; y: [n_tokens, n]
-pub fn matmul(gpu: &Gpu, step: &StepBuffer, w: &GpuWeight, x: &Tensor, y: &Tensor, accumulate: bool, max_tokens: u32) -> Result<Dispatch> {
+pub fn matmul(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    w: &GpuWeight,
+    x: &Tensor,
+    y: &Tensor,
+    accumulate: bool,
+    max_tokens: u32,
+) -> Result<Dispatch> {
     check_weight("matmul", w, x, max_tokens as u64)?;
     need("matmul", y, max_tokens as u64 * w.n as u64 * 4)?;
-    let p = Params8 { v: [w.n as u32, w.k as u32, w.soff, 0, w.k as u32, w.n as u32, 0, 0] };
-    let d = defines(&[("FORMAT", w.format.name()), ("ACCUMULATE", if accumulate { "1" } else { "0" })]);
+    let p = Params8 {
+        v: [
+            w.n as u32, w.k as u32, w.soff, 0, w.k as u32, w.n as u32, 0, 0,
+        ],
+    };
+    let d = defines(&[
+        ("FORMAT", w.format.name()),
+        ("ACCUMULATE", if accumulate { "1" } else { "0" }),
+    ]);
     let x_groups = (w.n as u32).div_ceil(64);
-    launch(gpu, &format!("matmul {}", w.data.label), "ops/matmul.wgsl", &d, step, &p, &[&w.data, x, y], Grid::TokenTiles { x: x_groups, tile: 8 })
+    launch(
+        gpu,
+        &format!("matmul {}", w.data.label),
+        "ops/matmul.wgsl",
+        &d,
+        step,
+        &p,
+        &[&w.data, x, y],
+        Grid::TokenTiles {
+            x: x_groups,
+            tile: 8,
+        },
+    )
 }
 
 /// Rotates q (in place) and k of the fused qkv [n_tokens, qkv_width] and appends k, v to the cache.
-pub fn rope_kv(gpu: &Gpu, step: &StepBuffer, s: &AttnShape, table: &Tensor, qkv: &Tensor, kc: &Tensor, vc: &Tensor, max_tokens: u32) -> Result<Dispatch> {
+pub fn rope_kv(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    s: &AttnShape,
+    table: &Tensor,
+    qkv: &Tensor,
+    kc: &Tensor,
+    vc: &Tensor,
+    max_tokens: u32,
+) -> Result<Dispatch> {
     s.check()?;
     need("rope_kv", table, s.ctx as u64 * s.head_dim as u64 / 2 * 8)?;
     need("rope_kv", qkv, max_tokens as u64 * s.qkv_width() as u64 * 4)?;
     need("rope_kv", kc, s.cache_bytes())?;
     need("rope_kv", vc, s.cache_bytes())?;
-    let p = Params4 { a: s.n_head, b: s.n_kv_head, c: s.head_dim, d: s.ctx };
+    let p = Params4 {
+        a: s.n_head,
+        b: s.n_kv_head,
+        c: s.head_dim,
+        d: s.ctx,
+    };
     let d = defines(&[("KV_F16", s.kv_define())]);
     let x = ((s.n_head + 2 * s.n_kv_head) * s.head_dim / 2).div_ceil(64);
-    launch(gpu, &format!("rope_kv {}", kc.label), "ops/rope_kv.wgsl", &d, step, &p, &[table, qkv, kc, vc], Grid::PerToken(x))
+    launch(
+        gpu,
+        &format!("rope_kv {}", kc.label),
+        "ops/rope_kv.wgsl",
+        &d,
+        step,
+        &p,
+        &[table, qkv, kc, vc],
+        Grid::PerToken(x),
+    )
 }
 
 /// Partial causal attention per (head, token, chunk) into `part`
 /// [n_tokens, n_head, n_chunks, head_dim + 2].
-pub fn attention(gpu: &Gpu, step: &StepBuffer, s: &AttnShape, qkv: &Tensor, kc: &Tensor, vc: &Tensor, part: &Tensor) -> Result<Dispatch> {
+pub fn attention(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    s: &AttnShape,
+    qkv: &Tensor,
+    kc: &Tensor,
+    vc: &Tensor,
+    part: &Tensor,
+) -> Result<Dispatch> {
     s.check()?;
     need("attention", kc, s.cache_bytes())?;
     need("attention", vc, s.cache_bytes())?;
@@ -191,9 +346,25 @@ pub fn attention(gpu: &Gpu, step: &StepBuffer, s: &AttnShape, qkv: &Tensor, kc: 
         scale: f32,
         _p: [u32; 3],
     }
-    let p = P { n_head: s.n_head, n_kv: s.n_kv_head, hd: s.head_dim, ctx: s.ctx, scale: 1.0 / (s.head_dim as f32).sqrt(), _p: [0; 3] };
+    let p = P {
+        n_head: s.n_head,
+        n_kv: s.n_kv_head,
+        hd: s.head_dim,
+        ctx: s.ctx,
+        scale: 1.0 / (s.head_dim as f32).sqrt(),
+        _p: [0; 3],
+    };
     let d = defines(&[("KV_F16", s.kv_define())]);
-    launch(gpu, &format!("attention {}", kc.label), "ops/attention.wgsl", &d, step, &p, &[qkv, kc, vc, part], Grid::PerTokenChunk(s.n_head))
+    launch(
+        gpu,
+        &format!("attention {}", kc.label),
+        "ops/attention.wgsl",
+        &d,
+        step,
+        &p,
+        &[qkv, kc, vc, part],
+        Grid::PerTokenChunk(s.n_head),
+    )
 }
 
 /// Bytes `part` needs for `rows` (token x chunk) partial results per head.
@@ -202,17 +373,58 @@ pub fn attention_part_bytes(s: &AttnShape, rows: u64) -> u64 {
 }
 
 /// Merges partial attention into out [n_tokens, n_head * head_dim].
-pub fn attention_combine(gpu: &Gpu, step: &StepBuffer, s: &AttnShape, part: &Tensor, out: &Tensor) -> Result<Dispatch> {
-    let p = Params4 { a: s.n_head, b: s.head_dim, c: 0, d: 0 };
-    launch(gpu, "attention_combine", "ops/attention_combine.wgsl", &Defines::new(), step, &p, &[part, out], Grid::PerToken(s.n_head))
+pub fn attention_combine(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    s: &AttnShape,
+    part: &Tensor,
+    out: &Tensor,
+) -> Result<Dispatch> {
+    let p = Params4 {
+        a: s.n_head,
+        b: s.head_dim,
+        c: 0,
+        d: 0,
+    };
+    launch(
+        gpu,
+        "attention_combine",
+        "ops/attention_combine.wgsl",
+        &Defines::new(),
+        step,
+        &p,
+        &[part, out],
+        Grid::PerToken(s.n_head),
+    )
 }
 
 /// h[t, i] = silu(gu[t, i]) * gu[t, ff + i].  gu: [n_tokens, 2 ff]; h: [n_tokens, ff]
-pub fn swiglu(gpu: &Gpu, step: &StepBuffer, gu: &Tensor, h: &Tensor, ff: u32, max_tokens: u32) -> Result<Dispatch> {
+pub fn swiglu(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    gu: &Tensor,
+    h: &Tensor,
+    ff: u32,
+    max_tokens: u32,
+) -> Result<Dispatch> {
     need("swiglu", gu, max_tokens as u64 * 2 * ff as u64 * 4)?;
     need("swiglu", h, max_tokens as u64 * ff as u64 * 4)?;
-    let p = Params4 { a: ff, b: 0, c: 0, d: 0 };
-    launch(gpu, "swiglu", "ops/swiglu.wgsl", &Defines::new(), step, &p, &[gu, h], Grid::PerToken(ff.div_ceil(64)))
+    let p = Params4 {
+        a: ff,
+        b: 0,
+        c: 0,
+        d: 0,
+    };
+    launch(
+        gpu,
+        "swiglu",
+        "ops/swiglu.wgsl",
+        &Defines::new(),
+        step,
+        &p,
+        &[gu, h],
+        Grid::PerToken(ff.div_ceil(64)),
+    )
 }
 
 /// Sampler settings as the kernel reads them.
@@ -230,9 +442,25 @@ pub struct SampleUniform {
 }
 
 /// Picks one token from logits[logits_off..+vocab] into out[0].
-pub fn sample(gpu: &Gpu, step: &StepBuffer, p: &SampleUniform, logits: &Tensor, history: &Tensor, out: &Tensor) -> Result<Dispatch> {
+pub fn sample(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    p: &SampleUniform,
+    logits: &Tensor,
+    history: &Tensor,
+    out: &Tensor,
+) -> Result<Dispatch> {
     need("sample", logits, (p.logits_off as u64 + p.vocab as u64) * 4)?;
-    launch(gpu, "sample", "ops/sample.wgsl", &Defines::new(), step, p, &[logits, history, out], Grid::Fixed([1, 1, 1]))
+    launch(
+        gpu,
+        "sample",
+        "ops/sample.wgsl",
+        &Defines::new(),
+        step,
+        p,
+        &[logits, history, out],
+        Grid::Fixed([1, 1, 1]),
+    )
 }
 
 /// Every (shader, defines) variant the engine can build, for naga validation
@@ -242,15 +470,26 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
     for f in crate::WeightFormat::ALL {
         v.push(("ops/embed.wgsl", defines(&[("FORMAT", f.name())])));
         for acc in ["0", "1"] {
-            v.push(("ops/matvec.wgsl", defines(&[("FORMAT", f.name()), ("ACCUMULATE", acc)])));
-            v.push(("ops/matmul.wgsl", defines(&[("FORMAT", f.name()), ("ACCUMULATE", acc)])));
+            v.push((
+                "ops/matvec.wgsl",
+                defines(&[("FORMAT", f.name()), ("ACCUMULATE", acc)]),
+            ));
+            v.push((
+                "ops/matmul.wgsl",
+                defines(&[("FORMAT", f.name()), ("ACCUMULATE", acc)]),
+            ));
         }
     }
     for kv in ["0", "1"] {
         v.push(("ops/rope_kv.wgsl", defines(&[("KV_F16", kv)])));
         v.push(("ops/attention.wgsl", defines(&[("KV_F16", kv)])));
     }
-    for p in ["ops/rmsnorm.wgsl", "ops/attention_combine.wgsl", "ops/swiglu.wgsl", "ops/sample.wgsl"] {
+    for p in [
+        "ops/rmsnorm.wgsl",
+        "ops/attention_combine.wgsl",
+        "ops/swiglu.wgsl",
+        "ops/sample.wgsl",
+    ] {
         v.push((p, Defines::new()));
     }
     v

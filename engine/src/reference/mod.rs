@@ -95,7 +95,16 @@ pub fn rope(x: &mut [f32], n_heads: usize, head_dim: usize, pos0: usize, table: 
 /// Causal grouped-query attention.
 /// q: [t, n_head * hd] for positions pos0..pos0+t; k, v: [kv_len, n_kv * hd]
 /// (all positions so far). Returns [t, n_head * hd].
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], t: usize, pos0: usize, n_head: usize, n_kv: usize, hd: usize) -> Vec<f32> {
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    t: usize,
+    pos0: usize,
+    n_head: usize,
+    n_kv: usize,
+    hd: usize,
+) -> Vec<f32> {
     let mut out = vec![0f32; t * n_head * hd];
     let group = n_head / n_kv;
     let scale = 1.0 / (hd as f64).sqrt();
@@ -107,7 +116,11 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], t: usize, pos0: usize, n_head:
             let scores: Vec<f64> = (0..=last)
                 .map(|p| {
                     let kr = &k[p * n_kv * hd + kh * hd..][..hd];
-                    qr.iter().zip(kr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * scale
+                    qr.iter()
+                        .zip(kr)
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum::<f64>()
+                        * scale
                 })
                 .collect();
             let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);

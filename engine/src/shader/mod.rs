@@ -105,7 +105,11 @@ fn expand(
         }
         let line = substitute(line, defines);
         if line.contains("{{") {
-            return Err(err(format!("line {}: undefined placeholder in `{}`", lineno + 1, line.trim())));
+            return Err(err(format!(
+                "line {}: undefined placeholder in `{}`",
+                lineno + 1,
+                line.trim()
+            )));
         }
         out.push_str(&line);
         out.push('\n');

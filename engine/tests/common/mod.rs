@@ -14,7 +14,10 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
         let tol = atol + rtol * w.abs();
-        assert!(err <= tol && g.is_finite(), "{what}: index {i}: expected {w}, got {g} (|err| {err} > tol {tol})");
+        assert!(
+            err <= tol && g.is_finite(),
+            "{what}: index {i}: expected {w}, got {g} (|err| {err} > tol {tol})"
+        );
         worst = worst.max(err);
     }
     eprintln!("{what}: max abs err {worst:.3e}");

@@ -37,7 +37,9 @@ impl LlamaConfig {
         let k = |s: &str| format!("{arch}.{s}");
         let d_model = g.get_u32(&k("embedding_length"))? as usize;
         let n_head = g.get_u32(&k("attention.head_count"))? as usize;
-        let n_kv_head = g.opt_u32(&k("attention.head_count_kv"))?.unwrap_or(n_head as u32) as usize;
+        let n_kv_head = g
+            .opt_u32(&k("attention.head_count_kv"))?
+            .unwrap_or(n_head as u32) as usize;
         let embd = g.require_tensor("token_embd.weight")?;
         let cfg = LlamaConfig {
             n_layer: g.get_u32(&k("block_count"))? as usize,
@@ -49,10 +51,16 @@ impl LlamaConfig {
             vocab: embd.n_rows() as usize,
             ctx_train: g.opt_u32(&k("context_length"))?.unwrap_or(2048) as usize,
             rope_theta: g.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0),
-            eps: g.opt_f32(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
+            eps: g
+                .opt_f32(&k("attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(1e-5),
             arch,
         };
-        if cfg.n_head == 0 || cfg.n_kv_head == 0 || cfg.n_head % cfg.n_kv_head != 0 || cfg.d_model % cfg.n_head != 0 {
+        if cfg.n_head == 0
+            || cfg.n_kv_head == 0
+            || cfg.n_head % cfg.n_kv_head != 0
+            || cfg.d_model % cfg.n_head != 0
+        {
             return Err(Error::Model(format!(
                 "inconsistent attention shape: embedding_length {} / head_count {} / head_count_kv {}",
                 cfg.d_model, cfg.n_head, cfg.n_kv_head
@@ -95,14 +103,21 @@ fn check_dims<'a>(g: &'a GgufFile, name: &str, cols: usize, rows: usize) -> Resu
 pub fn tensor_f32(g: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>> {
     let fmt = weight_format(&t.name, t.ggml_type)?;
     let mut out = vec![0f32; t.n_elements() as usize];
-    formats::dequantize(fmt, g.tensor_data(t)?, &mut out).map_err(|e| Error::Model(format!("tensor `{}`: {e}", t.name)))?;
+    formats::dequantize(fmt, g.tensor_data(t)?, &mut out)
+        .map_err(|e| Error::Model(format!("tensor `{}`: {e}", t.name)))?;
     Ok(out)
 }
 
 /// Uploads the row-concatenation of `names` ([rows_i, cols] each) as one
 /// weight, so Q/K/V (or gate/up) run as one projection. Mixed formats fall
 /// back to f32.
-fn fused(gpu: &Gpu, g: &GgufFile, label: &str, names: &[(String, usize)], cols: usize) -> Result<GpuWeight> {
+fn fused(
+    gpu: &Gpu,
+    g: &GgufFile,
+    label: &str,
+    names: &[(String, usize)],
+    cols: usize,
+) -> Result<GpuWeight> {
     let infos = names
         .iter()
         .map(|(n, rows)| check_dims(g, n, cols, *rows))
@@ -149,11 +164,23 @@ pub struct LlamaWeights {
 
 impl LlamaWeights {
     /// Uploads every weight; `progress(done, total)` is called per tensor group.
-    pub fn load(gpu: &Gpu, g: &GgufFile, c: &LlamaConfig, progress: &mut dyn FnMut(usize, usize)) -> Result<LlamaWeights> {
+    pub fn load(
+        gpu: &Gpu,
+        g: &GgufFile,
+        c: &LlamaConfig,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<LlamaWeights> {
         let total = c.n_layer + 2;
         let embd = check_dims(g, "token_embd.weight", c.d_model, c.vocab)?;
         let embed_fmt = weight_format(&embd.name, embd.ggml_type)?;
-        let embed = GpuWeight::upload(gpu, "token_embd.weight", embed_fmt, g.tensor_data(embd)?, c.vocab, c.d_model)?;
+        let embed = GpuWeight::upload(
+            gpu,
+            "token_embd.weight",
+            embed_fmt,
+            g.tensor_data(embd)?,
+            c.vocab,
+            c.d_model,
+        )?;
         progress(1, total);
         let norm = |name: &str| -> Result<Tensor> {
             let t = check_dims(g, name, c.d_model, 1)?;
@@ -163,24 +190,52 @@ impl LlamaWeights {
         let mut layers = Vec::with_capacity(c.n_layer);
         for l in 0..c.n_layer {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
-            let single = |s: &str, cols: usize, rows: usize| fused(gpu, g, &n(s), &[(n(s), rows)], cols);
+            let single =
+                |s: &str, cols: usize, rows: usize| fused(gpu, g, &n(s), &[(n(s), rows)], cols);
             layers.push(LayerWeights {
                 attn_norm: norm(&n("attn_norm"))?,
-                wqkv: fused(gpu, g, &format!("blk.{l}.attn_qkv"), &[(n("attn_q"), c.d_model), (n("attn_k"), kv), (n("attn_v"), kv)], c.d_model)?,
+                wqkv: fused(
+                    gpu,
+                    g,
+                    &format!("blk.{l}.attn_qkv"),
+                    &[
+                        (n("attn_q"), c.d_model),
+                        (n("attn_k"), kv),
+                        (n("attn_v"), kv),
+                    ],
+                    c.d_model,
+                )?,
                 wo: single("attn_output", c.d_model, c.d_model)?,
                 ffn_norm: norm(&n("ffn_norm"))?,
-                w_gate_up: fused(gpu, g, &format!("blk.{l}.ffn_gate_up"), &[(n("ffn_gate"), c.ff), (n("ffn_up"), c.ff)], c.d_model)?,
+                w_gate_up: fused(
+                    gpu,
+                    g,
+                    &format!("blk.{l}.ffn_gate_up"),
+                    &[(n("ffn_gate"), c.ff), (n("ffn_up"), c.ff)],
+                    c.d_model,
+                )?,
                 w_down: single("ffn_down", c.ff, c.d_model)?,
             });
             progress(l + 2, total);
         }
         let out_norm = norm("output_norm.weight")?;
         let lm_head = match g.tensor("output.weight") {
-            Some(_) => Some(fused(gpu, g, "output.weight", &[("output.weight".to_string(), c.vocab)], c.d_model)?),
+            Some(_) => Some(fused(
+                gpu,
+                g,
+                "output.weight",
+                &[("output.weight".to_string(), c.vocab)],
+                c.d_model,
+            )?),
             None => None,
         };
         progress(total, total);
-        Ok(LlamaWeights { embed, layers, out_norm, lm_head })
+        Ok(LlamaWeights {
+            embed,
+            layers,
+            out_norm,
+            lm_head,
+        })
     }
 
     pub fn lm_head(&self) -> &GpuWeight {
@@ -192,7 +247,12 @@ impl LlamaWeights {
     pub fn decode_bytes(&self) -> u64 {
         let mut b = self.lm_head().bytes() + self.out_norm.bytes;
         for l in &self.layers {
-            b += l.wqkv.bytes() + l.wo.bytes() + l.w_gate_up.bytes() + l.w_down.bytes() + l.attn_norm.bytes + l.ffn_norm.bytes;
+            b += l.wqkv.bytes()
+                + l.wo.bytes()
+                + l.w_gate_up.bytes()
+                + l.w_down.bytes()
+                + l.attn_norm.bytes
+                + l.ffn_norm.bytes;
         }
         b
     }
@@ -219,7 +279,13 @@ pub const DECODE_CHUNK: u32 = 256;
 pub const HISTORY: usize = 64;
 
 impl Activations {
-    pub fn new(gpu: &Gpu, c: &LlamaConfig, s: &AttnShape, max_batch: u32, logit_rows: u32) -> Result<Activations> {
+    pub fn new(
+        gpu: &Gpu,
+        c: &LlamaConfig,
+        s: &AttnShape,
+        max_batch: u32,
+        logit_rows: u32,
+    ) -> Result<Activations> {
         let b = max_batch as u64;
         let f = |label: &str, n: u64| gpu.zeros(label, n * 4);
         let chunks = s.ctx.div_ceil(DECODE_CHUNK) as u64;
@@ -271,28 +337,95 @@ pub fn build_graph(
         if batched {
             Ok(ops::matmul(gpu, step, w, x, y, acc, max_batch)?)
         } else {
-            Ok(ops::matvec(gpu, step, w, x, y, MatvecOpts { accumulate: acc, ..Default::default() })?)
+            Ok(ops::matvec(
+                gpu,
+                step,
+                w,
+                x,
+                y,
+                MatvecOpts {
+                    accumulate: acc,
+                    ..Default::default()
+                },
+            )?)
         }
     };
     g.push(ops::embed(gpu, step, &w.embed, &a.tokens, &a.x, max_batch)?);
     for (l, lw) in w.layers.iter().enumerate() {
-        g.push(ops::rmsnorm(gpu, step, &lw.attn_norm, &a.x, &a.xn, d, c.eps, max_batch)?);
+        g.push(ops::rmsnorm(
+            gpu,
+            step,
+            &lw.attn_norm,
+            &a.x,
+            &a.xn,
+            d,
+            c.eps,
+            max_batch,
+        )?);
         g.push(proj(&lw.wqkv, &a.xn, &a.qkv, false)?);
-        g.push(ops::rope_kv(gpu, step, s, rope, &a.qkv, &kv.k[l], &kv.v[l], max_batch)?);
-        g.push(ops::attention(gpu, step, s, &a.qkv, &kv.k[l], &kv.v[l], &a.part)?);
+        g.push(ops::rope_kv(
+            gpu, step, s, rope, &a.qkv, &kv.k[l], &kv.v[l], max_batch,
+        )?);
+        g.push(ops::attention(
+            gpu, step, s, &a.qkv, &kv.k[l], &kv.v[l], &a.part,
+        )?);
         g.push(ops::attention_combine(gpu, step, s, &a.part, &a.attn)?);
         g.push(proj(&lw.wo, &a.attn, &a.x, true)?);
-        g.push(ops::rmsnorm(gpu, step, &lw.ffn_norm, &a.x, &a.xn, d, c.eps, max_batch)?);
+        g.push(ops::rmsnorm(
+            gpu,
+            step,
+            &lw.ffn_norm,
+            &a.x,
+            &a.xn,
+            d,
+            c.eps,
+            max_batch,
+        )?);
         g.push(proj(&lw.w_gate_up, &a.xn, &a.gu, false)?);
         g.push(ops::swiglu(gpu, step, &a.gu, &a.h, c.ff as u32, max_batch)?);
         g.push(proj(&lw.w_down, &a.h, &a.x, true)?);
     }
-    g.push(ops::rmsnorm(gpu, step, &w.out_norm, &a.x, &a.xn, d, c.eps, max_batch)?);
+    g.push(ops::rmsnorm(
+        gpu,
+        step,
+        &w.out_norm,
+        &a.x,
+        &a.xn,
+        d,
+        c.eps,
+        max_batch,
+    )?);
     match head {
-        Head::AllRows => g.push(ops::matmul(gpu, step, w.lm_head(), &a.xn, &a.logits, false, max_batch)?),
+        Head::AllRows => g.push(ops::matmul(
+            gpu,
+            step,
+            w.lm_head(),
+            &a.xn,
+            &a.logits,
+            false,
+            max_batch,
+        )?),
         Head::LastSampled => {
-            g.push(ops::matvec(gpu, step, w.lm_head(), &a.xn, &a.logits, MatvecOpts { last_row: true, x_stride: d, ..Default::default() })?);
-            g.push(ops::sample(gpu, step, sampler, &a.logits, &a.history, &a.out_token)?);
+            g.push(ops::matvec(
+                gpu,
+                step,
+                w.lm_head(),
+                &a.xn,
+                &a.logits,
+                MatvecOpts {
+                    last_row: true,
+                    x_stride: d,
+                    ..Default::default()
+                },
+            )?);
+            g.push(ops::sample(
+                gpu,
+                step,
+                sampler,
+                &a.logits,
+                &a.history,
+                &a.out_token,
+            )?);
         }
     }
     Ok(g)

@@ -47,8 +47,18 @@ impl LlamaCpu {
                 wd: t(&n("ffn_down"))?,
             });
         }
-        let head = if g.tensor("output.weight").is_some() { t("output.weight")? } else { embed.clone() };
-        Ok(LlamaCpu { out_norm: t("output_norm.weight")?, cfg, embed, layers, head })
+        let head = if g.tensor("output.weight").is_some() {
+            t("output.weight")?
+        } else {
+            embed.clone()
+        };
+        Ok(LlamaCpu {
+            out_norm: t("output_norm.weight")?,
+            cfg,
+            embed,
+            layers,
+            head,
+        })
     }
 
     /// Logits [n_tokens, vocab] for every position of `ids` (teacher forcing).
@@ -57,7 +67,10 @@ impl LlamaCpu {
         let (t, d, hd) = (ids.len(), c.d_model, c.head_dim);
         let kvw = c.n_kv_head * hd;
         let table = r::rope_table(t, hd, c.rope_theta);
-        let mut x: Vec<f32> = ids.iter().flat_map(|&i| self.embed[i as usize * d..][..d].to_vec()).collect();
+        let mut x: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| self.embed[i as usize * d..][..d].to_vec())
+            .collect();
         for l in &self.layers {
             let xn = r::rmsnorm(&x, &l.attn_norm, d, c.eps);
             let mut q = r::matmul(&xn, &l.wq, t, d, d);

@@ -18,7 +18,14 @@ pub struct SamplerSettings {
 
 impl Default for SamplerSettings {
     fn default() -> Self {
-        SamplerSettings { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, repetition_penalty: 1.0, seed: 0 }
+        SamplerSettings {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+        }
     }
 }
 
@@ -35,7 +42,12 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_tokens: 128, sampler: SamplerSettings::default(), stop: Vec::new(), stop_at_eos: true }
+        GenerateOptions {
+            max_tokens: 128,
+            sampler: SamplerSettings::default(),
+            stop: Vec::new(),
+            stop_at_eos: true,
+        }
     }
 }
 
@@ -64,9 +76,17 @@ pub struct Generation {
 impl Generation {
     pub fn decode_tokens_per_s(&self) -> f64 {
         let n = self.ids.len().saturating_sub(1);
-        if self.decode_s > 0.0 { n as f64 / self.decode_s } else { 0.0 }
+        if self.decode_s > 0.0 {
+            n as f64 / self.decode_s
+        } else {
+            0.0
+        }
     }
     pub fn prefill_tokens_per_s(&self) -> f64 {
-        if self.ttft_s > 0.0 { self.prompt_ids.len() as f64 / self.ttft_s } else { 0.0 }
+        if self.ttft_s > 0.0 {
+            self.prompt_ids.len() as f64 / self.ttft_s
+        } else {
+            0.0
+        }
     }
 }

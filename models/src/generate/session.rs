@@ -26,7 +26,12 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { ctx: 0, kv: KvDtype::F16, max_batch: 128, logit_rows: 0 }
+        SessionOptions {
+            ctx: 0,
+            kv: KvDtype::F16,
+            max_batch: 128,
+            logit_rows: 0,
+        }
     }
 }
 
@@ -78,11 +83,17 @@ impl Session {
         };
         let w = &model.weights;
         let build = |batch: u32, batched: bool, head: Head| {
-            llama::build_graph(gpu, &step, c, w, &kv, &act, &rope, batch, batched, head, &sampler)
+            llama::build_graph(
+                gpu, &step, c, w, &kv, &act, &rope, batch, batched, head, &sampler,
+            )
         };
         let prefill = build(opts.max_batch, true, Head::LastSampled)?;
         let decode = build(1, false, Head::LastSampled)?;
-        let all_logits = if opts.logit_rows > 0 { Some(build(logit_rows, true, Head::AllRows)?) } else { None };
+        let all_logits = if opts.logit_rows > 0 {
+            Some(build(logit_rows, true, Head::AllRows)?)
+        } else {
+            None
+        };
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("token readback"),
             size: 4,
@@ -136,7 +147,10 @@ impl Session {
         };
         for g in [&self.prefill, &self.decode] {
             if let Some(p) = g.last().and_then(|d| d._params.as_ref()) {
-                self.model.gpu.queue.write_buffer(&p.buffer, 0, bytemuck::bytes_of(&u));
+                self.model
+                    .gpu
+                    .queue
+                    .write_buffer(&p.buffer, 0, bytemuck::bytes_of(&u));
             }
         }
     }
@@ -144,7 +158,9 @@ impl Session {
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
         let vocab = self.model.config.vocab;
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
-            return Err(Error::Model(format!("token id {bad} is outside the vocabulary of {vocab}")));
+            return Err(Error::Model(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
         }
         let needed = self.tokens.len() + ids.len();
         if needed > self.opts.ctx as usize {
@@ -164,7 +180,10 @@ impl Session {
         let chunk_len = if n == 1 { DECODE_CHUNK } else { kv_len };
         let n_history = if self.sampler.repetition_penalty != 1.0 {
             let h = &self.tokens[self.tokens.len().saturating_sub(HISTORY)..];
-            self.model.gpu.queue.write_buffer(&self.act.history.buffer, 0, bytemuck::cast_slice(h));
+            self.model
+                .gpu
+                .queue
+                .write_buffer(&self.act.history.buffer, 0, bytemuck::cast_slice(h));
             h.len() as u32
         } else {
             0
@@ -184,10 +203,16 @@ impl Session {
     /// Runs one batch (one submit) and reads back only the sampled token.
     fn run_batch(&mut self, ids: &[u32]) -> Result<u32> {
         let gpu = self.model.gpu.clone();
-        gpu.queue.write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids));
+        gpu.queue
+            .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids));
         let st = self.step_for(ids.len());
-        gpu.queue.write_buffer(&self.step.0.buffer, 0, bytemuck::bytes_of(&st));
-        let graph = if ids.len() == 1 { &self.decode } else { &self.prefill };
+        gpu.queue
+            .write_buffer(&self.step.0.buffer, 0, bytemuck::bytes_of(&st));
+        let graph = if ids.len() == 1 {
+            &self.decode
+        } else {
+            &self.prefill
+        };
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         record(&mut enc, &st, graph, &gpu.limits)?;
         enc.copy_buffer_to_buffer(&self.act.out_token.buffer, 0, &self.staging, 0, 4);
@@ -215,14 +240,17 @@ impl Session {
     pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         self.check_ids(ids)?;
         if self.all_logits.is_none() {
-            return Err(Error::Model("Session::logits needs SessionOptions::logit_rows > 0".into()));
+            return Err(Error::Model(
+                "Session::logits needs SessionOptions::logit_rows > 0".into(),
+            ));
         }
         let gpu = self.model.gpu.clone();
         let vocab = self.model.config.vocab;
         let rows = self.opts.logit_rows.min(self.opts.max_batch) as usize;
         let mut out = Vec::with_capacity(ids.len() * vocab);
         for chunk in ids.chunks(rows) {
-            gpu.queue.write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(chunk));
+            gpu.queue
+                .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(chunk));
             let mut st = self.step_for(chunk.len());
             // All rows go through the batched path, even a single token.
             st.chunk_len = st.kv_len;
@@ -230,7 +258,11 @@ impl Session {
             if let Some(g) = &self.all_logits {
                 gpu.run(&self.step, &st, g)?;
             }
-            out.extend(gpu.read_range::<f32>(&self.act.logits, 0, (chunk.len() * vocab * 4) as u64)?);
+            out.extend(gpu.read_range::<f32>(
+                &self.act.logits,
+                0,
+                (chunk.len() * vocab * 4) as u64,
+            )?);
             self.tokens.extend_from_slice(chunk);
         }
         Ok(out)
@@ -239,7 +271,10 @@ impl Session {
     /// Forgets every token after `pos` (the cache entries are overwritten later).
     pub fn rewind(&mut self, pos: usize) -> Result<()> {
         if pos > self.tokens.len() {
-            return Err(Error::Model(format!("rewind to {pos}: only {} tokens in the cache", self.tokens.len())));
+            return Err(Error::Model(format!(
+                "rewind to {pos}: only {} tokens in the cache",
+                self.tokens.len()
+            )));
         }
         self.tokens.truncate(pos);
         Ok(())
@@ -248,7 +283,8 @@ impl Session {
     /// A new session with a copy of this one's cache and tokens.
     pub fn fork(&self) -> Result<Session> {
         let mut s = Session::new(self.model.clone(), self.opts.clone())?;
-        self.kv.copy_prefix_to(&self.model.gpu, &s.kv, self.tokens.len() as u32);
+        self.kv
+            .copy_prefix_to(&self.model.gpu, &s.kv, self.tokens.len() as u32);
         s.tokens = self.tokens.clone();
         s.set_sampler(&self.sampler);
         Ok(s)
@@ -271,7 +307,14 @@ impl Session {
         let mut stop = StopReason::MaxTokens;
         let mut ttft = 0.0;
         if opts.max_tokens == 0 {
-            return Ok(Generation { prompt_ids: prompt.to_vec(), ids, text, stop, ttft_s: 0.0, decode_s: 0.0 });
+            return Ok(Generation {
+                prompt_ids: prompt.to_vec(),
+                ids,
+                text,
+                stop,
+                ttft_s: 0.0,
+                decode_s: 0.0,
+            });
         }
         // Leave room for the tokens we will feed back.
         let room = self.opts.ctx as usize;

@@ -1,0 +1,389 @@
+//! Chat templates: the Jinja template that turns a conversation into the
+//! prompt text a chat model was trained on.
+//!
+//! Rendered with minijinja set up to behave like Hugging Face's
+//! `apply_chat_template`: `trim_blocks` and `lstrip_blocks` on, the
+//! `raise_exception` function, a `tojson` filter that writes what Python's
+//! `json.dumps` writes, and Python string/dict methods (`.strip()`,
+//! `.startswith()`, `.items()`, ...) from minijinja-contrib's pycompat.
+
+use std::path::Path;
+
+use minijinja::value::{Kwargs, ValueKind};
+use minijinja::{context, Environment, ErrorKind, Value};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::load::gguf::GgufFile;
+use crate::load::tokenizer::config_token;
+
+const TEMPLATE_NAME: &str = "chat";
+
+/// One turn of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    /// `"system"`, `"user"`, `"assistant"` (or whatever the template knows).
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new("system", content)
+    }
+
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new("user", content)
+    }
+
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new("assistant", content)
+    }
+}
+
+/// A compiled chat template plus the special-token strings it may refer to.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    source: String,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("source", &self.source)
+            .field("bos_token", &self.bos_token)
+            .field("eos_token", &self.eos_token)
+            .finish()
+    }
+}
+
+impl ChatTemplate {
+    /// Compiles `source`; syntax errors are reported here, not at render time.
+    pub fn new(
+        source: impl Into<String>,
+        bos_token: impl Into<String>,
+        eos_token: impl Into<String>,
+    ) -> Result<Self> {
+        let source = source.into();
+        let mut env = environment();
+        env.add_template_owned(TEMPLATE_NAME, source.clone())
+            .map_err(|e| Error::Template(format!("compiling: {e:#}")))?;
+        Ok(ChatTemplate {
+            env,
+            source,
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+        })
+    }
+
+    /// The template in `tokenizer.chat_template`, with `bos_token` /
+    /// `eos_token` taken from the vocabulary at `tokenizer.ggml.bos_token_id` /
+    /// `eos_token_id` (empty strings when absent).
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let source = gguf.get_str("tokenizer.chat_template")?;
+        let token = |key: &str| -> Result<String> {
+            let Some(id) = gguf.opt_u32(key)? else {
+                return Ok(String::new());
+            };
+            let tokens = gguf.get_array("tokenizer.ggml.tokens")?;
+            tokens
+                .get(id as usize)
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    Error::Template(format!(
+                        "{key} = {id} does not name a string in tokenizer.ggml.tokens ({} entries)",
+                        tokens.len()
+                    ))
+                })
+        };
+        let bos = token("tokenizer.ggml.bos_token_id")?;
+        let eos = token("tokenizer.ggml.eos_token_id")?;
+        Self::new(source, bos, eos)
+    }
+
+    /// The `chat_template` of a Hugging Face `tokenizer_config.json` (a
+    /// string, or a list of `{name, template}` from which `"default"` is used).
+    pub fn from_tokenizer_config(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Template(format!("parsing {}: {e}", path.display())))?;
+        let source = match json.get("chat_template") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template")?.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    Error::Template(format!(
+                        "{}: chat_template list has no entry named \"default\"",
+                        path.display()
+                    ))
+                })?,
+            _ => {
+                return Err(Error::Template(format!(
+                    "{}: no \"chat_template\" string",
+                    path.display()
+                )))
+            }
+        };
+        let token = |key: &str| config_token(&json, key).unwrap_or_default();
+        Self::new(source, token("bos_token"), token("eos_token"))
+    }
+
+    /// The template text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders `messages`; with `add_generation_prompt` the text ends with
+    /// the header of the assistant's next turn.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_with(messages, add_generation_prompt, Value::UNDEFINED)
+    }
+
+    /// Like [`ChatTemplate::render`], with extra template variables (e.g.
+    /// `tools`, `documents`) from a serialisable map.
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        extra: impl Serialize,
+    ) -> Result<String> {
+        let tmpl = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| Error::Template(format!("{e:#}")))?;
+        let extra = Value::from_serialize(extra);
+        let ctx = context! {
+            messages => Value::from_serialize(messages),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => &self.bos_token,
+            eos_token => &self.eos_token,
+            ..extra
+        };
+        tmpl.render(ctx)
+            .map_err(|e| Error::Template(format!("rendering: {e:#}")))
+    }
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    // transformers compiles chat templates with these two on.
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function("raise_exception", raise_exception);
+    // minijinja's own tojson escapes <, >, & and ' for HTML safety, which
+    // would change prompts that embed JSON (tool schemas).
+    env.add_filter("tojson", tojson);
+    env
+}
+
+fn raise_exception(msg: String) -> std::result::Result<Value, minijinja::Error> {
+    Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+/// `tojson` as transformers defines it: `json.dumps(x, ensure_ascii=False,
+/// indent=indent, sort_keys=sort_keys)`, byte for byte.
+fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    kwargs.assert_all_used()?;
+    let opts = JsonOpts {
+        indent,
+        ensure_ascii: ensure_ascii.unwrap_or(false),
+        sort_keys: sort_keys.unwrap_or(false),
+    };
+    let mut out = String::new();
+    write_py_json(&mut out, value, &opts, 0)?;
+    Ok(Value::from_safe_string(out))
+}
+
+struct JsonOpts {
+    indent: Option<usize>,
+    ensure_ascii: bool,
+    sort_keys: bool,
+}
+
+fn write_py_json(
+    out: &mut String,
+    v: &Value,
+    opts: &JsonOpts,
+    level: usize,
+) -> std::result::Result<(), minijinja::Error> {
+    match v.kind() {
+        ValueKind::Undefined => {
+            return Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                "tojson: value is undefined",
+            ))
+        }
+        ValueKind::None => out.push_str("null"),
+        ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
+        ValueKind::Number => {
+            if v.is_integer() {
+                out.push_str(&v.to_string());
+            } else {
+                let f = f64::try_from(v.clone())?;
+                out.push_str(&py_float_repr(f));
+            }
+        }
+        ValueKind::String => write_py_str(out, v.as_str().unwrap_or(""), opts.ensure_ascii),
+        ValueKind::Seq | ValueKind::Iterable => {
+            let items: Vec<Value> = v.try_iter()?.collect();
+            write_container(out, '[', ']', &items, opts, level, |out, item, lvl| {
+                write_py_json(out, item, opts, lvl)
+            })?;
+        }
+        ValueKind::Map => {
+            let mut keys: Vec<Value> = v.try_iter()?.collect();
+            if opts.sort_keys {
+                keys.sort();
+            }
+            let mut pairs = Vec::with_capacity(keys.len());
+            for k in keys {
+                let item = v.get_item(&k)?;
+                pairs.push((k, item));
+            }
+            write_container(out, '{', '}', &pairs, opts, level, |out, (k, item), lvl| {
+                // Python's json turns non-string keys into their JSON text.
+                match k.as_str() {
+                    Some(s) => write_py_str(out, s, opts.ensure_ascii),
+                    None => {
+                        let mut key = String::new();
+                        write_py_json(&mut key, k, opts, lvl)?;
+                        write_py_str(out, &key, opts.ensure_ascii);
+                    }
+                }
+                out.push_str(": ");
+                write_py_json(out, item, opts, lvl)
+            })?;
+        }
+        _ => write_py_str(out, &v.to_string(), opts.ensure_ascii),
+    }
+    Ok(())
+}
+
+fn write_container<T>(
+    out: &mut String,
+    open: char,
+    close: char,
+    items: &[T],
+    opts: &JsonOpts,
+    level: usize,
+    mut each: impl FnMut(&mut String, &T, usize) -> std::result::Result<(), minijinja::Error>,
+) -> std::result::Result<(), minijinja::Error> {
+    out.push(open);
+    if items.is_empty() {
+        out.push(close);
+        return Ok(());
+    }
+    for (i, item) in items.iter().enumerate() {
+        match opts.indent {
+            // With an indent Python's item separator is "," + newline.
+            Some(n) => {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push('\n');
+                out.push_str(&" ".repeat(n * (level + 1)));
+            }
+            None => {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+            }
+        }
+        each(out, item, level + 1)?;
+    }
+    if let Some(n) = opts.indent {
+        out.push('\n');
+        out.push_str(&" ".repeat(n * level));
+    }
+    out.push(close);
+    Ok(())
+}
+
+fn write_py_str(out: &mut String, s: &str, ensure_ascii: bool) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0C}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if ensure_ascii && !c.is_ascii() => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{:04x}", unit));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Python's `repr(float)`: shortest round-trip digits, exponent form when
+/// the decimal exponent is < -4 or >= 16, always a `.0` on integral values.
+fn py_float_repr(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let sci = format!("{f:e}"); // e.g. "1.5e-5", shortest digits
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if f != 0.0 && !(-4..16).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.unsigned_abs());
+    }
+    let plain = format!("{f}");
+    if plain.contains('.') {
+        plain
+    } else {
+        format!("{plain}.0")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_repr_matches_python() {
+        for (f, want) in [
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (-0.0, "-0.0"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (123.456, "123.456"),
+            (1e100, "1e+100"),
+        ] {
+            assert_eq!(py_float_repr(f), want, "{f}");
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `lottery bench`: time to first token, prefill and decode throughput, the
+//! weight bandwidth a decode step achieves, and how that compares with the
+//! adapter's own buffer-copy bandwidth measured on the spot.
+
+use super::ModelArgs;
+use anyhow::Result;
+use clap::Args;
+use lottery::{GenerateOptions, Gpu};
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt length for the prefill measurement.
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Decode steps to time.
+    #[arg(long, default_value_t = 64)]
+    decode_tokens: usize,
+    /// Repetitions (the best is reported).
+    #[arg(long, default_value_t = 2)]
+    reps: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Device-to-device copy bandwidth in GB/s (bytes read + written count once each way).
+fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
+    let bytes: u64 = (64 << 20).min(gpu.max_binding());
+    let a = gpu.zeros("bench.copy.a", bytes)?;
+    let b = gpu.zeros("bench.copy.b", bytes)?;
+    let mut best = f64::MAX;
+    for i in 0..4 {
+        let t0 = Instant::now();
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        for _ in 0..4 {
+            enc.copy_buffer_to_buffer(&a.buffer, 0, &b.buffer, 0, bytes);
+        }
+        gpu.queue.submit([enc.finish()]);
+        gpu.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if i > 0 {
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+    }
+    // A copy reads and writes each byte; count both, as memory bandwidth.
+    Ok(4.0 * 2.0 * bytes as f64 / best / 1e9)
+}
+
+pub fn bench(a: BenchArgs) -> Result<()> {
+    let model = a.model.load(a.json)?;
+    let gpu = &model.gpu;
+    let copy = copy_bandwidth(gpu)?;
+    let base = model.tokenizer.encode(
+        "The history of the lighthouse is, in many ways, the history of maritime trade itself. ",
+    )?;
+    let prompt: Vec<u32> = base
+        .iter()
+        .cycle()
+        .take(a.prompt_tokens.max(1))
+        .copied()
+        .collect();
+    let opts = GenerateOptions {
+        max_tokens: a.decode_tokens + 1,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    // Warm-up: compiles every pipeline (JIT drivers compile on first use).
+    let mut s = a.model.session(&model)?;
+    s.generate(
+        &prompt[..prompt.len().min(16)],
+        &GenerateOptions {
+            max_tokens: 3,
+            stop_at_eos: false,
+            ..Default::default()
+        },
+        |_, _| true,
+    )?;
+    let (mut ttft, mut prefill, mut decode) = (f64::MAX, 0f64, 0f64);
+    for _ in 0..a.reps.max(1) {
+        let mut s = a.model.session(&model)?;
+        let g = s.generate(&prompt, &opts, |_, _| true)?;
+        ttft = ttft.min(g.ttft_s);
+        prefill = prefill.max(g.prefill_tokens_per_s());
+        decode = decode.max(g.decode_tokens_per_s());
+    }
+    let wbytes = model.weights.decode_bytes() as f64;
+    let gbs = wbytes * decode / 1e9;
+    let ad = &gpu.adapter;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "adapter": ad.name, "backend": ad.backend, "driver": ad.driver,
+                "model": model.path.display().to_string(), "kv": a.model.kv,
+                "prompt_tokens": prompt.len(), "decode_tokens": a.decode_tokens,
+                "ttft_s": ttft, "prefill_tokens_per_s": prefill, "decode_tokens_per_s": decode,
+                "weight_bytes_per_token": wbytes, "decode_weight_gb_per_s": gbs,
+                "copy_gb_per_s": copy, "fraction_of_copy_bandwidth": gbs / copy,
+            })
+        );
+    } else {
+        println!("adapter      {} ({}, {})", ad.name, ad.backend, ad.driver);
+        println!("model        {} (kv {})", model.path.display(), a.model.kv);
+        println!(
+            "ttft         {:.3} s for {} prompt tokens",
+            ttft,
+            prompt.len()
+        );
+        println!("prefill      {:.1} tokens/s", prefill);
+        println!(
+            "decode       {:.2} tokens/s ({} tokens)",
+            decode, a.decode_tokens
+        );
+        println!(
+            "weights      {:.1} MB read per decode token -> {:.2} GB/s",
+            wbytes / 1e6,
+            gbs
+        );
+        println!(
+            "copy         {:.2} GB/s measured buffer copy (read + write)",
+            copy
+        );
+        println!("fraction     {:.1}% of copy bandwidth", 100.0 * gbs / copy);
+    }
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! The `lottery` command line.
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use lottery::models::load::GgufFile;
+use lottery::{
+    ChatMessage, GenerateOptions, Gpu, GpuOptions, KvDtype, Model, SamplerSettings, Session,
+    SessionOptions,
+};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+mod bench;
+
+#[derive(Parser)]
+#[command(
+    name = "lottery",
+    version,
+    about = "Run small compressed language models on any GPU (wgpu + WGSL)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate text from a prompt.
+    Run(RunArgs),
+    /// Chat interactively (history through the model's chat template).
+    Chat(ChatArgs),
+    /// Show a GGUF file's metadata and tensors.
+    Info {
+        /// Model file (default: the SmolLM2 model in models-cache/).
+        path: Option<PathBuf>,
+        /// Print every tensor (default: the first 24).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Time to first token, prefill and decode speed, and weight bandwidth.
+    Bench(bench::BenchArgs),
+    /// List the GPU adapters this machine exposes.
+    Adapters,
+}
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// GGUF model (default: $LOTTERY_MODEL or models-cache/SmolLM2-135M-Instruct.Q4_1.gguf).
+    #[arg(long, short)]
+    pub model: Option<PathBuf>,
+    /// Backend: vulkan, metal, dx12, gl (default: $LOTTERY_BACKEND or the best available).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Adapter index within the backend (see `lottery adapters`).
+    #[arg(long)]
+    pub adapter: Option<usize>,
+    /// KV cache storage.
+    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
+    pub kv: String,
+    /// Context length (0: the model's, at most 4096).
+    #[arg(long, default_value_t = 0)]
+    pub ctx: u32,
+}
+
+impl ModelArgs {
+    pub fn load(&self, quiet: bool) -> Result<Arc<Model>> {
+        let path = match &self.model {
+            Some(p) => p.clone(),
+            None => lottery::default_model_path().ok_or_else(|| {
+                anyhow!("no model given and the default model is not downloaded: run `scripts/fetch-model.sh` (fetches SmolLM2-135M-Instruct Q4_1 into models-cache/), or pass --model FILE.gguf")
+            })?,
+        };
+        let gpu = Gpu::new(&GpuOptions {
+            backend: self.backend.clone(),
+            adapter_index: self.adapter,
+            ..Default::default()
+        })?;
+        let bar = if quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(1)
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(
+            path.file_name()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        );
+        let model = Model::load(Arc::new(gpu), &path, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })
+        .with_context(|| format!("loading {}", path.display()))?;
+        bar.finish_and_clear();
+        Ok(Arc::new(model))
+    }
+
+    pub fn session(&self, model: &Arc<Model>) -> Result<Session> {
+        let kv = KvDtype::parse(&self.kv).ok_or_else(|| anyhow!("--kv must be f16 or f32"))?;
+        Ok(Session::new(
+            model.clone(),
+            SessionOptions {
+                ctx: self.ctx,
+                kv,
+                ..Default::default()
+            },
+        )?)
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct SampleArgs {
+    /// 0 = greedy.
+    #[arg(long, short = 't', default_value_t = 0.0)]
+    temperature: f32,
+    /// 0 = off.
+    #[arg(long, default_value_t = 0)]
+    top_k: u32,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop when this text appears (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Keep generating past the end-of-sequence token.
+    #[arg(long)]
+    ignore_eos: bool,
+}
+
+impl SampleArgs {
+    fn options(&self, n: usize) -> Result<GenerateOptions> {
+        if !(self.top_p > 0.0 && self.top_p <= 1.0)
+            || !(0.0..1.0).contains(&self.min_p)
+            || self.temperature < 0.0
+            || self.repeat_penalty <= 0.0
+        {
+            return Err(anyhow!("sampling: need temperature >= 0, 0 < top-p <= 1, 0 <= min-p < 1, repeat-penalty > 0"));
+        }
+        Ok(GenerateOptions {
+            max_tokens: n,
+            sampler: SamplerSettings {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repeat_penalty,
+                seed: self.seed,
+            },
+            stop: self.stop.clone(),
+            stop_at_eos: !self.ignore_eos,
+        })
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sample: SampleArgs,
+    /// The prompt (special tokens such as <|im_start|> are parsed).
+    #[arg(long, short)]
+    prompt: String,
+    /// Tokens to generate.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 128)]
+    n: usize,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// System prompt for --chat (default: the template's own).
+    #[arg(long)]
+    system: Option<String>,
+    /// Print one JSON object (prompt_ids, ids, text, timings) instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sample: SampleArgs,
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 512)]
+    n: usize,
+    #[arg(long)]
+    system: Option<String>,
+}
+
+pub fn main() -> Result<()> {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // wgpu's GL path warns without it; a private temp dir is enough.
+        let dir = std::env::temp_dir().join("lottery-xdg");
+        let _ = std::fs::create_dir_all(&dir);
+        std::env::set_var("XDG_RUNTIME_DIR", dir);
+    }
+    match Cli::parse().cmd {
+        Cmd::Run(a) => run(a),
+        Cmd::Chat(a) => chat(a),
+        Cmd::Info { path, all } => info(path, all),
+        Cmd::Bench(a) => bench::bench(a),
+        Cmd::Adapters => {
+            for (i, a) in lottery::engine::gpu::list_adapters(None)?
+                .iter()
+                .enumerate()
+            {
+                println!(
+                    "{i}: {} ({}, {}, {}) shader-f16={} subgroups={} timestamps={}",
+                    a.name,
+                    a.backend,
+                    a.device_type,
+                    a.driver,
+                    a.shader_f16,
+                    a.subgroups,
+                    a.timestamps
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn chat_prompt(model: &Model, messages: &[ChatMessage]) -> Result<String> {
+    let t = model.chat_template.as_ref().ok_or_else(|| {
+        anyhow!("this model has no chat template (tokenizer.chat_template); run without --chat")
+    })?;
+    Ok(t.render(messages, true)?)
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    let opts = a.sample.options(a.n)?;
+    let model = a.model.load(a.json)?;
+    let text = if a.chat {
+        let mut msgs = Vec::new();
+        if let Some(s) = &a.system {
+            msgs.push(ChatMessage::system(s.clone()));
+        }
+        msgs.push(ChatMessage::user(a.prompt.clone()));
+        chat_prompt(&model, &msgs)?
+    } else {
+        a.prompt.clone()
+    };
+    let ids = model.tokenizer.encode(&text)?;
+    let mut session = a.model.session(&model)?;
+    let t0 = Instant::now();
+    let mut out = std::io::stdout();
+    let json = a.json;
+    let g = session.generate(&ids, &opts, |_, piece| {
+        if !json {
+            print!("{piece}");
+            let _ = out.flush();
+        }
+        true
+    })?;
+    let total = t0.elapsed().as_secs_f64();
+    if json {
+        let v = serde_json::json!({
+            "prompt_ids": g.prompt_ids,
+            "ids": g.ids,
+            "text": g.text,
+            "stop": format!("{:?}", g.stop),
+            "timings": {
+                "prompt_tokens": g.prompt_ids.len(),
+                "generated_tokens": g.ids.len(),
+                "ttft_s": g.ttft_s,
+                "decode_s": g.decode_s,
+                "total_s": total,
+                "prefill_tokens_per_s": g.prefill_tokens_per_s(),
+                "decode_tokens_per_s": g.decode_tokens_per_s(),
+            },
+            "adapter": model.gpu.adapter.name,
+            "backend": model.gpu.adapter.backend,
+        });
+        println!("{v}");
+    } else {
+        println!();
+        eprintln!(
+            "[{} prompt tokens, {} generated; ttft {:.2}s, decode {:.1} tok/s on {} ({})]",
+            g.prompt_ids.len(),
+            g.ids.len(),
+            g.ttft_s,
+            g.decode_tokens_per_s(),
+            model.gpu.adapter.name,
+            model.gpu.adapter.backend
+        );
+    }
+    Ok(())
+}
+
+fn chat(a: ChatArgs) -> Result<()> {
+    let opts = a.sample.options(a.n)?;
+    let model = a.model.load(false)?;
+    let mut session = a.model.session(&model)?;
+    let mut msgs: Vec<ChatMessage> = a
+        .system
+        .iter()
+        .map(|s| ChatMessage::system(s.clone()))
+        .collect();
+    eprintln!(
+        "chatting with {} on {} ({}). Empty line or Ctrl-D to quit.",
+        model.path.display(),
+        model.gpu.adapter.name,
+        model.gpu.adapter.backend
+    );
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        msgs.push(ChatMessage::user(line.trim().to_string()));
+        let ids = model.tokenizer.encode(&chat_prompt(&model, &msgs)?)?;
+        // Reuse the cache for the shared prefix of the conversation.
+        let keep = session
+            .tokens()
+            .iter()
+            .zip(&ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(ids.len() - 1);
+        session.rewind(keep)?;
+        let mut out = std::io::stdout();
+        let g = session.generate(&ids[keep..], &opts, |_, piece| {
+            print!("{piece}");
+            let _ = out.flush();
+            true
+        })?;
+        println!();
+        msgs.push(ChatMessage::assistant(g.text.trim().to_string()));
+    }
+    Ok(())
+}
+
+fn info(path: Option<PathBuf>, all: bool) -> Result<()> {
+    let path = path.or_else(lottery::default_model_path).ok_or_else(|| {
+        anyhow!("give a GGUF path (or run scripts/fetch-model.sh for the default model)")
+    })?;
+    let g = GgufFile::open(&path)?;
+    println!(
+        "{}: GGUF v{}, {} bytes, {} metadata keys, {} tensors",
+        path.display(),
+        g.version(),
+        g.file_len(),
+        g.metadata().len(),
+        g.tensors().len()
+    );
+    for (k, v) in g.metadata() {
+        println!("  {k} = {}", v.describe());
+    }
+    let mut by_type = std::collections::BTreeMap::<String, (usize, u64, u64)>::new();
+    for t in g.tensors() {
+        let e = by_type.entry(t.ggml_type.name().to_string()).or_default();
+        e.0 += 1;
+        e.1 += t.n_elements();
+        e.2 += t.size;
+    }
+    println!("formats:");
+    for (ty, (n, el, b)) in &by_type {
+        println!(
+            "  {ty:6} {n:4} tensors {el:12} weights {b:12} bytes ({:.2} bits/weight)",
+            *b as f64 * 8.0 / *el as f64
+        );
+    }
+    println!("tensors:");
+    for (i, t) in g.tensors().iter().enumerate() {
+        if !all && i >= 24 {
+            println!("  ... {} more (--all)", g.tensors().len() - 24);
+            break;
+        }
+        println!(
+            "  {:32} {:6} {:?} {} bytes @ {}",
+            t.name,
+            t.ggml_type.name(),
+            t.dims,
+            t.size,
+            t.offset
+        );
+    }
+    Ok(())
+}
