@@ -4,7 +4,7 @@
 mod common;
 use common::{assert_close, gpu};
 use lottery_engine::formats::{self, GpuWeight};
-use lottery_engine::gpu::{Step, StepBuffer};
+use lottery_engine::gpu::{MatvecVariant, Step, StepBuffer};
 use lottery_engine::ops::{self, AttnShape, MatvecOpts, SampleUniform};
 use lottery_engine::reference::{self as cpu, Rng, SampleParams};
 use lottery_engine::{Gpu, WeightFormat};
@@ -48,11 +48,15 @@ fn k_for(fmt: WeightFormat) -> usize {
 }
 
 #[test]
-fn matvec_all_formats() {
-    let gpu = gpu();
+fn matvec_all_formats_both_variants() {
+    let mut gpu = gpu();
     let sb = StepBuffer::new(&gpu);
     let mut rng = Rng::new(1);
-    for fmt in WeightFormat::ALL {
+    for (variant, fmt) in [MatvecVariant::Lanes, MatvecVariant::Rows]
+        .into_iter()
+        .flat_map(|v| WeightFormat::ALL.map(|f| (v, f)))
+    {
+        gpu.matvec = variant;
         for n in [1usize, 37, 203] {
             let k = k_for(fmt);
             let (w, deq) = weight(&gpu, &mut rng, fmt, n, k);

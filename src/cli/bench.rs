@@ -21,6 +21,9 @@ pub struct BenchArgs {
     /// Repetitions (the best is reported).
     #[arg(long, default_value_t = 2)]
     reps: usize,
+    /// Also time each kernel of a decode step on its own, grouped by kernel.
+    #[arg(long)]
+    per_kernel: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -86,6 +89,29 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         ttft = ttft.min(g.ttft_s);
         prefill = prefill.max(g.prefill_tokens_per_s());
         decode = decode.max(g.decode_tokens_per_s());
+    }
+    if a.per_kernel {
+        let mut s = a.model.session(&model)?;
+        s.feed(&prompt)?;
+        let mut by = std::collections::BTreeMap::<String, (usize, f64)>::new();
+        for _ in 0..3 {
+            for (label, t) in s.profile_decode(prompt[0])? {
+                let kind = label.split(' ').next().unwrap_or("").to_string();
+                let e = by.entry(kind).or_default();
+                e.0 += 1;
+                e.1 += t / 3.0;
+            }
+        }
+        let total: f64 = by.values().map(|v| v.1).sum();
+        eprintln!("per-kernel time of one decode step (each dispatch submitted alone):");
+        for (k, (n, t)) in &by {
+            eprintln!(
+                "  {k:20} {:4} dispatches {:8.2} ms {:5.1}%",
+                n / 3,
+                t * 1e3,
+                100.0 * t / total
+            );
+        }
     }
     let wbytes = model.weights.decode_bytes() as f64;
     let gbs = wbytes * decode / 1e9;

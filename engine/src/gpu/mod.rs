@@ -38,6 +38,18 @@ pub struct Gpu {
     pub adapter: AdapterSummary,
     pub limits: wgpu::Limits,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// Which decode matvec kernel this device runs (see [`MatvecVariant`]).
+    pub matvec: MatvecVariant,
+}
+
+/// The two decode matvec kernels, measured side by side on lavapipe and an
+/// H100 (BENCHMARKS.md): 32 lanes per row with a workgroup-memory reduction
+/// suits GPUs; one invocation per row without barriers suits CPU drivers,
+/// where every barrier is a coroutine switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatvecVariant {
+    Lanes,
+    Rows,
 }
 
 /// A GPU buffer with its size in bytes and a label for error messages.
@@ -170,7 +182,17 @@ impl Gpu {
             device,
             queue,
             pipelines: Mutex::new(HashMap::new()),
+            matvec: match std::env::var("LOTTERY_MATVEC").as_deref() {
+                Ok("lanes") => MatvecVariant::Lanes,
+                Ok("rows") => MatvecVariant::Rows,
+                _ if info.device_type == wgpu::DeviceType::Cpu => MatvecVariant::Rows,
+                _ => MatvecVariant::Lanes,
+            },
         })
+    }
+
+    pub fn matvec_variant(&self) -> MatvecVariant {
+        self.matvec
     }
 
     /// Largest byte size one storage binding may have on this device.

@@ -4,7 +4,7 @@
 //! shared step buffer, so one dispatch serves every step.
 
 use crate::formats::GpuWeight;
-use crate::gpu::{Dispatch, Gpu, Grid, StepBuffer, Tensor};
+use crate::gpu::{Dispatch, Gpu, Grid, MatvecVariant, StepBuffer, Tensor};
 use crate::shader::Defines;
 use crate::{Error, Result};
 
@@ -230,7 +230,11 @@ pub fn matvec(
         ("FORMAT", w.format.name()),
         ("ACCUMULATE", if o.accumulate { "1" } else { "0" }),
     ]);
-    let groups = (w.n as u32).div_ceil(8);
+    let (path, rows_per_group) = match gpu.matvec_variant() {
+        MatvecVariant::Lanes => ("ops/matvec.wgsl", 8),
+        MatvecVariant::Rows => ("ops/matvec_rows.wgsl", 64),
+    };
+    let groups = (w.n as u32).div_ceil(rows_per_group);
     let max = gpu.limits.max_compute_workgroups_per_dimension;
     let grid = if groups <= max {
         [groups, 1, 1]
@@ -240,7 +244,7 @@ pub fn matvec(
     launch(
         gpu,
         &format!("matvec {}", w.data.label),
-        "ops/matvec.wgsl",
+        path,
         &d,
         step,
         &p,

@@ -28,6 +28,7 @@ sources!(
     "ops/embed.wgsl",
     "ops/rmsnorm.wgsl",
     "ops/matvec.wgsl",
+    "ops/matvec_rows.wgsl",
     "ops/matmul.wgsl",
     "ops/rope_kv.wgsl",
     "ops/attention.wgsl",

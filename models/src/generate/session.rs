@@ -268,6 +268,32 @@ impl Session {
         Ok(out)
     }
 
+    /// Times each dispatch of one decode step on its own (submit + wait per
+    /// dispatch, so the sum exceeds a real step): where a step's time goes.
+    /// Feeds `id` like a decode step would.
+    pub fn profile_decode(&mut self, id: u32) -> Result<Vec<(String, f64)>> {
+        self.check_ids(&[id])?;
+        let gpu = self.model.gpu.clone();
+        gpu.queue
+            .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(&[id]));
+        let st = self.step_for(1);
+        gpu.queue
+            .write_buffer(&self.step.0.buffer, 0, bytemuck::bytes_of(&st));
+        let mut out = Vec::with_capacity(self.decode.len());
+        for d in &self.decode {
+            let t0 = Instant::now();
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            record(&mut enc, &st, std::slice::from_ref(d), &gpu.limits)?;
+            gpu.queue.submit([enc.finish()]);
+            gpu.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| lottery_engine::Error::Readback(e.to_string()))?;
+            out.push((d.label.clone(), t0.elapsed().as_secs_f64()));
+        }
+        self.tokens.push(id);
+        Ok(out)
+    }
+
     /// Forgets every token after `pos` (the cache entries are overwritten later).
     pub fn rewind(&mut self, pos: usize) -> Result<()> {
         if pos > self.tokens.len() {
