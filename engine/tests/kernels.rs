@@ -130,11 +130,15 @@ fn matvec_last_row_reads_the_last_token() {
 }
 
 #[test]
-fn matmul_all_formats() {
-    let gpu = gpu();
+fn matmul_all_formats_both_variants() {
+    let mut gpu = gpu();
     let sb = StepBuffer::new(&gpu);
     let mut rng = Rng::new(3);
-    for fmt in WeightFormat::ALL {
+    for (variant, fmt) in [MatvecVariant::Lanes, MatvecVariant::Rows]
+        .into_iter()
+        .flat_map(|v| WeightFormat::ALL.map(|f| (v, f)))
+    {
+        gpu.matvec = variant;
         for (n, t) in [(37usize, 1usize), (70, 13), (5, 9)] {
             let k = k_for(fmt);
             let (w, deq) = weight(&gpu, &mut rng, fmt, n, k);
@@ -151,7 +155,10 @@ fn matmul_all_formats() {
                 }
                 let got: Vec<f32> = gpu.read(&yt).unwrap();
                 assert_close(
-                    &format!("matmul {} n={n} k={k} t={t} acc={accumulate}", fmt.name()),
+                    &format!(
+                        "matmul {variant:?} {} n={n} k={k} t={t} acc={accumulate}",
+                        fmt.name()
+                    ),
                     &got,
                     &want,
                     1e-4,

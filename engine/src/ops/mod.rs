@@ -278,7 +278,10 @@ pub fn matmul(
     launch(
         gpu,
         &format!("matmul {}", w.data.label),
-        "ops/matmul.wgsl",
+        match gpu.matvec_variant() {
+            MatvecVariant::Lanes => "ops/matmul.wgsl",
+            MatvecVariant::Rows => "ops/matmul_rows.wgsl",
+        },
         &d,
         step,
         &p,
@@ -480,6 +483,10 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
             ));
             v.push((
                 "ops/matmul.wgsl",
+                defines(&[("FORMAT", f.name()), ("ACCUMULATE", acc)]),
+            ));
+            v.push((
+                "ops/matmul_rows.wgsl",
                 defines(&[("FORMAT", f.name()), ("ACCUMULATE", acc)]),
             ));
         }

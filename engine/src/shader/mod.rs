@@ -30,6 +30,7 @@ sources!(
     "ops/matvec.wgsl",
     "ops/matvec_rows.wgsl",
     "ops/matmul.wgsl",
+    "ops/matmul_rows.wgsl",
     "ops/rope_kv.wgsl",
     "ops/attention.wgsl",
     "ops/attention_combine.wgsl",

@@ -63,6 +63,12 @@ impl LlamaCpu {
 
     /// Logits [n_tokens, vocab] for every position of `ids` (teacher forcing).
     pub fn forward(&self, ids: &[u32]) -> Vec<f32> {
+        self.forward_kv(ids, false)
+    }
+
+    /// As [`forward`](Self::forward); `kv_f16` rounds keys (after rotation)
+    /// and values to f16 as the GPU's f16 cache stores them.
+    pub fn forward_kv(&self, ids: &[u32], kv_f16: bool) -> Vec<f32> {
         let c = &self.cfg;
         let (t, d, hd) = (ids.len(), c.d_model, c.head_dim);
         let kvw = c.n_kv_head * hd;
@@ -75,9 +81,14 @@ impl LlamaCpu {
             let xn = r::rmsnorm(&x, &l.attn_norm, d, c.eps);
             let mut q = r::matmul(&xn, &l.wq, t, d, d);
             let mut k = r::matmul(&xn, &l.wk, t, kvw, d);
-            let v = r::matmul(&xn, &l.wv, t, kvw, d);
+            let mut v = r::matmul(&xn, &l.wv, t, kvw, d);
             r::rope(&mut q, c.n_head, hd, 0, &table);
             r::rope(&mut k, c.n_kv_head, hd, 0, &table);
+            if kv_f16 {
+                for x in k.iter_mut().chain(v.iter_mut()) {
+                    *x = half::f16::from_f32(*x).to_f32();
+                }
+            }
             let a = r::attention(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd);
             let o = r::matmul(&a, &l.wo, t, d, d);
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);

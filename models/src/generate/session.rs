@@ -342,11 +342,6 @@ impl Session {
                 decode_s: 0.0,
             });
         }
-        // Leave room for the tokens we will feed back.
-        let room = self.opts.ctx as usize;
-        if self.tokens.len() + prompt.len() + 1 > room {
-            self.check_ids(&vec![0; prompt.len() + 1])?;
-        }
         let mut next = self.feed(prompt)?;
         let t_first = Instant::now();
         loop {
@@ -371,12 +366,6 @@ impl Session {
             }
             if ids.len() >= opts.max_tokens {
                 break;
-            }
-            if self.tokens.len() + 1 > room {
-                return Err(Error::Model(format!(
-                    "context full after {} generated tokens: the context holds {room} (raise --ctx)",
-                    ids.len()
-                )));
             }
             next = self.feed(&[next])?;
         }

@@ -1,0 +1,282 @@
+//! The whole GPU forward against the CPU forward (engine reference ops, f64
+//! accumulation) on a tiny random Llama written by the test itself, plus the
+//! session mechanics the tool runtime relies on: decode vs teacher forcing,
+//! rewind, fork, and clear errors at the context limit.
+
+use lottery::engine::kv::KvDtype;
+use lottery::engine::reference::{argmax, Rng};
+use lottery::engine::{formats, Gpu, GpuOptions, WeightFormat};
+use lottery::models::arch::llama_cpu::LlamaCpu;
+use lottery::models::load::{GgmlType, GgufFile, GgufWriter, MetaValue};
+use lottery::models::{Error, GenerateOptions, Model, Session, SessionOptions};
+use std::sync::Arc;
+
+const D: usize = 64;
+const FF: usize = 96;
+const VOCAB: usize = 40;
+const LAYERS: usize = 2;
+
+fn ggml(fmt: WeightFormat) -> GgmlType {
+    match fmt {
+        WeightFormat::F32 => GgmlType::F32,
+        WeightFormat::F16 => GgmlType::F16,
+        WeightFormat::Q8_0 => GgmlType::Q8_0,
+        WeightFormat::Q4_0 => GgmlType::Q4_0,
+        WeightFormat::Q4_1 => GgmlType::Q4_1,
+    }
+}
+
+/// A 2-layer Llama (d 64, 4 heads, 2 KV heads, ff 96) with `fmt` matrices.
+fn tiny_model(fmt: WeightFormat, path: &std::path::Path) {
+    let mut rng = Rng::new(11);
+    let mut w = GgufWriter::new();
+    let meta: Vec<(&str, MetaValue)> = vec![
+        ("general.architecture", MetaValue::String("llama".into())),
+        ("llama.block_count", MetaValue::U32(LAYERS as u32)),
+        ("llama.embedding_length", MetaValue::U32(D as u32)),
+        ("llama.attention.head_count", MetaValue::U32(4)),
+        ("llama.attention.head_count_kv", MetaValue::U32(2)),
+        ("llama.feed_forward_length", MetaValue::U32(FF as u32)),
+        ("llama.context_length", MetaValue::U32(64)),
+        ("llama.rope.freq_base", MetaValue::F32(10000.0)),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            MetaValue::F32(1e-5),
+        ),
+        ("tokenizer.ggml.model", MetaValue::String("gpt2".into())),
+        ("tokenizer.ggml.pre", MetaValue::String("smollm".into())),
+        (
+            "tokenizer.ggml.tokens",
+            MetaValue::Array(
+                (0..VOCAB)
+                    .map(|i| MetaValue::String(((b'!' + i as u8) as char).to_string()))
+                    .collect(),
+            ),
+        ),
+        ("tokenizer.ggml.merges", MetaValue::Array(vec![])),
+        ("tokenizer.ggml.eos_token_id", MetaValue::U32(0)),
+    ];
+    for (k, v) in meta {
+        w.add_metadata(k, v).unwrap();
+    }
+    let mut add =
+        |name: &str, rows: usize, cols: usize, fmt: WeightFormat, scale: f32, rng: &mut Rng| {
+            let x = rng.vec(rows * cols, scale);
+            let q = formats::quantize(fmt, &x).unwrap();
+            w.add_tensor(name, &[cols as u64, rows as u64], ggml(fmt), q)
+                .unwrap();
+        };
+    add(
+        "token_embd.weight",
+        VOCAB,
+        D,
+        WeightFormat::Q8_0,
+        1.0,
+        &mut rng,
+    );
+    for l in 0..LAYERS {
+        let n = |s: &str| format!("blk.{l}.{s}.weight");
+        add(&n("attn_norm"), 1, D, WeightFormat::F32, 1.0, &mut rng);
+        add(&n("attn_q"), D, D, fmt, 0.3, &mut rng);
+        add(&n("attn_k"), 32, D, fmt, 0.3, &mut rng);
+        add(&n("attn_v"), 32, D, fmt, 0.3, &mut rng);
+        add(&n("attn_output"), D, D, fmt, 0.2, &mut rng);
+        add(&n("ffn_norm"), 1, D, WeightFormat::F32, 1.0, &mut rng);
+        add(&n("ffn_gate"), FF, D, fmt, 0.2, &mut rng);
+        add(&n("ffn_up"), FF, D, fmt, 0.2, &mut rng);
+        add(&n("ffn_down"), D, FF, fmt, 0.2, &mut rng);
+    }
+    add("output_norm.weight", 1, D, WeightFormat::F32, 1.0, &mut rng);
+    w.write_file(path).unwrap();
+}
+
+fn load(fmt: WeightFormat) -> (Arc<Model>, LlamaCpu) {
+    let dir = std::env::temp_dir().join(format!(
+        "lottery-tiny-{}-{}",
+        std::process::id(),
+        fmt.name()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tiny.gguf");
+    tiny_model(fmt, &path);
+    let gpu = Arc::new(Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| panic!("{e}")));
+    let model = Arc::new(Model::load(gpu, &path, &mut |_, _| {}).unwrap());
+    let cpu = LlamaCpu::load(&GgufFile::open(&path).unwrap()).unwrap();
+    (model, cpu)
+}
+
+const PROMPT: [u32; 11] = [3, 17, 5, 39, 0, 22, 8, 8, 31, 12, 4];
+
+#[test]
+fn gpu_forward_matches_cpu_forward_every_format() {
+    for fmt in WeightFormat::ALL {
+        let (model, cpu) = load(fmt);
+        for kv in [KvDtype::F32, KvDtype::F16] {
+            let want = cpu.forward_kv(&PROMPT, kv == KvDtype::F16);
+            // Batches of 4 exercise prefill continuing after earlier tokens.
+            let mut s = Session::new(
+                model.clone(),
+                SessionOptions {
+                    ctx: 32,
+                    kv,
+                    max_batch: 4,
+                    logit_rows: 4,
+                },
+            )
+            .unwrap();
+            let got = s.logits(&PROMPT).unwrap();
+            let tol = 1e-3;
+            let mut worst = 0f32;
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let err = (g - w).abs();
+                worst = worst.max(err);
+                assert!(
+                    err <= tol * (1.0 + w.abs()),
+                    "{} kv {kv:?}: logit {i} (pos {}, token {}): expected {w}, got {g}",
+                    fmt.name(),
+                    i / VOCAB,
+                    i % VOCAB
+                );
+            }
+            eprintln!("{} kv {kv:?}: max logit error {worst:.2e}", fmt.name());
+        }
+    }
+}
+
+/// Greedy decode (matvec, split attention) follows the CPU's argmax of the
+/// full forward at every step, until the CPU's top-2 gap gets too small to call.
+#[test]
+fn greedy_decode_matches_cpu() {
+    let (model, cpu) = load(WeightFormat::Q4_1);
+    let mut ids = PROMPT.to_vec();
+    let mut want = Vec::new();
+    for _ in 0..8 {
+        let logits = cpu.forward(&ids);
+        let row = &logits[(ids.len() - 1) * VOCAB..];
+        let best = argmax(row);
+        let mut sorted = row.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if sorted[0] - sorted[1] < 1e-3 {
+            break;
+        }
+        want.push(best as u32);
+        ids.push(best as u32);
+    }
+    assert!(want.len() >= 3, "random model produced near-ties too early");
+    let mut s = Session::new(
+        model,
+        SessionOptions {
+            ctx: 32,
+            kv: KvDtype::F32,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let g = s
+        .generate(
+            &PROMPT,
+            &GenerateOptions {
+                max_tokens: want.len(),
+                stop_at_eos: false,
+                ..Default::default()
+            },
+            |_, _| true,
+        )
+        .unwrap();
+    assert_eq!(g.ids, want);
+}
+
+#[test]
+fn rewind_and_fork_reproduce_the_continuation() {
+    let (model, _) = load(WeightFormat::Q8_0);
+    let opts = GenerateOptions {
+        max_tokens: 5,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let mut s = Session::new(
+        model,
+        SessionOptions {
+            ctx: 32,
+            kv: KvDtype::F32,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let first = s.generate(&PROMPT[..6], &opts, |_, _| true).unwrap();
+    let fork = s.fork().unwrap();
+    assert_eq!(fork.tokens(), s.tokens());
+    // Rewind to the end of the prompt and regenerate: same tokens.
+    s.rewind(6).unwrap();
+    let again = s.generate(&[], &opts, |_, _| true);
+    assert!(
+        again.is_err(),
+        "generate with nothing to feed must be an error"
+    );
+    s.rewind(5).unwrap();
+    let again = s.generate(&PROMPT[5..6], &opts, |_, _| true).unwrap();
+    assert_eq!(again.ids, first.ids);
+    // The fork continues from the same cache as the original.
+    let mut fork = fork;
+    let mut s2 = s.fork().unwrap();
+    let last = *first.ids.last().unwrap();
+    let a = fork.feed(&[last]).unwrap();
+    let b = s2.feed(&[last]).unwrap();
+    assert_eq!(a, b);
+    // A seeded sampler gives the same tokens twice.
+    let sampled = GenerateOptions {
+        max_tokens: 6,
+        stop_at_eos: false,
+        sampler: lottery::SamplerSettings {
+            temperature: 1.0,
+            top_p: 0.9,
+            seed: 42,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    s.rewind(0).unwrap();
+    let x = s.generate(&PROMPT, &sampled, |_, _| true).unwrap();
+    s.rewind(0).unwrap();
+    let y = s.generate(&PROMPT, &sampled, |_, _| true).unwrap();
+    assert_eq!(x.ids, y.ids);
+}
+
+#[test]
+fn context_and_token_errors_are_clear() {
+    let (model, _) = load(WeightFormat::F16);
+    let mut s = Session::new(
+        model,
+        SessionOptions {
+            ctx: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    match s.feed(&PROMPT) {
+        Err(e @ Error::ContextFull { .. }) => {
+            assert!(e.to_string().contains("context of 8"), "{e}")
+        }
+        other => panic!("expected ContextFull, got {:?}", other.map(|_| ())),
+    }
+    let e = s
+        .feed(&[VOCAB as u32])
+        .err()
+        .expect("out-of-vocabulary id must fail");
+    assert!(e.to_string().contains("outside the vocabulary"), "{e}");
+    // Generation that runs into the end of the context stops with an error, not garbage.
+    let r = s.generate(
+        &PROMPT[..4],
+        &GenerateOptions {
+            max_tokens: 20,
+            stop_at_eos: false,
+            ..Default::default()
+        },
+        |_, _| true,
+    );
+    assert!(
+        matches!(r, Err(Error::ContextFull { .. })),
+        "{:?}",
+        r.map(|g| g.ids)
+    );
+}
