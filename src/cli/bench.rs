@@ -92,26 +92,22 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     }
     if a.per_kernel {
         let mut s = a.model.session(&model)?;
-        s.feed(&prompt)?;
-        let mut by = std::collections::BTreeMap::<String, (usize, f64)>::new();
+        let n = prompt.len().min(s.context_len() / 2);
+        print_profile(
+            &format!("prefill of {n} tokens"),
+            &s.profile_step(&prompt[..n])?,
+        );
+        let mut runs = Vec::new();
         for _ in 0..3 {
-            for (label, t) in s.profile_decode(prompt[0])? {
-                let kind = label.split(' ').next().unwrap_or("").to_string();
-                let e = by.entry(kind).or_default();
-                e.0 += 1;
-                e.1 += t / 3.0;
-            }
+            runs.extend(s.profile_step(&prompt[..1])?);
         }
-        let total: f64 = by.values().map(|v| v.1).sum();
-        eprintln!("per-kernel time of one decode step (each dispatch submitted alone):");
-        for (k, (n, t)) in &by {
-            eprintln!(
-                "  {k:20} {:4} dispatches {:8.2} ms {:5.1}%",
-                n / 3,
-                t * 1e3,
-                100.0 * t / total
-            );
-        }
+        print_profile(
+            "decode step (mean of 3)",
+            &runs
+                .iter()
+                .map(|(l, t)| (l.clone(), t / 3.0))
+                .collect::<Vec<_>>(),
+        );
     }
     let wbytes = model.weights.decode_bytes() as f64;
     let gbs = wbytes * decode / 1e9;
@@ -153,4 +149,28 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         println!("fraction     {:.1}% of copy bandwidth", 100.0 * gbs / copy);
     }
     Ok(())
+}
+
+/// Sums per-dispatch times by kernel (the label's first word).
+fn print_profile(what: &str, runs: &[(String, f64)]) {
+    let mut by = std::collections::BTreeMap::<String, (usize, f64)>::new();
+    for (label, t) in runs {
+        let e = by
+            .entry(label.split(' ').next().unwrap_or("").to_string())
+            .or_default();
+        e.0 += 1;
+        e.1 += t;
+    }
+    let total: f64 = by.values().map(|v| v.1).sum();
+    eprintln!(
+        "per-kernel time, {what} (each dispatch submitted alone; total {:.1} ms):",
+        total * 1e3
+    );
+    for (k, (n, t)) in &by {
+        eprintln!(
+            "  {k:20} {n:4} dispatches {:9.2} ms {:5.1}%",
+            t * 1e3,
+            100.0 * t / total
+        );
+    }
 }

@@ -268,19 +268,30 @@ impl Session {
         Ok(out)
     }
 
-    /// Times each dispatch of one decode step on its own (submit + wait per
+    /// Times each dispatch of one step on its own (submit + wait per
     /// dispatch, so the sum exceeds a real step): where a step's time goes.
-    /// Feeds `id` like a decode step would.
-    pub fn profile_decode(&mut self, id: u32) -> Result<Vec<(String, f64)>> {
-        self.check_ids(&[id])?;
+    /// Feeds `ids` as one batch: the decode graph for one id, prefill for more.
+    pub fn profile_step(&mut self, ids: &[u32]) -> Result<Vec<(String, f64)>> {
+        self.check_ids(ids)?;
+        if ids.is_empty() || ids.len() > self.opts.max_batch as usize {
+            return Err(Error::Model(format!(
+                "profile_step: give 1 to {} ids",
+                self.opts.max_batch
+            )));
+        }
         let gpu = self.model.gpu.clone();
         gpu.queue
-            .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(&[id]));
-        let st = self.step_for(1);
+            .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids));
+        let st = self.step_for(ids.len());
         gpu.queue
             .write_buffer(&self.step.0.buffer, 0, bytemuck::bytes_of(&st));
-        let mut out = Vec::with_capacity(self.decode.len());
-        for d in &self.decode {
+        let graph = if ids.len() == 1 {
+            &self.decode
+        } else {
+            &self.prefill
+        };
+        let mut out = Vec::with_capacity(graph.len());
+        for d in graph {
             let t0 = Instant::now();
             let mut enc = gpu.device.create_command_encoder(&Default::default());
             record(&mut enc, &st, std::slice::from_ref(d), &gpu.limits)?;
@@ -290,7 +301,7 @@ impl Session {
                 .map_err(|e| lottery_engine::Error::Readback(e.to_string()))?;
             out.push((d.label.clone(), t0.elapsed().as_secs_f64()));
         }
-        self.tokens.push(id);
+        self.tokens.extend_from_slice(ids);
         Ok(out)
     }
 
