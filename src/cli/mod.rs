@@ -72,10 +72,14 @@ impl ModelArgs {
                 anyhow!("no model given and the default model is not downloaded: run `scripts/fetch-model.sh` (fetches SmolLM2-135M-Instruct Q4_1 into models-cache/), or pass --model FILE.gguf")
             })?,
         };
+        // WebGPU's default per-binding limit (128 MiB) unless a weight needs more.
+        let need = GgufFile::open(&path)
+            .and_then(|g| lottery::models::arch::llama::max_binding_bytes(&g))
+            .with_context(|| format!("reading {}", path.display()))?;
         let gpu = Gpu::new(&GpuOptions {
             backend: self.backend.clone(),
             adapter_index: self.adapter,
-            ..Default::default()
+            storage_binding_limit: (need > 128 << 20).then_some(need),
         })?;
         let bar = if quiet {
             indicatif::ProgressBar::hidden()

@@ -68,6 +68,15 @@ impl WeightFormat {
         n_elements / self.block_size() * self.block_bytes()
     }
 
+    /// Bytes of the repacked GPU buffer for `n_elements` weights.
+    pub fn gpu_bytes(self, n_elements: usize) -> usize {
+        match self {
+            Self::F32 | Self::F16 => self.ggml_bytes(n_elements).next_multiple_of(4),
+            Self::Q8_0 => n_elements / 32 * 36,
+            Self::Q4_0 | Self::Q4_1 => n_elements / 32 * 20,
+        }
+    }
+
     /// Bits per weight in the ggml file.
     pub fn bits_per_weight(self) -> f64 {
         self.block_bytes() as f64 * 8.0 / self.block_size() as f64

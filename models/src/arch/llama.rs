@@ -145,6 +145,32 @@ fn fused(
     Ok(GpuWeight::upload(gpu, label, fmt, &bytes, rows, cols)?)
 }
 
+/// The largest single GPU buffer the model's weights need (fused Q/K/V and
+/// gate/up included), so a device can be asked for a larger per-binding limit
+/// than WebGPU's default only when the model needs it.
+pub fn max_binding_bytes(g: &GgufFile) -> Result<u64> {
+    let size = |name: &str| -> u64 {
+        g.tensor(name)
+            .map(|t| match weight_format(name, t.ggml_type) {
+                Ok(f) => f.gpu_bytes(t.n_elements() as usize) as u64,
+                Err(_) => t.n_elements() * 4,
+            })
+            .unwrap_or(0)
+    };
+    let mut max = size("token_embd.weight").max(size("output.weight"));
+    let mut l = 0;
+    while g.tensor(&format!("blk.{l}.attn_q.weight")).is_some() {
+        let n = |s: &str| format!("blk.{l}.{s}.weight");
+        max = max
+            .max(size(&n("attn_q")) + size(&n("attn_k")) + size(&n("attn_v")))
+            .max(size(&n("ffn_gate")) + size(&n("ffn_up")))
+            .max(size(&n("ffn_down")))
+            .max(size(&n("attn_output")));
+        l += 1;
+    }
+    Ok(max)
+}
+
 pub struct LayerWeights {
     pub attn_norm: Tensor,
     pub wqkv: GpuWeight,
