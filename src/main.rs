@@ -2,7 +2,15 @@ mod cli;
 
 fn main() {
     if let Err(e) = cli::main() {
-        eprintln!("error: {e:#}");
+        // Print the chain, skipping causes a message already quotes.
+        let mut msg = e.to_string();
+        for cause in e.chain().skip(1) {
+            let c = cause.to_string();
+            if !msg.contains(&c) {
+                msg = format!("{msg}: {c}");
+            }
+        }
+        eprintln!("error: {msg}");
         std::process::exit(1);
     }
 }
