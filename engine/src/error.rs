@@ -15,6 +15,17 @@ pub enum Error {
         "adapter index {index} out of range: {count} adapter(s) available (see `lottery doctor`)"
     )]
     AdapterIndex { index: usize, count: usize },
+    #[error("unknown tier `{0}`: expected portable, f16, subgroup or full")]
+    UnknownTier(String),
+    #[error(
+        "adapter `{adapter}` lacks {features} needed by tier `{tier}`; it supports: {supported}"
+    )]
+    MissingFeature {
+        adapter: String,
+        tier: &'static str,
+        features: String,
+        supported: String,
+    },
     #[error("unknown backend `{0}`: expected vulkan, metal, dx12, gl or webgpu")]
     UnknownBackend(String),
     #[error("could not create a device on `{adapter}`: {source}")]

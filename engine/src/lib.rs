@@ -11,4 +11,4 @@ pub mod shader;
 
 pub use error::{Error, Result};
 pub use formats::WeightFormat;
-pub use gpu::{Gpu, GpuOptions, Tensor};
+pub use gpu::{Gpu, GpuOptions, Tensor, Tier};

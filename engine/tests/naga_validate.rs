@@ -1,28 +1,43 @@
 //! Every shader variant the engine can build parses and validates with naga.
 //! Needs no GPU, so it runs everywhere, first.
 
-use lottery_engine::{ops, shader};
+use lottery_engine::{ops, shader, Tier};
 
 #[test]
 fn every_variant_validates() {
-    // unpack2x16float/pack2x16float need this capability; every WebGPU
-    // implementation and wgpu's Vulkan, Metal, DX12 and GL 4.2+/ES 3.0+ paths have it.
-    let caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     let variants = ops::all_variants();
     assert!(
         variants.len() > 20,
         "expected the full variant list, got {}",
         variants.len()
     );
-    for (path, defines) in variants {
-        let src = shader::preprocess(path, &defines)
-            .unwrap_or_else(|e| panic!("{path} {defines:?}: {e}"));
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{path} {defines:?}: {}", e.emit_to_string(&src)));
-        let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
-        v.validate(&module)
-            .unwrap_or_else(|e| panic!("{path} {defines:?}: {}", e.emit_to_string(&src)));
+    let mut checked = 0;
+    for tier in Tier::ALL {
+        // unpack2x16float/pack2x16float need SHADER_FLOAT16_IN_FLOAT32: every
+        // WebGPU implementation and wgpu's native backends have it.
+        let mut caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+        if tier.native_f16() {
+            caps |= naga::valid::Capabilities::SHADER_FLOAT16;
+        }
+        if tier.subgroups() {
+            caps |= naga::valid::Capabilities::SUBGROUP;
+        }
+        for (path, defines) in &variants {
+            let mut defines = defines.clone();
+            defines.extend(tier.defines());
+            let what = format!("{path} {defines:?}");
+            let src = shader::preprocess(path, &defines).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let module = naga::front::wgsl::parse_str(&src)
+                .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
+            let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
+            v.subgroup_stages(naga::valid::ShaderStages::COMPUTE);
+            v.subgroup_operations(naga::valid::SubgroupOperationSet::all());
+            v.validate(&module)
+                .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
+            checked += 1;
+        }
     }
+    assert_eq!(checked, 4 * variants.len());
 }
 
 /// A new .wgsl file that is not registered in `shader::SOURCES` would never

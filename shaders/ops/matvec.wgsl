@@ -29,7 +29,11 @@ var<workgroup> red: array<f32, 256>;
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) li: u32,
         @builtin(workgroup_id) wg: vec3<u32>,
-        @builtin(num_workgroups) nwg: vec3<u32>) {
+        @builtin(num_workgroups) nwg: vec3<u32>,
+#if SUBGROUPS
+        @builtin(subgroup_size) sg_size: u32,
+#endif
+        ) {
     let lane = li % LANES;
     let row = (wg.x + wg.y * nwg.x) * ROWS + li / LANES;
     var x4 = 0u;
@@ -44,6 +48,23 @@ fn main(@builtin(local_invocation_index) li: u32,
             acc += dot(un.w0, x[x4 + un.c0 / 4u]) + dot(un.w1, x[x4 + un.c1 / 4u]);
         }
     }
+#if SUBGROUPS
+    // Xor shuffles never leave an aligned group of `width` lanes, so rows do
+    // not mix even when a subgroup spans several rows; rows wider than the
+    // subgroup finish through workgroup memory (one barrier instead of five).
+    let width = min(sg_size, LANES);
+    var v = acc;
+    for (var m = 1u; m < width; m <<= 1u) {
+        v += subgroupShuffleXor(v, m);
+    }
+    red[li] = v;
+    workgroupBarrier();
+    if (lane == 0u && row < p.n) {
+        var total = 0.0;
+        for (var i = 0u; i < LANES; i += width) {
+            total += red[li + i];
+        }
+#else
     red[li] = acc;
     workgroupBarrier();
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
@@ -53,10 +74,12 @@ fn main(@builtin(local_invocation_index) li: u32,
         workgroupBarrier();
     }
     if (lane == 0u && row < p.n) {
+        let total = red[li];
+#endif
 #if ACCUMULATE
-        y[p.y_off + row] += red[li];
+        y[p.y_off + row] += total;
 #else
-        y[p.y_off + row] = red[li];
+        y[p.y_off + row] = total;
 #endif
     }
 }

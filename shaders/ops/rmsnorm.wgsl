@@ -17,7 +17,13 @@ struct Params {
 var<workgroup> red: array<f32, 256>;
 
 @compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn main(@builtin(local_invocation_index) li: u32,
+        @builtin(workgroup_id) wg: vec3<u32>,
+#if SUBGROUPS
+        @builtin(subgroup_size) sg_size: u32,
+        @builtin(subgroup_invocation_id) sg_lane: u32,
+#endif
+        ) {
     let t = wg.y;
     if (t >= step.n_tokens) {
         return;
@@ -28,6 +34,21 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         let v = x[o + i];
         s += v * v;
     }
+#if SUBGROUPS
+    let part = subgroupAdd(s);
+    if (sg_lane == 0u) {
+        red[li / sg_size] = part;
+    }
+    workgroupBarrier();
+    if (li == 0u) {
+        var total = 0.0;
+        for (var i = 0u; i < 256u / sg_size; i++) {
+            total += red[i];
+        }
+        red[0] = total;
+    }
+    workgroupBarrier();
+#else
     red[li] = s;
     workgroupBarrier();
     for (var k = 128u; k > 0u; k >>= 1u) {
@@ -36,6 +57,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         }
         workgroupBarrier();
     }
+#endif
     let inv = inverseSqrt(red[0] / f32(p.d) + p.eps);
     for (var i = li; i < p.d; i += 256u) {
         y[o + i] = x[o + i] * inv * g[i];

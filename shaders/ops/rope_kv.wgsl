@@ -17,13 +17,29 @@ struct Params {
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> rope: array<vec2<f32>>; // [ctx, head_dim / 2] (cos, sin)
 @group(0) @binding(3) var<storage, read_write> qkv: array<f32>; // [n_tokens, (n_head + 2 n_kv_head) * head_dim]
-@group(0) @binding(4) var<storage, read_write> kc: array<u32>;  // [n_kv_head, ctx, head_dim] in KV_F16 ? f16 pairs : f32
+// [n_kv_head, ctx, head_dim] as f16 pairs (KV_F16) or f32 bits. The f16 tier
+// declares the same bytes as vec2<f16>; the portable tier packs into u32.
+#if KV_F16
+#if NATIVE_F16
+@group(0) @binding(4) var<storage, read_write> kc: array<vec2<f16>>;
+@group(0) @binding(5) var<storage, read_write> vc: array<vec2<f16>>;
+#else
+@group(0) @binding(4) var<storage, read_write> kc: array<u32>;
 @group(0) @binding(5) var<storage, read_write> vc: array<u32>;
+#endif
+#else
+@group(0) @binding(4) var<storage, read_write> kc: array<u32>;
+@group(0) @binding(5) var<storage, read_write> vc: array<u32>;
+#endif
 
 fn store_pair(is_k: bool, kvh: u32, pos: u32, j: u32, a: f32, b: f32) {
     let slot = (kvh * p.ctx + pos) * p.head_dim;
 #if KV_F16
+#if NATIVE_F16
+    let v = vec2<f16>(vec2<f32>(a, b));
+#else
     let v = pack2x16float(vec2<f32>(a, b));
+#endif
     if (is_k) { kc[slot / 2u + j] = v; } else { vc[slot / 2u + j] = v; }
 #else
     if (is_k) {

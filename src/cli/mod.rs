@@ -43,6 +43,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// List the GPU adapters this machine exposes.
     Adapters,
+    /// Perplexity of a text file, llama.cpp's method (chunks of --ctx, each
+    /// scored on its second half).
+    Perplexity(PerplexityArgs),
 }
 
 #[derive(Args, Clone)]
@@ -190,6 +193,23 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Text file to score.
+    #[arg(long)]
+    file: PathBuf,
+    /// Tokens per chunk.
+    #[arg(long = "chunk", default_value_t = 512)]
+    chunk: usize,
+    /// Score every position of each chunk instead of its second half.
+    #[arg(long)]
+    all_positions: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct ChatArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -213,6 +233,7 @@ pub fn main() -> Result<()> {
         Cmd::Chat(a) => chat(a),
         Cmd::Info { path, all } => info(path, all),
         Cmd::Bench(a) => bench::bench(a),
+        Cmd::Perplexity(a) => perplexity(a),
         Cmd::Adapters => {
             for (i, a) in lottery::engine::gpu::list_adapters(None)?
                 .iter()
@@ -390,6 +411,66 @@ fn info(path: Option<PathBuf>, all: bool) -> Result<()> {
             t.size,
             t.offset
         );
+    }
+    Ok(())
+}
+
+fn perplexity(a: PerplexityArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let model = a.model.load(a.json)?;
+    let ids = model.tokenizer.encode(&text)?;
+    let n_chunks = ids.len() / a.chunk;
+    if a.chunk < 2 || n_chunks == 0 {
+        return Err(anyhow!(
+            "{} has {} tokens: fewer than one chunk of {}",
+            a.file.display(),
+            ids.len(),
+            a.chunk
+        ));
+    }
+    let kv = KvDtype::parse(&a.model.kv).ok_or_else(|| anyhow!("--kv must be f16 or f32"))?;
+    let vocab = model.config.vocab;
+    let mut s = Session::new(
+        model.clone(),
+        SessionOptions {
+            ctx: a.chunk as u32,
+            kv,
+            max_batch: 64,
+            logit_rows: 64,
+        },
+    )?;
+    let first = if a.all_positions { 0 } else { a.chunk / 2 };
+    let (mut nll, mut count) = (0f64, 0usize);
+    let t0 = Instant::now();
+    for c in 0..n_chunks {
+        let chunk = &ids[c * a.chunk..(c + 1) * a.chunk];
+        s.rewind(0)?;
+        let logits = s.logits(chunk)?;
+        for j in first..a.chunk - 1 {
+            let row = &logits[j * vocab..(j + 1) * vocab];
+            let m = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) as f64;
+            let lse = m + row.iter().map(|v| (*v as f64 - m).exp()).sum::<f64>().ln();
+            nll += lse - row[chunk[j + 1] as usize] as f64;
+            count += 1;
+        }
+        if !a.json {
+            eprintln!(
+                "chunk {}/{}: running perplexity {:.4}",
+                c + 1,
+                n_chunks,
+                (nll / count as f64).exp()
+            );
+        }
+    }
+    let ppl = (nll / count as f64).exp();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"tokens": ids.len(), "chunks": n_chunks, "scored": count, "mean_nll": nll / count as f64, "perplexity": ppl, "seconds": t0.elapsed().as_secs_f64()})
+        );
+    } else {
+        println!("perplexity {ppl:.4} over {count} scored tokens ({n_chunks} chunks of {}, {} tokens in the file) in {:.1}s", a.chunk, ids.len(), t0.elapsed().as_secs_f64());
     }
     Ok(())
 }

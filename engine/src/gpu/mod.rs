@@ -1,10 +1,13 @@
 //! Adapter and device selection, buffers, the pipeline cache, and the
 //! recorded dispatch lists that make up a step.
 
+pub mod tier;
+
 use crate::shader::{self, Defines};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+pub use tier::Tier;
 
 /// How to pick the adapter and which limits to ask for.
 #[derive(Clone, Debug, Default)]
@@ -17,6 +20,8 @@ pub struct GpuOptions {
     /// Per-binding storage limit to ask for. `None` asks for WebGPU's default (128 MiB),
     /// which every WebGPU implementation grants.
     pub storage_binding_limit: Option<u64>,
+    /// Capability tier; `None` reads `LOTTERY_TIER`, else the best the adapter allows.
+    pub tier: Option<Tier>,
 }
 
 /// What the chosen adapter is and can do.
@@ -40,6 +45,8 @@ pub struct Gpu {
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     /// Which decode matvec kernel this device runs (see [`MatvecVariant`]).
     pub matvec: MatvecVariant,
+    /// Which optional features the kernels use.
+    pub tier: Tier,
 }
 
 /// The two decode matvec kernels, measured side by side on lavapipe and an
@@ -160,10 +167,32 @@ impl Gpu {
         // Ask for what WebGPU guarantees unless the adapter offers less
         // (llvmpipe GL, older mobile parts).
         let limits = limits.or_worse_values_from(&have);
-        let features = adapter.features()
+        let available = adapter.features()
             & (wgpu::Features::SHADER_F16
                 | wgpu::Features::SUBGROUP
                 | wgpu::Features::TIMESTAMP_QUERY);
+        let tier = match opts.tier {
+            Some(t) => t,
+            None => match std::env::var("LOTTERY_TIER") {
+                Ok(s) => Tier::parse(&s).ok_or_else(|| Error::UnknownTier(s.clone()))?,
+                Err(_) => Tier::best(available),
+            },
+        };
+        if !available.contains(tier.features()) {
+            return Err(Error::MissingFeature {
+                adapter: info.name.clone(),
+                tier: tier.name(),
+                features: format!("{:?}", tier.features() - available),
+                supported: Tier::supported(available)
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        // Ask only for what the tier uses, so a forced lower tier really runs
+        // without the feature.
+        let features = tier.features() | (available & wgpu::Features::TIMESTAMP_QUERY);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("lottery"),
             required_features: features,
@@ -182,6 +211,7 @@ impl Gpu {
             device,
             queue,
             pipelines: Mutex::new(HashMap::new()),
+            tier,
             matvec: match std::env::var("LOTTERY_MATVEC").as_deref() {
                 Ok("lanes") => MatvecVariant::Lanes,
                 Ok("rows") => MatvecVariant::Rows,
@@ -313,6 +343,9 @@ impl Gpu {
     /// Gets or compiles the kernel `path` under `defines`. Pipelines are
     /// labelled with their key so validation errors name the variant.
     pub fn pipeline(&self, path: &str, defines: &Defines) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut defines = defines.clone();
+        defines.extend(self.tier.defines());
+        let defines = &defines;
         let key = variant_key(path, defines);
         if let Some(p) = self
             .pipelines

@@ -50,6 +50,10 @@ pub type Defines = BTreeMap<String, String>;
 /// Expands `#include`, `#if` and `{{NAME}}` for `path` under `defines`.
 pub fn preprocess(path: &str, defines: &Defines) -> Result<String> {
     let mut out = String::new();
+    // Directives must precede everything else in a module.
+    if defines.get("NATIVE_F16").is_some_and(|v| v != "0") {
+        out.push_str("enable f16;\n");
+    }
     let mut seen = BTreeSet::new();
     expand(path, defines, &mut out, &mut seen, 0)?;
     Ok(out)
