@@ -3,6 +3,7 @@
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use lottery::models::load::GgufFile;
+use lottery::engine::Tier;
 use lottery::{
     ChatMessage, GenerateOptions, Gpu, GpuOptions, KvDtype, Model, SamplerSettings, Session,
     SessionOptions,
@@ -59,6 +60,9 @@ pub struct ModelArgs {
     /// Adapter index within the backend (see `lottery adapters`).
     #[arg(long)]
     pub adapter: Option<usize>,
+    /// Capability tier: portable, f16, subgroup or full (default: the best the adapter has, or $LOTTERY_TIER).
+    #[arg(long)]
+    pub tier: Option<String>,
     /// KV cache storage.
     #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
     pub kv: String,
@@ -83,6 +87,10 @@ impl ModelArgs {
             backend: self.backend.clone(),
             adapter_index: self.adapter,
             storage_binding_limit: (need > 128 << 20).then_some(need),
+            tier: match &self.tier {
+                Some(t) => Some(Tier::parse(t).ok_or_else(|| anyhow!("--tier must be portable, f16, subgroup or full"))?),
+                None => None,
+            },
         })?;
         let bar = if quiet {
             indicatif::ProgressBar::hidden()
