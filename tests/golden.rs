@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use lottery::engine::kv::KvDtype;
+use lottery::engine::{GpuOptions, Tier};
 use lottery::models::{GenerateOptions, Session, SessionOptions};
 
 fn check_logits(kv: KvDtype, tol: f32, gap_min: f32) {
@@ -122,4 +123,80 @@ fn greedy_tokens_f32_kv() {
 #[test]
 fn greedy_tokens_f16_kv() {
     check_greedy(KvDtype::F16, 0.1);
+}
+
+/// Every tier the adapter supports, and devices with small per-binding limits
+/// (the 30 MiB embedding split into parts at 8 MiB), give the reference's
+/// greedy tokens on the short golden prompts.
+#[test]
+fn greedy_tokens_on_every_tier_and_small_limits() {
+    let g = golden();
+    let prompts: Vec<&serde_json::Value> = g["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "plain_capital" || p["name"] == "chat_haiku")
+        .collect();
+    let features = {
+        let gpu = lottery::engine::Gpu::new(&Default::default()).unwrap();
+        gpu.device.features()
+    };
+    let mut configs: Vec<GpuOptions> = Tier::supported(features)
+        .into_iter()
+        .map(|t| GpuOptions {
+            tier: Some(t),
+            ..Default::default()
+        })
+        .collect();
+    for limit in [32u64 << 20, 8 << 20] {
+        configs.push(GpuOptions {
+            storage_binding_limit: Some(limit),
+            tier: Some(Tier::Portable),
+            ..Default::default()
+        });
+    }
+    for opts in configs {
+        let model = load_model_with(&opts);
+        assert_eq!(
+            model.gpu.max_binding().min(1 << 30),
+            opts.storage_binding_limit
+                .unwrap_or(model.gpu.max_binding())
+                .min(1 << 30)
+        );
+        for p in &prompts {
+            let want = ids(&p["greedy"]["ids"]);
+            let n = 8;
+            let mut s = Session::new(
+                model.clone(),
+                SessionOptions {
+                    ctx: 256,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let out = s
+                .generate(
+                    &ids(&p["input_ids"]),
+                    &GenerateOptions {
+                        max_tokens: n,
+                        stop_at_eos: false,
+                        ..Default::default()
+                    },
+                    |_, _| true,
+                )
+                .unwrap();
+            assert_eq!(
+                out.ids,
+                want[..n],
+                "{} with {opts:?} (tier {:?})",
+                p["name"],
+                model.gpu.tier
+            );
+        }
+        eprintln!(
+            "tier {:?}, binding limit {} MiB: tokens match",
+            model.gpu.tier,
+            model.gpu.max_binding() >> 20
+        );
+    }
 }

@@ -7,7 +7,7 @@ use lottery_engine::formats::{self, GpuWeight};
 use lottery_engine::gpu::{MatvecVariant, Step, StepBuffer};
 use lottery_engine::ops::{self, AttnShape, MatvecOpts, SampleUniform};
 use lottery_engine::reference::{self as cpu, Rng, SampleParams};
-use lottery_engine::{Gpu, WeightFormat};
+use lottery_engine::{Gpu, GpuOptions, WeightFormat};
 
 fn step(n_tokens: u32, pos0: u32) -> Step {
     Step {
@@ -77,7 +77,7 @@ fn matvec_all_formats_both_variants() {
                     },
                 )
                 .unwrap();
-                gpu.run(&sb, &step(1, 0), &[d]).unwrap();
+                gpu.run(&sb, &step(1, 0), &d).unwrap();
                 let mut want = cpu::matmul(&x, &deq, 1, n, k);
                 if accumulate {
                     want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
@@ -118,7 +118,7 @@ fn matvec_last_row_reads_the_last_token() {
         },
     )
     .unwrap();
-    gpu.run(&sb, &step(t as u32, 0), &[d]).unwrap();
+    gpu.run(&sb, &step(t as u32, 0), &d).unwrap();
     let want = cpu::matmul(&x[(t - 1) * k..], &deq, 1, n, k);
     assert_close(
         "matvec last_row",
@@ -148,7 +148,7 @@ fn matmul_all_formats_both_variants() {
             for accumulate in [false, true] {
                 let yt = gpu.upload("y", &y0).unwrap();
                 let d = ops::matmul(&gpu, &sb, &w, &xt, &yt, accumulate, t as u32).unwrap();
-                gpu.run(&sb, &step(t as u32, 0), &[d]).unwrap();
+                gpu.run(&sb, &step(t as u32, 0), &d).unwrap();
                 let mut want = cpu::matmul(&x, &deq, t, n, k);
                 if accumulate {
                     want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
@@ -183,7 +183,7 @@ fn embed_all_formats() {
         let tt = gpu.upload("tokens", &toks).unwrap();
         let out = gpu.zeros("out", (toks.len() * d * 4) as u64).unwrap();
         let disp = ops::embed(&gpu, &sb, &w, &tt, &out, toks.len() as u32).unwrap();
-        gpu.run(&sb, &step(toks.len() as u32, 0), &[disp]).unwrap();
+        gpu.run(&sb, &step(toks.len() as u32, 0), &disp).unwrap();
         let want: Vec<f32> = toks
             .iter()
             .flat_map(|t| deq[*t as usize * d..][..d].to_vec())
@@ -476,4 +476,77 @@ fn sampler_matches_reference_distribution() {
             "{p:?}: only {checked} draws were away from boundaries"
         );
     }
+}
+
+/// Weights and tables larger than the device's per-binding limit are split
+/// by rows into parts; results must not change.
+#[test]
+fn weights_split_under_a_small_binding_limit() {
+    let gpu = Gpu::new(&GpuOptions {
+        storage_binding_limit: Some(32 << 10),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        gpu.max_binding(),
+        32 << 10,
+        "the device must enforce the requested limit"
+    );
+    let sb = StepBuffer::new(&gpu);
+    let mut rng = Rng::new(10);
+    for fmt in [WeightFormat::Q8_0, WeightFormat::F32, WeightFormat::Q4_1] {
+        let (n, k, t) = (700usize, k_for(fmt), 9usize);
+        let (w, deq) = weight(&gpu, &mut rng, fmt, n, k);
+        assert!(
+            w.parts.len() > 1,
+            "{}: expected a split, got one part of {} bytes",
+            fmt.name(),
+            w.bytes()
+        );
+        let x = rng.vec(t * k, 1.0);
+        let xt = gpu.upload("x", &x).unwrap();
+        let yt = gpu.zeros("y", (t * n * 4) as u64).unwrap();
+        let d = ops::matmul(&gpu, &sb, &w, &xt, &yt, false, t as u32).unwrap();
+        gpu.run(&sb, &step(t as u32, 0), &d).unwrap();
+        assert_close(
+            &format!("split matmul {} ({} parts)", fmt.name(), w.parts.len()),
+            &gpu.read::<f32>(&yt).unwrap(),
+            &cpu::matmul(&x, &deq, t, n, k),
+            1e-4,
+            1e-4,
+        );
+        let y1 = gpu.zeros("y1", (n * 4) as u64).unwrap();
+        let d = ops::matvec(&gpu, &sb, &w, &xt, &y1, MatvecOpts::default()).unwrap();
+        gpu.run(&sb, &step(1, 0), &d).unwrap();
+        assert_close(
+            &format!("split matvec {}", fmt.name()),
+            &gpu.read::<f32>(&y1).unwrap(),
+            &cpu::matmul(&x[..k], &deq, 1, n, k),
+            1e-4,
+            1e-4,
+        );
+        // The same rows as an embedding table, with ids in every part.
+        let toks: Vec<u32> = vec![0, 699, 350, 1, 698, 123];
+        let tt = gpu.upload("tokens", &toks).unwrap();
+        let out = gpu.zeros("out", (toks.len() * k * 4) as u64).unwrap();
+        let d = ops::embed(&gpu, &sb, &w, &tt, &out, toks.len() as u32).unwrap();
+        gpu.run(&sb, &step(toks.len() as u32, 0), &d).unwrap();
+        let want: Vec<f32> = toks
+            .iter()
+            .flat_map(|t| deq[*t as usize * k..][..k].to_vec())
+            .collect();
+        assert_close(
+            &format!("split embed {}", fmt.name()),
+            &gpu.read::<f32>(&out).unwrap(),
+            &want,
+            0.0,
+            0.0,
+        );
+    }
+    // A single row larger than the limit is a clear error, not a panic.
+    let big = formats::quantize(WeightFormat::F32, &vec![0.0; 16 << 10]).unwrap();
+    let e = GpuWeight::upload(&gpu, "huge", WeightFormat::F32, &big, 1, 16 << 10)
+        .err()
+        .expect("must fail");
+    assert!(e.to_string().contains("huge"), "{e}");
 }

@@ -3,10 +3,10 @@
 #include "common/step.wgsl"
 
 struct Params {
-    n_vocab: u32,
+    rows: u32, // rows of the table in this part
     d: u32,
     soff: u32,
-    _p: u32,
+    row0: u32, // first token id of this part
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -24,8 +24,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (u >= p.d / 8u || t >= step.n_tokens) {
         return;
     }
-    // An out-of-range id (caught on the host first) must not read past the table.
-    let row = min(tokens[t], p.n_vocab - 1u);
+    // Each part of a split table writes the tokens it holds; ids are
+    // checked on the host, and an id outside every part reads nothing.
+    let id = tokens[t];
+    if (id < p.row0 || id - p.row0 >= p.rows) {
+        return;
+    }
+    let row = id - p.row0;
     let un = fmt_unit(row, u, p.d, p.soff);
     let o = t * p.d;
     for (var i = 0u; i < 4u; i++) {

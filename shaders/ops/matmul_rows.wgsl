@@ -8,7 +8,7 @@ struct Params {
     n: u32,
     k: u32,
     soff: u32,
-    _p0: u32,
+    y_off: u32,    // first output row of this part of the weight
     x_stride: u32,
     y_stride: u32,
     _p1: u32,
@@ -50,7 +50,7 @@ fn main(@builtin(local_invocation_index) li: u32,
         }
     }
     for (var t = 0u; t < nt; t++) {
-        let o = (t0 + t) * p.y_stride + row;
+        let o = (t0 + t) * p.y_stride + p.y_off + row;
 #if ACCUMULATE
         y[o] += acc[t];
 #else

@@ -9,7 +9,7 @@ struct Params {
     soff: u32,     // word offset of the scale region in `w`
     last_row: u32, // 1: read x at the last token of the batch (LM head after prefill)
     x_stride: u32, // floats between tokens in x
-    y_off: u32,    // float offset of the output row in y
+    y_off: u32,    // first output row of this part of the weight
     _p0: u32,
     _p1: u32,
 }

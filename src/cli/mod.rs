@@ -2,8 +2,8 @@
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use lottery::models::load::GgufFile;
 use lottery::engine::Tier;
+use lottery::models::load::GgufFile;
 use lottery::{
     ChatMessage, GenerateOptions, Gpu, GpuOptions, KvDtype, Model, SamplerSettings, Session,
     SessionOptions,
@@ -88,7 +88,10 @@ impl ModelArgs {
             adapter_index: self.adapter,
             storage_binding_limit: (need > 128 << 20).then_some(need),
             tier: match &self.tier {
-                Some(t) => Some(Tier::parse(t).ok_or_else(|| anyhow!("--tier must be portable, f16, subgroup or full"))?),
+                Some(t) => Some(
+                    Tier::parse(t)
+                        .ok_or_else(|| anyhow!("--tier must be portable, f16, subgroup or full"))?,
+                ),
                 None => None,
             },
         })?;

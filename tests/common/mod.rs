@@ -33,7 +33,11 @@ pub fn model_path() -> PathBuf {
 }
 
 pub fn load_model() -> Arc<Model> {
-    let gpu = Arc::new(Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| panic!("{e}")));
+    load_model_with(&GpuOptions::default())
+}
+
+pub fn load_model_with(opts: &GpuOptions) -> Arc<Model> {
+    let gpu = Arc::new(Gpu::new(opts).unwrap_or_else(|e| panic!("{e}")));
     Arc::new(Model::load(gpu, &model_path(), &mut |_, _| {}).unwrap_or_else(|e| panic!("{e}")))
 }
 

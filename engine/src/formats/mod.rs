@@ -256,11 +256,23 @@ pub fn repack(fmt: WeightFormat, data: &[u8], n: usize, k: usize) -> Result<(Vec
     })
 }
 
-/// A weight matrix [n, k] on the GPU in `format`.
+/// A weight matrix [n, k] on the GPU in `format`, as one or more row ranges.
+/// A weight larger than the device's per-binding limit (WebGPU guarantees
+/// only 128 MiB) is split by rows into parts that each fit; the ops launch
+/// one dispatch per part, so kernels never see the split.
 pub struct GpuWeight {
     pub format: WeightFormat,
     pub n: usize,
     pub k: usize,
+    pub name: String,
+    pub parts: Vec<WeightPart>,
+}
+
+/// Rows [row0, row0 + rows) of a weight in one buffer.
+pub struct WeightPart {
+    pub row0: usize,
+    pub rows: usize,
+    /// Word offset of the scale region in `data`.
     pub soff: u32,
     pub data: Tensor,
 }
@@ -275,22 +287,60 @@ impl GpuWeight {
         n: usize,
         k: usize,
     ) -> Result<GpuWeight> {
-        let (words, soff) = repack(fmt, data, n, k).map_err(|e| Error::Weight {
+        let werr = |msg: String| Error::Weight {
             name: name.to_string(),
-            msg: e.to_string(),
-        })?;
+            msg,
+        };
+        if k == 0 || k % fmt.row_multiple() != 0 || data.len() != fmt.ggml_bytes(n * k) {
+            return Err(werr(format!(
+                "{} weight [{n}, {k}]: rows must be a non-zero multiple of {} and the data {} bytes, got {} bytes",
+                fmt.name(),
+                fmt.row_multiple(),
+                fmt.ggml_bytes(n * k),
+                data.len()
+            )));
+        }
+        let row_gpu = fmt.gpu_bytes(k) as u64;
+        let max_rows = (gpu.max_binding() / row_gpu) as usize;
+        if max_rows == 0 {
+            return Err(Error::BindingTooLarge {
+                what: format!("one row of weight `{name}`"),
+                needed: row_gpu,
+                limit: gpu.max_binding(),
+            });
+        }
+        let row_ggml = fmt.ggml_bytes(k);
+        let mut parts = Vec::new();
+        let mut row0 = 0;
+        while row0 < n {
+            let rows = max_rows.min(n - row0);
+            let bytes = &data[row0 * row_ggml..(row0 + rows) * row_ggml];
+            let (words, soff) = repack(fmt, bytes, rows, k).map_err(|e| werr(e.to_string()))?;
+            let label = if rows == n {
+                name.to_string()
+            } else {
+                format!("{name}[{row0}..{}]", row0 + rows)
+            };
+            parts.push(WeightPart {
+                row0,
+                rows,
+                soff,
+                data: gpu.upload(&label, &words)?,
+            });
+            row0 += rows;
+        }
         Ok(GpuWeight {
             format: fmt,
             n,
             k,
-            soff,
-            data: gpu.upload(name, &words)?,
+            name: name.to_string(),
+            parts,
         })
     }
 
     /// Bytes the kernels read for one full pass over the weight.
     pub fn bytes(&self) -> u64 {
-        self.data.bytes
+        self.parts.iter().map(|p| p.data.bytes).sum()
     }
 }
 

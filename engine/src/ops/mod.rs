@@ -120,7 +120,7 @@ fn check_weight(op: &'static str, w: &GpuWeight, x: &Tensor, x_tokens: u64) -> R
             op,
             msg: format!(
                 "weight `{}` rows of {} are not a multiple of {}",
-                w.data.label,
+                w.name,
                 w.k,
                 w.format.row_multiple()
             ),
@@ -129,7 +129,18 @@ fn check_weight(op: &'static str, w: &GpuWeight, x: &Tensor, x_tokens: u64) -> R
     need(op, x, x_tokens * w.k as u64 * 4)
 }
 
-/// Table lookup. table: [n_vocab, d]; tokens: [n_tokens] u32 -> out: [n_tokens, d]
+/// Workgroups for `groups` blocks of rows, folded into y past the per-dimension limit.
+fn row_grid(gpu: &Gpu, groups: u32) -> [u32; 3] {
+    let max = gpu.limits.max_compute_workgroups_per_dimension;
+    if groups <= max {
+        [groups, 1, 1]
+    } else {
+        [max, groups.div_ceil(max), 1]
+    }
+}
+
+/// Table lookup, one dispatch per part of the table.
+/// table: [n_vocab, d]; tokens: [n_tokens] u32 -> out: [n_tokens, d]
 pub fn embed(
     gpu: &Gpu,
     step: &StepBuffer,
@@ -137,27 +148,33 @@ pub fn embed(
     tokens: &Tensor,
     out: &Tensor,
     max_tokens: u32,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     check_weight("embed", table, out, max_tokens as u64)?;
     need("embed", tokens, max_tokens as u64 * 4)?;
-    let p = Params4 {
-        a: table.n as u32,
-        b: table.k as u32,
-        c: table.soff,
-        d: 0,
-    };
     let d = defines(&[("FORMAT", table.format.name())]);
     let x = (table.k as u32 / 8).div_ceil(64);
-    launch(
-        gpu,
-        &format!("embed {}", table.data.label),
-        "ops/embed.wgsl",
-        &d,
-        step,
-        &p,
-        &[&table.data, tokens, out],
-        Grid::PerToken(x),
-    )
+    table
+        .parts
+        .iter()
+        .map(|part| {
+            let p = Params4 {
+                a: part.rows as u32,
+                b: table.k as u32,
+                c: part.soff,
+                d: part.row0 as u32,
+            };
+            launch(
+                gpu,
+                &format!("embed {}", part.data.label),
+                "ops/embed.wgsl",
+                &d,
+                step,
+                &p,
+                &[&part.data, tokens, out],
+                Grid::PerToken(x),
+            )
+        })
+        .collect()
 }
 
 /// y[t] = x[t] / rms(x[t]) * g.  x, y: [n_tokens, d]; g: [d]
@@ -203,7 +220,8 @@ pub struct MatvecOpts {
     pub x_stride: u32,
 }
 
-/// Decode projection: y[n] (+)= W[n, :] . x.  w: [n, k]; x: [k] (or [n_tokens, x_stride]); y: [n]
+/// Decode projection, one dispatch per part of the weight:
+/// y[n] (+)= W[n, :] . x.  w: [n, k]; x: [k] (or [n_tokens, x_stride]); y: [n]
 pub fn matvec(
     gpu: &Gpu,
     step: &StepBuffer,
@@ -211,21 +229,9 @@ pub fn matvec(
     x: &Tensor,
     y: &Tensor,
     o: MatvecOpts,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     check_weight("matvec", w, x, 1)?;
     need("matvec", y, w.n as u64 * 4)?;
-    let p = Params8 {
-        v: [
-            w.n as u32,
-            w.k as u32,
-            w.soff,
-            o.last_row as u32,
-            o.x_stride.max(w.k as u32),
-            0,
-            0,
-            0,
-        ],
-    };
     let d = defines(&[
         ("FORMAT", w.format.name()),
         ("ACCUMULATE", if o.accumulate { "1" } else { "0" }),
@@ -234,26 +240,38 @@ pub fn matvec(
         MatvecVariant::Lanes => ("ops/matvec.wgsl", 8),
         MatvecVariant::Rows => ("ops/matvec_rows.wgsl", 64),
     };
-    let groups = (w.n as u32).div_ceil(rows_per_group);
-    let max = gpu.limits.max_compute_workgroups_per_dimension;
-    let grid = if groups <= max {
-        [groups, 1, 1]
-    } else {
-        [max, groups.div_ceil(max), 1]
-    };
-    launch(
-        gpu,
-        &format!("matvec {}", w.data.label),
-        path,
-        &d,
-        step,
-        &p,
-        &[&w.data, x, y],
-        Grid::Fixed(grid),
-    )
+    w.parts
+        .iter()
+        .map(|part| {
+            let p = Params8 {
+                v: [
+                    part.rows as u32,
+                    w.k as u32,
+                    part.soff,
+                    o.last_row as u32,
+                    o.x_stride.max(w.k as u32),
+                    part.row0 as u32,
+                    0,
+                    0,
+                ],
+            };
+            let grid = row_grid(gpu, (part.rows as u32).div_ceil(rows_per_group));
+            launch(
+                gpu,
+                &format!("matvec {}", part.data.label),
+                path,
+                &d,
+                step,
+                &p,
+                &[&part.data, x, y],
+                Grid::Fixed(grid),
+            )
+        })
+        .collect()
 }
 
-/// Prefill projection: Y[t, n] (+)= W[n, :] . X[t, :].  x: [n_tokens, k]; y: [n_tokens, n]
+/// Prefill projection, one dispatch per part of the weight:
+/// Y[t, n] (+)= W[n, :] . X[t, :].  x: [n_tokens, k]; y: [n_tokens, n]
 pub fn matmul(
     gpu: &Gpu,
     step: &StepBuffer,
@@ -262,35 +280,48 @@ pub fn matmul(
     y: &Tensor,
     accumulate: bool,
     max_tokens: u32,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     check_weight("matmul", w, x, max_tokens as u64)?;
     need("matmul", y, max_tokens as u64 * w.n as u64 * 4)?;
-    let p = Params8 {
-        v: [
-            w.n as u32, w.k as u32, w.soff, 0, w.k as u32, w.n as u32, 0, 0,
-        ],
-    };
     let d = defines(&[
         ("FORMAT", w.format.name()),
         ("ACCUMULATE", if accumulate { "1" } else { "0" }),
     ]);
-    let x_groups = (w.n as u32).div_ceil(64);
-    launch(
-        gpu,
-        &format!("matmul {}", w.data.label),
-        match gpu.matvec_variant() {
-            MatvecVariant::Lanes => "ops/matmul.wgsl",
-            MatvecVariant::Rows => "ops/matmul_rows.wgsl",
-        },
-        &d,
-        step,
-        &p,
-        &[&w.data, x, y],
-        Grid::TokenTiles {
-            x: x_groups,
-            tile: 8,
-        },
-    )
+    let path = match gpu.matvec_variant() {
+        MatvecVariant::Lanes => "ops/matmul.wgsl",
+        MatvecVariant::Rows => "ops/matmul_rows.wgsl",
+    };
+    w.parts
+        .iter()
+        .map(|part| {
+            let p = Params8 {
+                v: [
+                    part.rows as u32,
+                    w.k as u32,
+                    part.soff,
+                    part.row0 as u32,
+                    w.k as u32,
+                    w.n as u32,
+                    0,
+                    0,
+                ],
+            };
+            let grid = Grid::TokenTiles {
+                x: (part.rows as u32).div_ceil(64),
+                tile: 8,
+            };
+            launch(
+                gpu,
+                &format!("matmul {}", part.data.label),
+                path,
+                &d,
+                step,
+                &p,
+                &[&part.data, x, y],
+                grid,
+            )
+        })
+        .collect()
 }
 
 /// Rotates q (in place) and k of the fused qkv [n_tokens, qkv_width] and appends k, v to the cache.

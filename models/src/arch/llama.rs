@@ -359,7 +359,7 @@ pub fn build_graph(
     let s = &kv.shape;
     let d = c.d_model as u32;
     let mut g = Vec::with_capacity(c.n_layer * 10 + 4);
-    let proj = |w: &GpuWeight, x: &Tensor, y: &Tensor, acc: bool| -> Result<Dispatch> {
+    let proj = |w: &GpuWeight, x: &Tensor, y: &Tensor, acc: bool| -> Result<Vec<Dispatch>> {
         if batched {
             Ok(ops::matmul(gpu, step, w, x, y, acc, max_batch)?)
         } else {
@@ -376,7 +376,7 @@ pub fn build_graph(
             )?)
         }
     };
-    g.push(ops::embed(gpu, step, &w.embed, &a.tokens, &a.x, max_batch)?);
+    g.extend(ops::embed(gpu, step, &w.embed, &a.tokens, &a.x, max_batch)?);
     for (l, lw) in w.layers.iter().enumerate() {
         g.push(ops::rmsnorm(
             gpu,
@@ -388,7 +388,7 @@ pub fn build_graph(
             c.eps,
             max_batch,
         )?);
-        g.push(proj(&lw.wqkv, &a.xn, &a.qkv, false)?);
+        g.extend(proj(&lw.wqkv, &a.xn, &a.qkv, false)?);
         g.push(ops::rope_kv(
             gpu, step, s, rope, &a.qkv, &kv.k[l], &kv.v[l], max_batch,
         )?);
@@ -396,7 +396,7 @@ pub fn build_graph(
             gpu, step, s, &a.qkv, &kv.k[l], &kv.v[l], &a.part,
         )?);
         g.push(ops::attention_combine(gpu, step, s, &a.part, &a.attn)?);
-        g.push(proj(&lw.wo, &a.attn, &a.x, true)?);
+        g.extend(proj(&lw.wo, &a.attn, &a.x, true)?);
         g.push(ops::rmsnorm(
             gpu,
             step,
@@ -407,9 +407,9 @@ pub fn build_graph(
             c.eps,
             max_batch,
         )?);
-        g.push(proj(&lw.w_gate_up, &a.xn, &a.gu, false)?);
+        g.extend(proj(&lw.w_gate_up, &a.xn, &a.gu, false)?);
         g.push(ops::swiglu(gpu, step, &a.gu, &a.h, c.ff as u32, max_batch)?);
-        g.push(proj(&lw.w_down, &a.h, &a.x, true)?);
+        g.extend(proj(&lw.w_down, &a.h, &a.x, true)?);
     }
     g.push(ops::rmsnorm(
         gpu,
@@ -422,7 +422,7 @@ pub fn build_graph(
         max_batch,
     )?);
     match head {
-        Head::AllRows => g.push(ops::matmul(
+        Head::AllRows => g.extend(ops::matmul(
             gpu,
             step,
             w.lm_head(),
@@ -432,7 +432,7 @@ pub fn build_graph(
             max_batch,
         )?),
         Head::LastSampled => {
-            g.push(ops::matvec(
+            g.extend(ops::matvec(
                 gpu,
                 step,
                 w.lm_head(),
