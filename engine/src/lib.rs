@@ -1,6 +1,7 @@
 //! lottery-engine: the GPU runtime and WGSL kernels. It knows tensors, weight
 //! formats and kernels, never a model architecture.
 
+pub mod conformance;
 pub mod error;
 pub mod formats;
 pub mod gpu;
