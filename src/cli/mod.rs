@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod bench;
+mod doctor;
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +45,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// List the GPU adapters this machine exposes.
     Adapters,
+    /// List adapters and run the kernel conformance suite (a report for bug reports).
+    Doctor(doctor::DoctorArgs),
     /// Perplexity of a text file, llama.cpp's method (chunks of --ctx, each
     /// scored on its second half).
     Perplexity(PerplexityArgs),
@@ -244,6 +247,7 @@ pub fn main() -> Result<()> {
         Cmd::Chat(a) => chat(a),
         Cmd::Info { path, all } => info(path, all),
         Cmd::Bench(a) => bench::bench(a),
+        Cmd::Doctor(a) => doctor::doctor(a),
         Cmd::Perplexity(a) => perplexity(a),
         Cmd::Adapters => {
             for (i, a) in lottery::engine::gpu::list_adapters(None)?

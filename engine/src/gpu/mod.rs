@@ -34,6 +34,8 @@ pub struct AdapterSummary {
     pub shader_f16: bool,
     pub subgroups: bool,
     pub timestamps: bool,
+    /// The adapter's limits (what a device could ask for).
+    pub limits: wgpu::Limits,
 }
 
 /// A device, its queue and the compiled kernels.
@@ -95,7 +97,11 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
-fn summarize(info: &wgpu::AdapterInfo, features: wgpu::Features) -> AdapterSummary {
+fn summarize(
+    info: &wgpu::AdapterInfo,
+    features: wgpu::Features,
+    limits: wgpu::Limits,
+) -> AdapterSummary {
     AdapterSummary {
         name: info.name.clone(),
         backend: format!("{:?}", info.backend),
@@ -106,6 +112,7 @@ fn summarize(info: &wgpu::AdapterInfo, features: wgpu::Features) -> AdapterSumma
         shader_f16: features.contains(wgpu::Features::SHADER_F16),
         subgroups: features.contains(wgpu::Features::SUBGROUP),
         timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        limits,
     }
 }
 
@@ -119,7 +126,7 @@ pub fn list_adapters(backend: Option<&str>) -> Result<Vec<AdapterSummary>> {
     let adapters = pollster::block_on(inst.enumerate_adapters(backends));
     Ok(adapters
         .iter()
-        .map(|a| summarize(&a.get_info(), a.features()))
+        .map(|a| summarize(&a.get_info(), a.features(), a.limits()))
         .collect())
 }
 
@@ -206,7 +213,7 @@ impl Gpu {
             source,
         })?;
         Ok(Gpu {
-            adapter: summarize(&info, features),
+            adapter: summarize(&info, features, have.clone()),
             limits: device.limits(),
             device,
             queue,
