@@ -60,7 +60,8 @@ fn compare(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) -> Check
     c
 }
 
-fn step(n_tokens: u32, pos0: u32) -> Step {
+/// A step of `n_tokens` starting at `pos0`, attention in one chunk.
+pub fn step(n_tokens: u32, pos0: u32) -> Step {
     Step {
         n_tokens,
         pos0,

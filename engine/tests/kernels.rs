@@ -5,23 +5,12 @@
 
 mod common;
 use common::{assert_close, gpu};
-use lottery_engine::conformance;
+use lottery_engine::conformance::{self, step};
 use lottery_engine::formats::{self, GpuWeight};
-use lottery_engine::gpu::{Step, StepBuffer};
+use lottery_engine::gpu::StepBuffer;
 use lottery_engine::ops::{self, MatvecOpts};
 use lottery_engine::reference::{self as cpu, Rng};
 use lottery_engine::{Gpu, GpuOptions, Tier, WeightFormat};
-
-fn step(n_tokens: u32, pos0: u32) -> Step {
-    Step {
-        n_tokens,
-        pos0,
-        kv_len: pos0 + n_tokens,
-        chunk_len: pos0 + n_tokens,
-        n_chunks: 1,
-        ..Default::default()
-    }
-}
 
 fn weight(
     gpu: &Gpu,

@@ -3,26 +3,7 @@
 // tokens is staged in workgroup memory, and each thread dequantizes its row's
 // units once and applies them to all 8 tokens, so weights are read once per
 // 8 tokens instead of once per token.
-#include "common/step.wgsl"
-
-struct Params {
-    n: u32,
-    k: u32,
-    soff: u32,
-    y_off: u32,    // first output row of this part of the weight
-    x_stride: u32, // floats between tokens in X
-    y_stride: u32, // floats between tokens in Y
-    _p1: u32,
-    _p2: u32,
-}
-
-@group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-
-#include "formats/{{FORMAT}}.wgsl"
+#include "common/proj.wgsl"
 
 const TR: u32 = 64u;
 const TT: u32 = 8u;

@@ -2,26 +2,7 @@
 // per row and 8 tokens, reading X straight from the storage buffer: no
 // workgroup memory and no barriers. The CPU-adapter twin of matmul.wgsl
 // (see matvec_rows.wgsl for why).
-#include "common/step.wgsl"
-
-struct Params {
-    n: u32,
-    k: u32,
-    soff: u32,
-    y_off: u32,    // first output row of this part of the weight
-    x_stride: u32,
-    y_stride: u32,
-    _p1: u32,
-    _p2: u32,
-}
-
-@group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-
-#include "formats/{{FORMAT}}.wgsl"
+#include "common/proj.wgsl"
 
 const TT: u32 = 8u;
 

@@ -1,26 +1,7 @@
 // y[n] (+)= sum_k W[n, k] * x[k] for one token (decode). 8 rows per
 // workgroup, 32 lanes per row striding over the row's 8-weight units, then a
 // workgroup-memory reduction (portable: no subgroups needed).
-#include "common/step.wgsl"
-
-struct Params {
-    n: u32,        // output rows
-    k: u32,        // input columns (multiple of the format's block)
-    soff: u32,     // word offset of the scale region in `w`
-    last_row: u32, // 1: read x at the last token of the batch (LM head after prefill)
-    x_stride: u32, // floats between tokens in x
-    y_off: u32,    // first output row of this part of the weight
-    _p0: u32,
-    _p1: u32,
-}
-
-@group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-
-#include "formats/{{FORMAT}}.wgsl"
+#include "common/proj.wgsl"
 
 const LANES: u32 = 32u;
 const ROWS: u32 = 8u;

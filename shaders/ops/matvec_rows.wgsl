@@ -2,26 +2,7 @@
 // workgroup memory or barriers. Chosen on CPU adapters (llvmpipe/lavapipe),
 // where barriers are expensive coroutine switches and 8 adjacent invocations
 // run as one SIMD vector anyway; GPUs use matvec.wgsl (32 lanes per row).
-#include "common/step.wgsl"
-
-struct Params {
-    n: u32,
-    k: u32,
-    soff: u32,
-    last_row: u32,
-    x_stride: u32,
-    y_off: u32,
-    _p0: u32,
-    _p1: u32,
-}
-
-@group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-
-#include "formats/{{FORMAT}}.wgsl"
+#include "common/proj.wgsl"
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32,

@@ -108,10 +108,18 @@ struct Params4 {
     d: u32,
 }
 
+/// Mirrors `Params` in `shaders/common/proj.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params8 {
-    v: [u32; 8],
+struct ProjParams {
+    n: u32,
+    k: u32,
+    soff: u32,
+    y_off: u32,
+    x_stride: u32,
+    y_stride: u32,
+    last_row: u32,
+    _p: u32,
 }
 
 fn check_weight(op: &'static str, w: &GpuWeight, x: &Tensor, x_tokens: u64) -> Result<()> {
@@ -243,17 +251,15 @@ pub fn matvec(
     w.parts
         .iter()
         .map(|part| {
-            let p = Params8 {
-                v: [
-                    part.rows as u32,
-                    w.k as u32,
-                    part.soff,
-                    o.last_row as u32,
-                    o.x_stride.max(w.k as u32),
-                    part.row0 as u32,
-                    0,
-                    0,
-                ],
+            let p = ProjParams {
+                n: part.rows as u32,
+                k: w.k as u32,
+                soff: part.soff,
+                y_off: part.row0 as u32,
+                x_stride: o.x_stride.max(w.k as u32),
+                y_stride: 0,
+                last_row: o.last_row as u32,
+                _p: 0,
             };
             let grid = row_grid(gpu, (part.rows as u32).div_ceil(rows_per_group));
             launch(
@@ -294,17 +300,15 @@ pub fn matmul(
     w.parts
         .iter()
         .map(|part| {
-            let p = Params8 {
-                v: [
-                    part.rows as u32,
-                    w.k as u32,
-                    part.soff,
-                    part.row0 as u32,
-                    w.k as u32,
-                    w.n as u32,
-                    0,
-                    0,
-                ],
+            let p = ProjParams {
+                n: part.rows as u32,
+                k: w.k as u32,
+                soff: part.soff,
+                y_off: part.row0 as u32,
+                x_stride: w.k as u32,
+                y_stride: w.n as u32,
+                last_row: 0,
+                _p: 0,
             };
             let grid = Grid::TokenTiles {
                 x: (part.rows as u32).div_ceil(64),

@@ -20,6 +20,7 @@ macro_rules! sources {
 
 sources!(
     "common/step.wgsl",
+    "common/proj.wgsl",
     "formats/f32.wgsl",
     "formats/f16.wgsl",
     "formats/q8_0.wgsl",

@@ -174,22 +174,25 @@ impl Session {
         Ok(())
     }
 
-    fn step_for(&mut self, n: usize) -> Step {
+    /// Writes a batch's token ids and its `Step` block: a single id runs the
+    /// decode graph (attention split in chunks), more the batched one.
+    fn begin(&mut self, ids: &[u32], batched: bool) -> Step {
+        let gpu = &self.model.gpu;
+        gpu.queue
+            .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids));
         let pos0 = self.tokens.len() as u32;
-        let kv_len = pos0 + n as u32;
-        let chunk_len = if n == 1 { DECODE_CHUNK } else { kv_len };
+        let kv_len = pos0 + ids.len() as u32;
+        let chunk_len = if batched { kv_len } else { DECODE_CHUNK };
         let n_history = if self.sampler.repetition_penalty != 1.0 {
             let h = &self.tokens[self.tokens.len().saturating_sub(HISTORY)..];
-            self.model
-                .gpu
-                .queue
+            gpu.queue
                 .write_buffer(&self.act.history.buffer, 0, bytemuck::cast_slice(h));
             h.len() as u32
         } else {
             0
         };
-        Step {
-            n_tokens: n as u32,
+        let st = Step {
+            n_tokens: ids.len() as u32,
             pos0,
             kv_len,
             chunk_len,
@@ -197,17 +200,16 @@ impl Session {
             rand_u: self.rng.uniform(),
             n_history,
             _pad: 0,
-        }
+        };
+        gpu.queue
+            .write_buffer(&self.step.0.buffer, 0, bytemuck::bytes_of(&st));
+        st
     }
 
     /// Runs one batch (one submit) and reads back only the sampled token.
     fn run_batch(&mut self, ids: &[u32]) -> Result<u32> {
         let gpu = self.model.gpu.clone();
-        gpu.queue
-            .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids));
-        let st = self.step_for(ids.len());
-        gpu.queue
-            .write_buffer(&self.step.0.buffer, 0, bytemuck::bytes_of(&st));
+        let st = self.begin(ids, ids.len() > 1);
         let graph = if ids.len() == 1 {
             &self.decode
         } else {
@@ -249,14 +251,12 @@ impl Session {
         let rows = self.opts.logit_rows.min(self.opts.max_batch) as usize;
         let mut out = Vec::with_capacity(ids.len() * vocab);
         for chunk in ids.chunks(rows) {
-            gpu.queue
-                .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(chunk));
-            let mut st = self.step_for(chunk.len());
             // All rows go through the batched path, even a single token.
-            st.chunk_len = st.kv_len;
-            st.n_chunks = 1;
+            let st = self.begin(chunk, true);
             if let Some(g) = &self.all_logits {
-                gpu.run(&self.step, &st, g)?;
+                let mut enc = gpu.device.create_command_encoder(&Default::default());
+                record(&mut enc, &st, g, &gpu.limits)?;
+                gpu.queue.submit([enc.finish()]);
             }
             out.extend(gpu.read_range::<f32>(
                 &self.act.logits,
@@ -280,11 +280,7 @@ impl Session {
             )));
         }
         let gpu = self.model.gpu.clone();
-        gpu.queue
-            .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids));
-        let st = self.step_for(ids.len());
-        gpu.queue
-            .write_buffer(&self.step.0.buffer, 0, bytemuck::bytes_of(&st));
+        let st = self.begin(ids, ids.len() > 1);
         let graph = if ids.len() == 1 {
             &self.decode
         } else {

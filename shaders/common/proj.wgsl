@@ -1,0 +1,22 @@
+// Bindings and parameters shared by the projection kernels (matvec,
+// matmul and their CPU-adapter twins): y = W x over one part of a weight.
+#include "common/step.wgsl"
+
+struct Params {
+    n: u32,        // output rows in this part of the weight
+    k: u32,        // input columns (a multiple of the format's block)
+    soff: u32,     // word offset of the scale region in `w`
+    y_off: u32,    // first output row of this part
+    x_stride: u32, // floats between tokens in x
+    y_stride: u32, // floats between tokens in y (matmul)
+    last_row: u32, // matvec: read x at the batch's last token (LM head after prefill)
+    _p: u32,
+}
+
+@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+#include "formats/{{FORMAT}}.wgsl"
