@@ -8,7 +8,8 @@ use crate::gpu::{Dispatch, Gpu, MatvecVariant, Step, StepBuffer};
 use crate::ops::{self, AttnShape, MatvecOpts, SampleUniform};
 use crate::reference::{self as cpu, Rng, SampleParams};
 use crate::{Result, WeightFormat};
-use std::time::Instant;
+use std::future::Future;
+use web_time::Instant;
 
 /// One checked case.
 #[derive(Clone, Debug)]
@@ -103,67 +104,70 @@ fn run(gpu: &Gpu, sb: &StepBuffer, st: &Step, d: &[Dispatch]) -> Result<()> {
     gpu.run(sb, st, d)
 }
 
-struct Suite<'a> {
-    gpu: &'a mut Gpu,
-    out: Vec<CaseResult>,
+async fn case(
+    out: &mut Vec<CaseResult>,
+    tier: &str,
+    kernel: &str,
+    format: &str,
+    variant: &str,
+    f: impl Future<Output = Result<Check>>,
+) {
+    let t0 = Instant::now();
+    let r = f.await;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let (max_abs, max_rel, passed, detail) = match r {
+        Ok(c) => (
+            c.max_abs,
+            c.max_rel,
+            c.fail.is_none(),
+            c.fail.unwrap_or_default(),
+        ),
+        Err(e) => (f32::NAN, f32::NAN, false, e.to_string()),
+    };
+    out.push(CaseResult {
+        kernel: kernel.into(),
+        format: format.into(),
+        variant: variant.into(),
+        tier: tier.into(),
+        max_abs,
+        max_rel,
+        passed,
+        ms,
+        detail,
+    });
 }
 
-impl Suite<'_> {
-    fn case(
-        &mut self,
-        kernel: &str,
-        format: &str,
-        variant: &str,
-        f: impl FnOnce(&Gpu) -> Result<Check>,
-    ) {
-        let t0 = Instant::now();
-        let r = f(self.gpu);
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        let tier = self.gpu.tier.name().to_string();
-        let (max_abs, max_rel, passed, detail) = match r {
-            Ok(c) => (
-                c.max_abs,
-                c.max_rel,
-                c.fail.is_none(),
-                c.fail.unwrap_or_default(),
-            ),
-            Err(e) => (f32::NAN, f32::NAN, false, e.to_string()),
-        };
-        self.out.push(CaseResult {
-            kernel: kernel.into(),
-            format: format.into(),
-            variant: variant.into(),
-            tier,
-            max_abs,
-            max_rel,
-            passed,
-            ms,
-            detail,
-        });
-    }
+async fn read<T: bytemuck::Pod>(gpu: &Gpu, t: &crate::gpu::Tensor) -> Result<Vec<T>> {
+    gpu.read_async(t, 0, t.bytes).await
+}
+
+/// Runs the suite on `gpu` (its tier as created), blocking until done.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run_suite(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
+    pollster::block_on(run_suite_async(gpu, quick))
 }
 
 /// Runs the suite on `gpu` (its tier as created). `quick` keeps one shape per
 /// case. Both matvec/matmul variants are checked whatever the adapter's default.
-pub fn run_suite(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
+pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
     let default_variant = gpu.matvec;
-    let mut s = Suite {
-        gpu,
-        out: Vec::new(),
-    };
+    let tier = gpu.tier.name().to_string();
+    let mut out = Vec::new();
     let shapes: &[(usize, usize)] = if quick {
         &[(37, 7)]
     } else {
         &[(1, 1), (37, 7), (203, 13)]
     };
     for variant in [MatvecVariant::Lanes, MatvecVariant::Rows] {
-        s.gpu.matvec = variant;
+        gpu.matvec = variant;
+        let g: &Gpu = gpu;
         let vname = format!("{variant:?}").to_lowercase();
         for fmt in WeightFormat::ALL {
             for &(n, t) in shapes {
                 for acc in [false, true] {
                     let seed = (n * 31 + t + acc as usize) as u64;
-                    s.case("matvec", fmt.name(), &vname, |gpu| {
+                    case(&mut out, &tier, "matvec", fmt.name(), &vname, async move {
+                        let gpu = g;
                         let sb = StepBuffer::new(gpu);
                         let mut rng = Rng::new(seed);
                         let k = odd_k(fmt);
@@ -193,13 +197,15 @@ pub fn run_suite(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
                         }
                         Ok(compare(
                             &format!("n={n} k={k} acc={acc}"),
-                            &gpu.read::<f32>(&yt)?,
+                            &read::<f32>(gpu, &yt).await?,
                             &want,
                             1e-4,
                             1e-4,
                         ))
-                    });
-                    s.case("matmul", fmt.name(), &vname, |gpu| {
+                    })
+                    .await;
+                    case(&mut out, &tier, "matmul", fmt.name(), &vname, async move {
+                        let gpu = g;
                         let sb = StepBuffer::new(gpu);
                         let mut rng = Rng::new(seed + 1000);
                         let k = odd_k(fmt);
@@ -219,19 +225,22 @@ pub fn run_suite(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
                         }
                         Ok(compare(
                             &format!("n={n} k={k} t={t} acc={acc}"),
-                            &gpu.read::<f32>(&yt)?,
+                            &read::<f32>(gpu, &yt).await?,
                             &want,
                             1e-4,
                             1e-4,
                         ))
-                    });
+                    })
+                    .await;
                 }
             }
         }
     }
-    s.gpu.matvec = default_variant;
+    gpu.matvec = default_variant;
+    let g: &Gpu = gpu;
     for fmt in WeightFormat::ALL {
-        s.case("embed", fmt.name(), "", |gpu| {
+        case(&mut out, &tier, "embed", fmt.name(), "", async move {
+            let gpu = g;
             let sb = StepBuffer::new(gpu);
             let mut rng = Rng::new(4);
             let (vocab, d) = (29usize, if fmt.block_size() == 1 { 88 } else { 96 });
@@ -253,15 +262,23 @@ pub fn run_suite(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
                 .iter()
                 .flat_map(|t| deq[*t as usize * d..][..d].to_vec())
                 .collect();
-            Ok(compare("rows", &gpu.read::<f32>(&out)?, &want, 0.0, 0.0))
-        });
+            Ok(compare(
+                "rows",
+                &read::<f32>(gpu, &out).await?,
+                &want,
+                0.0,
+                0.0,
+            ))
+        })
+        .await;
     }
     for (d, t) in if quick {
         vec![(83usize, 3usize)]
     } else {
         vec![(83, 3), (576, 2), (1000, 1)]
     } {
-        s.case("rmsnorm", "f32", "", |gpu| {
+        case(&mut out, &tier, "rmsnorm", "f32", "", async move {
+            let gpu = g;
             let sb = StepBuffer::new(gpu);
             let mut rng = Rng::new(5);
             let (x, g) = (rng.vec(t * d, 2.0), rng.vec(d, 1.0));
@@ -280,14 +297,16 @@ pub fn run_suite(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
             )?;
             Ok(compare(
                 &format!("d={d}"),
-                &gpu.read::<f32>(&yt)?,
+                &read::<f32>(gpu, &yt).await?,
                 &cpu::rmsnorm(&x, &g, d, 1e-5),
                 1e-5,
                 1e-4,
             ))
-        });
+        })
+        .await;
     }
-    s.case("swiglu", "f32", "", |gpu| {
+    case(&mut out, &tier, "swiglu", "f32", "", async move {
+        let gpu = g;
         let sb = StepBuffer::new(gpu);
         let mut rng = Rng::new(6);
         let (ff, t) = (77usize, 3usize);
@@ -306,33 +325,49 @@ pub fn run_suite(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         }
         Ok(compare(
             "swiglu",
-            &gpu.read::<f32>(&h)?,
+            &read::<f32>(gpu, &h).await?,
             &cpu::swiglu(&g, &u),
             1e-5,
             1e-4,
         ))
-    });
+    })
+    .await;
     for kv_f16 in [false, true] {
-        s.case(
+        let fmt = if kv_f16 { "kv f16" } else { "kv f32" };
+        case(
+            &mut out,
+            &tier,
             "rope_kv+attention",
-            if kv_f16 { "kv f16" } else { "kv f32" },
+            fmt,
             "prefill+split decode",
-            |gpu| attention_case(gpu, kv_f16, quick),
-        );
+            attention_case(g, kv_f16, quick),
+        )
+        .await;
     }
-    s.case("sample", "f32", "greedy+penalty", sampler_greedy_case);
-    s.case(
+    case(
+        &mut out,
+        &tier,
+        "sample",
+        "f32",
+        "greedy+penalty",
+        sampler_greedy_case(g),
+    )
+    .await;
+    case(
+        &mut out,
+        &tier,
         "sample",
         "f32",
         "top-k/top-p/min-p",
-        sampler_distribution_case,
-    );
-    s.out
+        sampler_distribution_case(g),
+    )
+    .await;
+    out
 }
 
 /// Rope + cache append + attention for a prefill followed by decode steps
 /// split into key chunks, against the CPU reference.
-fn attention_case(gpu: &Gpu, kv_f16: bool, quick: bool) -> Result<Check> {
+async fn attention_case(gpu: &Gpu, kv_f16: bool, quick: bool) -> Result<Check> {
     let sb = StepBuffer::new(gpu);
     let mut rng = Rng::new(7);
     let s = AttnShape {
@@ -403,7 +438,7 @@ fn attention_case(gpu: &Gpu, kv_f16: bool, quick: bool) -> Result<Check> {
         all_v.extend_from_slice(&v);
         let want = cpu::attention(&q, &all_k, &all_v, t, pos, nh, nkv, hd);
         let tol = if kv_f16 { 2e-3 } else { 1e-4 };
-        let got: Vec<f32> = gpu.read(&out)?;
+        let got: Vec<f32> = read(gpu, &out).await?;
         let c = compare(
             &format!("attention t={t} pos0={pos} chunk={chunk_len}"),
             &got[..t * nh * hd],
@@ -411,7 +446,7 @@ fn attention_case(gpu: &Gpu, kv_f16: bool, quick: bool) -> Result<Check> {
             tol,
             tol,
         );
-        let got_qkv: Vec<f32> = gpu.read(&qkv_t)?;
+        let got_qkv: Vec<f32> = read(gpu, &qkv_t).await?;
         let got_q: Vec<f32> = got_qkv
             .chunks_exact(w)
             .take(t)
@@ -428,7 +463,7 @@ fn attention_case(gpu: &Gpu, kv_f16: bool, quick: bool) -> Result<Check> {
     Ok(worst)
 }
 
-fn sample_once(
+async fn sample_once(
     gpu: &Gpu,
     logits: &[f32],
     history: &[u32],
@@ -464,7 +499,7 @@ fn sample_once(
         ..Default::default()
     };
     gpu.run(&sb, &st, &[ops::sample(gpu, &sb, &up, &lt, &ht, &out)?])?;
-    Ok(gpu.read::<u32>(&out)?[0])
+    Ok(read::<u32>(gpu, &out).await?[0])
 }
 
 fn mismatch(what: String) -> Check {
@@ -475,7 +510,7 @@ fn mismatch(what: String) -> Check {
     }
 }
 
-fn sampler_greedy_case(gpu: &Gpu) -> Result<Check> {
+async fn sampler_greedy_case(gpu: &Gpu) -> Result<Check> {
     let mut rng = Rng::new(8);
     let mut logits = rng.vec(1003, 3.0);
     logits[17] = 50.0;
@@ -487,7 +522,7 @@ fn sampler_greedy_case(gpu: &Gpu) -> Result<Check> {
         min_p: 0.0,
         rep_penalty: 1.0,
     };
-    let a = sample_once(gpu, &logits, &[], p, true, 0.5)?;
+    let a = sample_once(gpu, &logits, &[], p, true, 0.5).await?;
     // A penalty on 17 (listed twice, applied once) leaves 901.
     let b = sample_once(
         gpu,
@@ -499,7 +534,8 @@ fn sampler_greedy_case(gpu: &Gpu) -> Result<Check> {
         },
         true,
         0.5,
-    )?;
+    )
+    .await?;
     let mut pen = logits.clone();
     cpu::apply_rep_penalty(&mut pen, &[17, 17], 1.5);
     Ok(match (a, b) {
@@ -518,7 +554,7 @@ fn sampler_greedy_case(gpu: &Gpu) -> Result<Check> {
 /// For a grid of random numbers u, the draw is the token whose slice of the
 /// exact (sorted) reference distribution contains u; u within 1e-3 of a slice
 /// boundary is skipped, where f32 summation order may decide.
-fn sampler_distribution_case(gpu: &Gpu) -> Result<Check> {
+async fn sampler_distribution_case(gpu: &Gpu) -> Result<Check> {
     let mut rng = Rng::new(9);
     let logits = rng.vec(517, 2.0);
     for p in [
@@ -566,7 +602,7 @@ fn sampler_distribution_case(gpu: &Gpu) -> Result<Check> {
             if near {
                 continue;
             }
-            let got = sample_once(gpu, &logits, &[], p, false, u)?;
+            let got = sample_once(gpu, &logits, &[], p, false, u).await?;
             if Some(got) != want {
                 return Ok(mismatch(format!(
                     "{p:?} u={u}: drew {got}, expected {want:?}"

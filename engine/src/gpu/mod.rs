@@ -117,6 +117,7 @@ fn summarize(
 }
 
 /// Every adapter the backends expose, for `lottery doctor` and `lottery info`.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn list_adapters(backend: Option<&str>) -> Result<Vec<AdapterSummary>> {
     let backends = match backend {
         Some(b) => parse_backend(b)?,
@@ -133,7 +134,13 @@ pub fn list_adapters(backend: Option<&str>) -> Result<Vec<AdapterSummary>> {
 impl Gpu {
     /// Picks an adapter and creates a device with WebGPU's default limits
     /// (raised only where the options ask and the adapter allows).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Self::new_async(opts))
+    }
+
+    /// [`Gpu::new`] for callers that cannot block (the browser).
+    pub async fn new_async(opts: &GpuOptions) -> Result<Gpu> {
         let backends = backends_from(opts)?;
         let inst = instance(backends);
         let index = match opts.adapter_index {
@@ -144,7 +151,7 @@ impl Gpu {
         };
         let adapter = match index {
             Some(i) => {
-                let mut all = pollster::block_on(inst.enumerate_adapters(backends));
+                let mut all = inst.enumerate_adapters(backends).await;
                 let count = all.len();
                 if i >= count {
                     return Err(if count == 0 {
@@ -155,13 +162,15 @@ impl Gpu {
                 }
                 all.swap_remove(i)
             }
-            None => pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: wgpu::PowerPreference::HighPerformance,
-                force_fallback_adapter: false,
-                compatible_surface: None,
-                ..Default::default()
-            }))
-            .map_err(|e| Error::NoAdapter(Some(e.to_string())))?,
+            None => inst
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    force_fallback_adapter: false,
+                    compatible_surface: None,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::NoAdapter(Some(e.to_string())))?,
         };
         let info = adapter.get_info();
         let have = adapter.limits();
@@ -200,18 +209,20 @@ impl Gpu {
         // Ask only for what the tier uses, so a forced lower tier really runs
         // without the feature.
         let features = tier.features() | (available & wgpu::Features::TIMESTAMP_QUERY);
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("lottery"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|source| Error::RequestDevice {
-            adapter: info.name.clone(),
-            source,
-        })?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("lottery"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|source| Error::RequestDevice {
+                adapter: info.name.clone(),
+                source,
+            })?;
         Ok(Gpu {
             adapter: summarize(&info, features, have.clone()),
             limits: device.limits(),
@@ -302,12 +313,30 @@ impl Gpu {
     }
 
     /// Reads a whole buffer back (tests and diagnostics; never on the decode path).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read<T: bytemuck::Pod>(&self, t: &Tensor) -> Result<Vec<T>> {
-        self.read_range(t, 0, t.bytes)
+        pollster::block_on(self.read_async(t, 0, t.bytes))
     }
 
     /// Reads `bytes` bytes from `offset` (both multiples of 4).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read_range<T: bytemuck::Pod>(
+        &self,
+        t: &Tensor,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<Vec<T>> {
+        pollster::block_on(self.read_async(t, offset, bytes))
+    }
+
+    /// Maps a MAP_READ buffer, waits, copies its first `bytes` out and unmaps it.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn map_read<T: bytemuck::Pod>(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<T>> {
+        pollster::block_on(self.map_read_async(staging, bytes))
+    }
+
+    /// Copies `bytes` bytes from `offset` of `t` into a staging buffer and reads them.
+    pub async fn read_async<T: bytemuck::Pod>(
         &self,
         t: &Tensor,
         offset: u64,
@@ -322,21 +351,27 @@ impl Gpu {
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(&t.buffer, offset, &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
-        self.map_read(&staging, bytes)
+        self.map_read_async(&staging, bytes).await
     }
 
-    /// Maps a MAP_READ buffer, waits, copies its first `bytes` out and unmaps it.
-    pub fn map_read<T: bytemuck::Pod>(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<T>> {
-        let (tx, rx) = std::sync::mpsc::channel();
+    /// Maps a MAP_READ buffer, copies its first `bytes` out and unmaps it.
+    /// Natively this polls the device to completion; in the browser the
+    /// mapping resolves when the event loop runs, so the future yields.
+    pub async fn map_read_async<T: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+        bytes: u64,
+    ) -> Result<Vec<T>> {
+        let done = MapDone::default();
+        let signal = done.clone();
         staging.map_async(wgpu::MapMode::Read, 0..bytes.max(4), move |r| {
-            let _ = tx.send(r);
+            signal.finish(r.map_err(|e| e.to_string()))
         });
+        #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Readback(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| Error::Readback(e.to_string()))?
-            .map_err(|e| Error::Readback(e.to_string()))?;
+        done.await.map_err(Error::Readback)?;
         let out = {
             let view = staging
                 .get_mapped_range(0..bytes.max(4))
@@ -380,12 +415,17 @@ impl Gpu {
                 compilation_options: Default::default(),
                 cache: None,
             });
+        // Native: wait for the validation verdict so the error names the
+        // variant. The browser cannot block; its errors surface on the device.
+        #[cfg(not(target_arch = "wasm32"))]
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader {
                 name: key,
                 msg: e.to_string(),
             });
         }
+        #[cfg(target_arch = "wasm32")]
+        drop(scope);
         let p = Arc::new(pipeline);
         if let Ok(mut m) = self.pipelines.lock() {
             m.insert(key, p.clone());
@@ -522,4 +562,45 @@ pub fn record(
         pass.dispatch_workgroups(x, y, z);
     }
     Ok(())
+}
+
+/// A one-shot future completed by a `map_async` callback.
+#[derive(Clone, Default)]
+struct MapDone(
+    Arc<
+        Mutex<(
+            Option<std::result::Result<(), String>>,
+            Option<std::task::Waker>,
+        )>,
+    >,
+);
+
+impl MapDone {
+    fn finish(&self, r: std::result::Result<(), String>) {
+        if let Ok(mut s) = self.0.lock() {
+            s.0 = Some(r);
+            if let Some(w) = s.1.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl std::future::Future for MapDone {
+    type Output = std::result::Result<(), String>;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let Ok(mut s) = self.0.lock() else {
+            return std::task::Poll::Ready(Err("readback state poisoned".into()));
+        };
+        match s.0.take() {
+            Some(r) => std::task::Poll::Ready(r),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
+    }
 }
