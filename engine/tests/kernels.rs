@@ -3,6 +3,8 @@
 //! doctor` runs) on every tier the adapter supports, plus the cases that need
 //! a device of their own.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 use common::{assert_close, gpu};
 use lottery_engine::conformance::{self, step};
