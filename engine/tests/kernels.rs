@@ -58,7 +58,12 @@ fn conformance_suite_on_every_supported_tier() {
             results.len(),
             failed.join("\n")
         );
-        eprintln!("tier {tier:?}: {} cases passed", results.len());
+        eprintln!(
+            "{} ({}), tier {tier:?}: {} cases passed",
+            gpu.adapter.name,
+            gpu.adapter.backend,
+            results.len()
+        );
     }
 }
 
