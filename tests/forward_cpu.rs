@@ -23,6 +23,10 @@ fn ggml(fmt: WeightFormat) -> GgmlType {
         WeightFormat::Q8_0 => GgmlType::Q8_0,
         WeightFormat::Q4_0 => GgmlType::Q4_0,
         WeightFormat::Q4_1 => GgmlType::Q4_1,
+        WeightFormat::BF16 => GgmlType::BF16,
+        WeightFormat::Q5_0 => GgmlType::Q5_0,
+        WeightFormat::Q5_1 => GgmlType::Q5_1,
+        WeightFormat::IQ4_NL => GgmlType::IQ4_NL,
     }
 }
 
@@ -125,7 +129,10 @@ fn gpu_forward_matches_cpu_forward_every_format() {
             )
             .unwrap();
             let got = s.logits(&PROMPT).unwrap();
-            let tol = 1e-3;
+            // With an f16 cache the reference rounds the same K/V, but a GPU
+            // value a hair from an f16 rounding boundary can land one f16 ulp
+            // (2^-11 relative) away, which moves logits by ~1e-3.
+            let tol = if kv == KvDtype::F32 { 1e-3 } else { 5e-3 };
             let mut worst = 0f32;
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 let err = (g - w).abs();

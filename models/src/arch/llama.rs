@@ -78,6 +78,10 @@ pub fn weight_format(name: &str, t: GgmlType) -> Result<WeightFormat> {
         GgmlType::Q8_0 => WeightFormat::Q8_0,
         GgmlType::Q4_0 => WeightFormat::Q4_0,
         GgmlType::Q4_1 => WeightFormat::Q4_1,
+        GgmlType::BF16 => WeightFormat::BF16,
+        GgmlType::Q5_0 => WeightFormat::Q5_0,
+        GgmlType::Q5_1 => WeightFormat::Q5_1,
+        GgmlType::IQ4_NL => WeightFormat::IQ4_NL,
         other => {
             return Err(Error::UnsupportedTensorType {
                 name: name.to_string(),

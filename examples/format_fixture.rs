@@ -1,0 +1,45 @@
+//! Writes a GGUF with one random tensor per weight format (quantized by our
+//! quantizers) and, beside each, our CPU decode of it as F32. Checking the
+//! pairs with another implementation (e.g. gguf-py's dequantize) confirms our
+//! block layouts are ggml's:
+//!   cargo run --release --example format_fixture -- /tmp/formats.gguf
+//!   python3 scripts/check-format-fixture.py /tmp/formats.gguf
+use lottery::engine::formats::{dequantize, quantize};
+use lottery::engine::reference::Rng;
+use lottery::engine::WeightFormat;
+use lottery::models::load::{GgmlType, GgufWriter};
+
+fn main() -> anyhow::Result<()> {
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "formats.gguf".into());
+    let mut w = GgufWriter::new();
+    let mut rng = Rng::new(3);
+    for fmt in WeightFormat::ALL {
+        let ty = match fmt {
+            WeightFormat::F32 => GgmlType::F32,
+            WeightFormat::F16 => GgmlType::F16,
+            WeightFormat::BF16 => GgmlType::BF16,
+            WeightFormat::Q8_0 => GgmlType::Q8_0,
+            WeightFormat::Q4_0 => GgmlType::Q4_0,
+            WeightFormat::Q4_1 => GgmlType::Q4_1,
+            WeightFormat::Q5_0 => GgmlType::Q5_0,
+            WeightFormat::Q5_1 => GgmlType::Q5_1,
+            WeightFormat::IQ4_NL => GgmlType::IQ4_NL,
+        };
+        let x = rng.vec(4 * 96, 1.0);
+        let q = quantize(fmt, &x)?;
+        let mut deq = vec![0f32; x.len()];
+        dequantize(fmt, &q, &mut deq)?;
+        w.add_tensor(fmt.name(), &[96, 4], ty, q)?;
+        w.add_tensor(
+            format!("{}.decoded", fmt.name()),
+            &[96, 4],
+            GgmlType::F32,
+            deq.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )?;
+    }
+    w.write_file(&path)?;
+    println!("{path}");
+    Ok(())
+}
