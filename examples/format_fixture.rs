@@ -26,15 +26,18 @@ fn main() -> anyhow::Result<()> {
             WeightFormat::Q5_0 => GgmlType::Q5_0,
             WeightFormat::Q5_1 => GgmlType::Q5_1,
             WeightFormat::IQ4_NL => GgmlType::IQ4_NL,
+            WeightFormat::Q4_K => GgmlType::Q4_K,
+            WeightFormat::Q5_K => GgmlType::Q5_K,
+            WeightFormat::Q6_K => GgmlType::Q6_K,
         };
-        let x = rng.vec(4 * 96, 1.0);
+        let x = rng.vec(4 * 256, 1.0);
         let q = quantize(fmt, &x)?;
         let mut deq = vec![0f32; x.len()];
         dequantize(fmt, &q, &mut deq)?;
-        w.add_tensor(fmt.name(), &[96, 4], ty, q)?;
+        w.add_tensor(fmt.name(), &[256, 4], ty, q)?;
         w.add_tensor(
             format!("{}.decoded", fmt.name()),
-            &[96, 4],
+            &[256, 4],
             GgmlType::F32,
             deq.iter().flat_map(|v| v.to_le_bytes()).collect(),
         )?;

@@ -11,8 +11,14 @@ use lottery::models::load::{GgmlType, GgufFile, GgufWriter, MetaValue};
 use lottery::models::{Error, GenerateOptions, Model, Session, SessionOptions};
 use std::sync::Arc;
 
-const D: usize = 64;
-const FF: usize = 96;
+/// Model width and FFN width: 256-weight block formats need rows of 256.
+fn dims(fmt: WeightFormat) -> (usize, usize) {
+    if fmt.block_size() == 256 {
+        (256, 512)
+    } else {
+        (64, 96)
+    }
+}
 const VOCAB: usize = 40;
 const LAYERS: usize = 2;
 
@@ -27,20 +33,25 @@ fn ggml(fmt: WeightFormat) -> GgmlType {
         WeightFormat::Q5_0 => GgmlType::Q5_0,
         WeightFormat::Q5_1 => GgmlType::Q5_1,
         WeightFormat::IQ4_NL => GgmlType::IQ4_NL,
+        WeightFormat::Q4_K => GgmlType::Q4_K,
+        WeightFormat::Q5_K => GgmlType::Q5_K,
+        WeightFormat::Q6_K => GgmlType::Q6_K,
     }
 }
 
 /// A 2-layer Llama (d 64, 4 heads, 2 KV heads, ff 96) with `fmt` matrices.
 fn tiny_model(fmt: WeightFormat, path: &std::path::Path) {
+    let (d, ff) = dims(fmt);
+    let kv = d / 2; // 2 KV heads of d / 4
     let mut rng = Rng::new(11);
     let mut w = GgufWriter::new();
     let meta: Vec<(&str, MetaValue)> = vec![
         ("general.architecture", MetaValue::String("llama".into())),
         ("llama.block_count", MetaValue::U32(LAYERS as u32)),
-        ("llama.embedding_length", MetaValue::U32(D as u32)),
+        ("llama.embedding_length", MetaValue::U32(d as u32)),
         ("llama.attention.head_count", MetaValue::U32(4)),
         ("llama.attention.head_count_kv", MetaValue::U32(2)),
-        ("llama.feed_forward_length", MetaValue::U32(FF as u32)),
+        ("llama.feed_forward_length", MetaValue::U32(ff as u32)),
         ("llama.context_length", MetaValue::U32(64)),
         ("llama.rope.freq_base", MetaValue::F32(10000.0)),
         (
@@ -73,24 +84,24 @@ fn tiny_model(fmt: WeightFormat, path: &std::path::Path) {
     add(
         "token_embd.weight",
         VOCAB,
-        D,
+        d,
         WeightFormat::Q8_0,
         1.0,
         &mut rng,
     );
     for l in 0..LAYERS {
         let n = |s: &str| format!("blk.{l}.{s}.weight");
-        add(&n("attn_norm"), 1, D, WeightFormat::F32, 1.0, &mut rng);
-        add(&n("attn_q"), D, D, fmt, 0.3, &mut rng);
-        add(&n("attn_k"), 32, D, fmt, 0.3, &mut rng);
-        add(&n("attn_v"), 32, D, fmt, 0.3, &mut rng);
-        add(&n("attn_output"), D, D, fmt, 0.2, &mut rng);
-        add(&n("ffn_norm"), 1, D, WeightFormat::F32, 1.0, &mut rng);
-        add(&n("ffn_gate"), FF, D, fmt, 0.2, &mut rng);
-        add(&n("ffn_up"), FF, D, fmt, 0.2, &mut rng);
-        add(&n("ffn_down"), D, FF, fmt, 0.2, &mut rng);
+        add(&n("attn_norm"), 1, d, WeightFormat::F32, 1.0, &mut rng);
+        add(&n("attn_q"), d, d, fmt, 0.3, &mut rng);
+        add(&n("attn_k"), kv, d, fmt, 0.3, &mut rng);
+        add(&n("attn_v"), kv, d, fmt, 0.3, &mut rng);
+        add(&n("attn_output"), d, d, fmt, 0.2, &mut rng);
+        add(&n("ffn_norm"), 1, d, WeightFormat::F32, 1.0, &mut rng);
+        add(&n("ffn_gate"), ff, d, fmt, 0.2, &mut rng);
+        add(&n("ffn_up"), ff, d, fmt, 0.2, &mut rng);
+        add(&n("ffn_down"), d, ff, fmt, 0.2, &mut rng);
     }
-    add("output_norm.weight", 1, D, WeightFormat::F32, 1.0, &mut rng);
+    add("output_norm.weight", 1, d, WeightFormat::F32, 1.0, &mut rng);
     w.write_file(path).unwrap();
 }
 

@@ -93,6 +93,9 @@ pub fn random_weight(
 
 /// A row length with an odd number of blocks (dense: of 8-wide units).
 pub fn odd_k(fmt: WeightFormat) -> usize {
+    if fmt.block_size() == 256 {
+        return 256 * 3;
+    }
     if fmt.block_size() == 1 {
         8 * 13
     } else {
@@ -243,7 +246,14 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
             let gpu = g;
             let sb = StepBuffer::new(gpu);
             let mut rng = Rng::new(4);
-            let (vocab, d) = (29usize, if fmt.block_size() == 1 { 88 } else { 96 });
+            let (vocab, d) = (
+                29usize,
+                match fmt.block_size() {
+                    1 => 88,
+                    32 => 96,
+                    b => b,
+                },
+            );
             let (w, deq) = random_weight(gpu, &mut rng, fmt, vocab, d)?;
             let toks: Vec<u32> = (0..7)
                 .map(|_| (rng.next_u64() % vocab as u64) as u32)

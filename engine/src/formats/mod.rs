@@ -26,6 +26,9 @@ pub enum WeightFormat {
     Q5_0,
     Q5_1,
     IQ4_NL,
+    Q4_K,
+    Q5_K,
+    Q6_K,
 }
 
 /// IQ4_NL's non-linear 4-bit code book (ggml's `kvalues_iq4nl`).
@@ -34,7 +37,7 @@ pub const IQ4NL_VALUES: [i8; 16] = [
 ];
 
 impl WeightFormat {
-    pub const ALL: [WeightFormat; 9] = [
+    pub const ALL: [WeightFormat; 12] = [
         Self::F32,
         Self::F16,
         Self::BF16,
@@ -44,6 +47,9 @@ impl WeightFormat {
         Self::Q5_0,
         Self::Q5_1,
         Self::IQ4_NL,
+        Self::Q4_K,
+        Self::Q5_K,
+        Self::Q6_K,
     ];
 
     /// Name used in shader file names and messages.
@@ -58,6 +64,9 @@ impl WeightFormat {
             Self::Q5_0 => "q5_0",
             Self::Q5_1 => "q5_1",
             Self::IQ4_NL => "iq4_nl",
+            Self::Q4_K => "q4_k",
+            Self::Q5_K => "q5_k",
+            Self::Q6_K => "q6_k",
         }
     }
 
@@ -65,6 +74,7 @@ impl WeightFormat {
     pub fn block_size(self) -> usize {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
+            Self::Q4_K | Self::Q5_K | Self::Q6_K => 256,
             _ => 32,
         }
     }
@@ -79,6 +89,9 @@ impl WeightFormat {
             Self::Q4_1 => 20,
             Self::Q5_0 => 22,
             Self::Q5_1 => 24,
+            Self::Q4_K => 144,
+            Self::Q5_K => 176,
+            Self::Q6_K => 210,
         }
     }
 
@@ -109,6 +122,11 @@ impl WeightFormat {
             Self::Q8_0 => Some((8, 1)),
             Self::Q4_0 | Self::Q4_1 | Self::IQ4_NL => Some((4, 1)),
             Self::Q5_0 | Self::Q5_1 => Some((5, 1)),
+            // quants: qs (+ qh); scales: (d, dmin) and the 12 packed scale bytes
+            Self::Q4_K => Some((32, 4)),
+            Self::Q5_K => Some((40, 4)),
+            // quants: ql, qh; scales: 16 i8 scales, then d
+            Self::Q6_K => Some((48, 5)),
         }
     }
 
@@ -170,6 +188,39 @@ pub fn dequantize(fmt: WeightFormat, data: &[u8], out: &mut [f32]) -> Result<()>
                     let hi = (q >> 4) as u32 | (((qh >> (i + 16)) & 1) << 4);
                     o[i] = d * lo as f32 + m;
                     o[i + 16] = d * hi as f32 + m;
+                }
+            }
+        }
+        WeightFormat::Q4_K | WeightFormat::Q5_K => {
+            let bb = fmt.block_bytes();
+            for (o, b) in out.chunks_exact_mut(256).zip(data.chunks_exact(bb)) {
+                let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+                let scales = &b[4..16];
+                let (qh, qs) = if fmt == WeightFormat::Q5_K {
+                    (&b[16..48], &b[48..176])
+                } else {
+                    (&b[0..0], &b[16..144])
+                };
+                for s in 0..8 {
+                    let (sc, m) = k_scale_min(s, scales);
+                    let (d1, m1) = (d * sc as f32, dmin * m as f32);
+                    for l in 0..32 {
+                        let byte = qs[32 * (s / 2) + l];
+                        let mut q = if s % 2 == 0 { byte & 15 } else { byte >> 4 } as u32;
+                        if !qh.is_empty() {
+                            q |= ((qh[l] as u32 >> s) & 1) << 4;
+                        }
+                        o[32 * s + l] = d1 * q as f32 - m1;
+                    }
+                }
+            }
+        }
+        WeightFormat::Q6_K => {
+            for (o, b) in out.chunks_exact_mut(256).zip(data.chunks_exact(210)) {
+                let d = f16_at(b, 208);
+                for i in 0..256 {
+                    let (ql, qh, sc) = q6k_parts(b, i);
+                    o[i] = d * sc as f32 * ((ql | (qh << 4)) as i32 - 32) as f32;
                 }
             }
         }
@@ -301,6 +352,96 @@ pub fn quantize(fmt: WeightFormat, x: &[f32]) -> Result<Vec<u8>> {
                 }
             }
         }
+        WeightFormat::Q4_K | WeightFormat::Q5_K => {
+            // Per 32-weight sub-block an affine (scale, min) from its range,
+            // both quantized to 6 bits against the super-block's f16 d/dmin
+            // (ggml's layout; ggml additionally refines each pair by search).
+            let nmax = if fmt == WeightFormat::Q5_K {
+                31.0
+            } else {
+                15.0
+            };
+            for b in x.chunks_exact(256) {
+                let mut scale = [0f32; 8];
+                let mut min = [0f32; 8];
+                for s in 0..8 {
+                    let sb = &b[32 * s..32 * s + 32];
+                    let lo = sb.iter().fold(0f32, |m, v| m.min(*v));
+                    let hi = sb.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+                    scale[s] = (hi - lo) / nmax;
+                    min[s] = -lo;
+                }
+                let d = f16::from_f32(scale.iter().fold(0f32, |m, v| m.max(*v)) / 63.0);
+                let dmin = f16::from_f32(min.iter().fold(0f32, |m, v| m.max(*v)) / 63.0);
+                let q6 = |v: f32, unit: f32| {
+                    if unit > 0.0 {
+                        (v / unit).round().clamp(0.0, 63.0) as u8
+                    } else {
+                        0
+                    }
+                };
+                let sc: [u8; 8] = std::array::from_fn(|s| q6(scale[s], d.to_f32()));
+                let mn: [u8; 8] = std::array::from_fn(|s| q6(min[s], dmin.to_f32()));
+                out.extend_from_slice(&d.to_le_bytes());
+                out.extend_from_slice(&dmin.to_le_bytes());
+                out.extend_from_slice(&k_pack_scales(&sc, &mn));
+                let mut qh = [0u8; 32];
+                let mut qs = [0u8; 128];
+                for s in 0..8 {
+                    let step = d.to_f32() * sc[s] as f32;
+                    let off = dmin.to_f32() * mn[s] as f32;
+                    for l in 0..32 {
+                        let q = if step > 0.0 {
+                            ((b[32 * s + l] + off) / step).round().clamp(0.0, nmax) as u8
+                        } else {
+                            0
+                        };
+                        qs[32 * (s / 2) + l] |= (q & 15) << (4 * (s % 2));
+                        qh[l] |= (q >> 4) << s;
+                    }
+                }
+                if fmt == WeightFormat::Q5_K {
+                    out.extend_from_slice(&qh);
+                }
+                out.extend_from_slice(&qs);
+            }
+        }
+        WeightFormat::Q6_K => {
+            for b in x.chunks_exact(256) {
+                let scale: [f32; 16] = std::array::from_fn(|k| {
+                    b[16 * k..16 * k + 16]
+                        .iter()
+                        .fold(0f32, |m, v| m.max(v.abs()))
+                        / 31.0
+                });
+                let d = f16::from_f32(scale.iter().fold(0f32, |m, v| m.max(*v)) / 127.0);
+                let sc: [i8; 16] = std::array::from_fn(|k| {
+                    if d.to_f32() > 0.0 {
+                        (scale[k] / d.to_f32()).round().clamp(-128.0, 127.0) as i8
+                    } else {
+                        0
+                    }
+                });
+                let mut blk = [0u8; 210];
+                for i in 0..256 {
+                    let step = d.to_f32() * sc[i / 16] as f32;
+                    let q = if step != 0.0 {
+                        (b[i] / step).round().clamp(-32.0, 31.0) as i32
+                    } else {
+                        0
+                    } + 32;
+                    let (h, g, l) = (i / 128, (i % 128) / 32, i % 32);
+                    blk[64 * h + 32 * (g % 2) + l] |=
+                        ((q & 15) as u8) << (if g < 2 { 0 } else { 4 });
+                    blk[128 + 32 * h + l] |= ((q >> 4) as u8 & 3) << (2 * g);
+                }
+                for k in 0..16 {
+                    blk[192 + k] = sc[k] as u8;
+                }
+                blk[208..210].copy_from_slice(&d.to_le_bytes());
+                out.extend_from_slice(&blk);
+            }
+        }
         WeightFormat::Q8_0 => {
             for b in x.chunks_exact(32) {
                 let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -343,6 +484,46 @@ pub fn quantize(fmt: WeightFormat, x: &[f32]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Sub-block `j`'s 6-bit scale and min from the 12 packed bytes of a
+/// Q4_K/Q5_K super-block (ggml's `get_scale_min_k4`).
+pub fn k_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 15) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Packs eight 6-bit (scale, min) pairs the way `k_scale_min` reads them.
+fn k_pack_scales(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
+    let mut q = [0u8; 12];
+    for j in 0..8 {
+        if j < 4 {
+            q[j] = sc[j];
+            q[j + 4] = m[j];
+        } else {
+            q[j + 4] = (sc[j] & 15) | ((m[j] & 15) << 4);
+            q[j - 4] |= (sc[j] >> 4) << 6;
+            q[j] |= (m[j] >> 4) << 6;
+        }
+    }
+    q
+}
+
+/// Weight `i` of a Q6_K block: (low 4 bits, high 2 bits, sub-block scale),
+/// following ggml's `dequantize_row_q6_K` layout.
+fn q6k_parts(b: &[u8], i: usize) -> (u32, u32, i8) {
+    let (h, g, l) = (i / 128, (i % 128) / 32, i % 32);
+    let qlb = b[64 * h + 32 * (g % 2) + l];
+    let ql = if g < 2 { qlb & 15 } else { qlb >> 4 } as u32;
+    let qh = ((b[128 + 32 * h + l] >> (2 * g)) & 3) as u32;
+    let sc = b[192 + 8 * h + l / 16 + 2 * g] as i8;
+    (ql, qh, sc)
+}
+
 /// Appends qh (bit i: high bit of weight i) and the nibbles of 32 5-bit values.
 fn push_q5(out: &mut Vec<u8>, q: &[u8]) {
     let qh = q
@@ -373,9 +554,35 @@ pub fn repack(fmt: WeightFormat, data: &[u8], n: usize, k: usize) -> Result<(Vec
     }
     let word = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     let half_word = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as u32;
-    let Some((qw, _)) = fmt.block_words() else {
+    let Some((qw, sw)) = fmt.block_words() else {
         return Ok((data.chunks_exact(4).map(|c| word(c, 0)).collect(), 0));
     };
+    if let Some((qoff, soffs)) = match fmt {
+        // (byte offset of the quant words, byte offsets of the scale words)
+        WeightFormat::Q4_K => Some((16, vec![0, 4, 8, 12])),
+        WeightFormat::Q5_K => Some((16, vec![0, 4, 8, 12])),
+        WeightFormat::Q6_K => Some((0, vec![192, 196, 200, 204, 208])),
+        _ => None,
+    } {
+        let nb = n * k / fmt.block_size();
+        let mut words = Vec::with_capacity(nb * (qw + sw));
+        for b in data.chunks_exact(fmt.block_bytes()) {
+            for j in 0..qw {
+                words.push(word(b, qoff + 4 * j));
+            }
+        }
+        for b in data.chunks_exact(fmt.block_bytes()) {
+            for &o in &soffs {
+                // Q6_K's d is the block's last two bytes.
+                words.push(if o + 4 <= b.len() {
+                    word(b, o)
+                } else {
+                    half_word(b, o)
+                });
+            }
+        }
+        return Ok((words, (nb * qw) as u32));
+    }
     // Where the quant words start in the ggml block, and whether the scale
     // word is a lone f16 (d) or two (d, m): both are copied bit for bit.
     let (qoff, two_halves) = match fmt {
@@ -499,7 +706,7 @@ mod tests {
     #[test]
     fn error_budget_per_format() {
         let mut rng = Rng::new(7);
-        let x: Vec<f32> = (0..32 * 97).map(|_| rng.normal()).collect();
+        let x: Vec<f32> = (0..256 * 13).map(|_| rng.normal()).collect();
         for (fmt, budget) in [
             (WeightFormat::F32, 0.0),
             (WeightFormat::F16, 5e-4),
@@ -510,6 +717,9 @@ mod tests {
             (WeightFormat::Q5_0, 0.055),
             (WeightFormat::Q5_1, 0.05),
             (WeightFormat::IQ4_NL, 0.10),
+            (WeightFormat::Q4_K, 0.10),
+            (WeightFormat::Q5_K, 0.05),
+            (WeightFormat::Q6_K, 0.025),
         ] {
             let q = quantize(fmt, &x).unwrap();
             assert_eq!(q.len(), fmt.ggml_bytes(x.len()));

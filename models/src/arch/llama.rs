@@ -82,6 +82,9 @@ pub fn weight_format(name: &str, t: GgmlType) -> Result<WeightFormat> {
         GgmlType::Q5_0 => WeightFormat::Q5_0,
         GgmlType::Q5_1 => WeightFormat::Q5_1,
         GgmlType::IQ4_NL => WeightFormat::IQ4_NL,
+        GgmlType::Q4_K => WeightFormat::Q4_K,
+        GgmlType::Q5_K => WeightFormat::Q5_K,
+        GgmlType::Q6_K => WeightFormat::Q6_K,
         other => {
             return Err(Error::UnsupportedTensorType {
                 name: name.to_string(),
