@@ -6,6 +6,7 @@ pub mod error;
 pub mod generate;
 pub mod load;
 pub mod model;
+pub mod quantize;
 
 pub use error::{Error, Result};
 pub use generate::{

@@ -45,6 +45,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// List the GPU adapters this machine exposes.
     Adapters,
+    /// Re-quantize a GGUF model to another weight format.
+    Quantize(QuantizeArgs),
     /// List adapters and run the kernel conformance suite (a report for bug reports).
     Doctor(doctor::DoctorArgs),
     /// Perplexity of a text file, llama.cpp's method (chunks of --ctx, each
@@ -207,6 +209,22 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct QuantizeArgs {
+    /// Source GGUF.
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// Output GGUF.
+    #[arg(long)]
+    out: PathBuf,
+    /// Target format: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl q4_k q5_k q6_k.
+    #[arg(long = "type")]
+    ty: String,
+    /// Per-tensor override NAME_SUBSTRING=TYPE (repeatable), e.g. token_embd=q8_0.
+    #[arg(long = "override")]
+    overrides: Vec<String>,
+}
+
+#[derive(Args)]
 struct PerplexityArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -249,6 +267,7 @@ pub fn main() -> Result<()> {
         Cmd::Bench(a) => bench::bench(a),
         Cmd::Doctor(a) => doctor::doctor(a),
         Cmd::Perplexity(a) => perplexity(a),
+        Cmd::Quantize(a) => quantize(a),
         Cmd::Adapters => {
             for (i, a) in lottery::engine::gpu::list_adapters(None)?
                 .iter()
@@ -487,5 +506,48 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     } else {
         println!("perplexity {ppl:.4} over {count} scored tokens ({n_chunks} chunks of {}, {} tokens in the file) in {:.1}s", a.chunk, ids.len(), t0.elapsed().as_secs_f64());
     }
+    Ok(())
+}
+
+fn quantize(a: QuantizeArgs) -> Result<()> {
+    use lottery::models::quantize::{parse_format, quantize_gguf, QuantizeOptions};
+    let bad_type = |t: &str| {
+        anyhow!("unknown type `{t}`: expected f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl q4_k q5_k q6_k")
+    };
+    let target = parse_format(&a.ty).ok_or_else(|| bad_type(&a.ty))?;
+    let mut overrides = Vec::new();
+    for o in &a.overrides {
+        let (name, ty) = o
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--override wants NAME=TYPE, got `{o}`"))?;
+        overrides.push((
+            name.to_string(),
+            parse_format(ty).ok_or_else(|| bad_type(ty))?,
+        ));
+    }
+    let src = GgufFile::open(&a.input)?;
+    let t0 = Instant::now();
+    let (w, report) = quantize_gguf(&src, &QuantizeOptions { target, overrides })?;
+    w.write_file(&a.out)?;
+    // Read the result back: a file we cannot read is a failure, not an output.
+    let back =
+        GgufFile::open(&a.out).with_context(|| format!("reading back {}", a.out.display()))?;
+    let mut by = std::collections::BTreeMap::<String, (usize, f64)>::new();
+    for r in &report {
+        let e = by.entry(format!("{} -> {}", r.from, r.to)).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(r.rel_rms_error);
+    }
+    for (k, (n, worst)) in by {
+        println!("{k:16} {n:4} tensors, worst relative RMS error {worst:.4}");
+    }
+    println!(
+        "wrote {} ({} tensors, {:.1} MB, was {:.1} MB) in {:.1}s",
+        a.out.display(),
+        back.tensors().len(),
+        back.file_len() as f64 / 1e6,
+        src.file_len() as f64 / 1e6,
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
