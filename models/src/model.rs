@@ -1,9 +1,11 @@
 //! A loaded model: config, tokenizer, chat template and weights on the GPU.
 
 use crate::arch::llama::{LlamaConfig, LlamaWeights};
-use crate::load::{ChatTemplate, GgufFile, Tokenizer};
+use crate::load::{hf, ChatTemplate, GgufFile, Tokenizer};
+use crate::quantize::{quantize_gguf, QuantizeOptions};
 use crate::{Error, Result};
 use lottery_engine::Gpu;
+use lottery_engine::WeightFormat;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,15 +21,47 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a GGUF model onto `gpu`; `progress(done, total)` reports upload progress.
+    /// Loads a GGUF file or an HF checkpoint directory onto `gpu`;
+    /// `progress(done, total)` reports upload progress.
     pub fn load(
         gpu: Arc<Gpu>,
         path: &Path,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Model> {
-        let g = GgufFile::open(path)?;
+        Self::load_with(gpu, path, None, progress)
+    }
+
+    /// As [`Model::load`], re-quantizing every matrix to `quantize` first.
+    pub fn load_with(
+        gpu: Arc<Gpu>,
+        path: &Path,
+        quantize: Option<WeightFormat>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
+        let (g, hf_dir) = if path.is_dir() {
+            (hf::gguf_from_hf_dir(path, quantize)?, true)
+        } else {
+            let g = GgufFile::open(path)?;
+            match quantize {
+                None => (g, false),
+                Some(target) => {
+                    let (w, _) = quantize_gguf(
+                        &g,
+                        &QuantizeOptions {
+                            target,
+                            overrides: vec![],
+                        },
+                    )?;
+                    (GgufFile::from_bytes(w.to_bytes())?, false)
+                }
+            }
+        };
         let config = LlamaConfig::from_gguf(&g)?;
-        let tokenizer = Tokenizer::for_model(&g)?;
+        let tokenizer = if hf_dir {
+            Tokenizer::from_file(path.join("tokenizer.json"))?
+        } else {
+            Tokenizer::for_model(&g)?
+        };
         if tokenizer.vocab_size() > config.vocab {
             return Err(Error::Model(format!(
                 "tokenizer has {} tokens but token_embd.weight only {} rows",
@@ -35,7 +69,11 @@ impl Model {
                 config.vocab
             )));
         }
-        let chat_template = ChatTemplate::from_gguf(&g).ok();
+        let chat_template = if hf_dir {
+            ChatTemplate::from_tokenizer_config(path.join("tokenizer_config.json")).ok()
+        } else {
+            ChatTemplate::from_gguf(&g).ok()
+        };
         let weights = LlamaWeights::load(&gpu, &g, &config, progress)?;
         Ok(Model {
             gpu,

@@ -47,6 +47,8 @@ enum Cmd {
     Adapters,
     /// Re-quantize a GGUF model to another weight format.
     Quantize(QuantizeArgs),
+    /// Write a GGUF model as an HF checkpoint directory (safetensors).
+    Convert(ConvertArgs),
     /// List adapters and run the kernel conformance suite (a report for bug reports).
     Doctor(doctor::DoctorArgs),
     /// Perplexity of a text file, llama.cpp's method (chunks of --ctx, each
@@ -56,9 +58,13 @@ enum Cmd {
 
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// GGUF model (default: $LOTTERY_MODEL or models-cache/SmolLM2-135M-Instruct.Q4_1.gguf).
+    /// GGUF file or HF checkpoint directory (default: $LOTTERY_MODEL or
+    /// models-cache/SmolLM2-135M-Instruct.Q4_1.gguf).
     #[arg(long, short)]
     pub model: Option<PathBuf>,
+    /// Re-quantize every matrix at load time (e.g. q4_k, q8_0).
+    #[arg(long)]
+    pub quantize: Option<String>,
     /// Backend: vulkan, metal, dx12, gl (default: $LOTTERY_BACKEND or the best available).
     #[arg(long)]
     pub backend: Option<String>,
@@ -84,10 +90,15 @@ impl ModelArgs {
                 anyhow!("no model given and the default model is not downloaded: run `scripts/fetch-model.sh` (fetches SmolLM2-135M-Instruct Q4_1 into models-cache/), or pass --model FILE.gguf")
             })?,
         };
-        // WebGPU's default per-binding limit (128 MiB) unless a weight needs more.
-        let need = GgufFile::open(&path)
-            .and_then(|g| lottery::models::arch::llama::max_binding_bytes(&g))
-            .with_context(|| format!("reading {}", path.display()))?;
+        // WebGPU's default per-binding limit (128 MiB) unless a weight needs
+        // more (an HF directory is sized when it is converted, at load).
+        let need = if path.is_dir() {
+            0
+        } else {
+            GgufFile::open(&path)
+                .and_then(|g| lottery::models::arch::llama::max_binding_bytes(&g))
+                .with_context(|| format!("reading {}", path.display()))?
+        };
         let gpu = Gpu::new(&GpuOptions {
             backend: self.backend.clone(),
             adapter_index: self.adapter,
@@ -114,7 +125,14 @@ impl ModelArgs {
                 .map(|s| s.to_string_lossy().to_string())
                 .unwrap_or_default(),
         );
-        let model = Model::load(Arc::new(gpu), &path, &mut |done, total| {
+        let quantize = match &self.quantize {
+            Some(t) => Some(
+                lottery::models::quantize::parse_format(t)
+                    .ok_or_else(|| anyhow!("--quantize: unknown type `{t}`"))?,
+            ),
+            None => None,
+        };
+        let model = Model::load_with(Arc::new(gpu), &path, quantize, &mut |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         })
@@ -209,6 +227,19 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct ConvertArgs {
+    /// Source GGUF.
+    #[arg(long)]
+    model: PathBuf,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Matrix dtype: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+#[derive(Args)]
 struct QuantizeArgs {
     /// Source GGUF.
     #[arg(long = "in")]
@@ -268,6 +299,7 @@ pub fn main() -> Result<()> {
         Cmd::Doctor(a) => doctor::doctor(a),
         Cmd::Perplexity(a) => perplexity(a),
         Cmd::Quantize(a) => quantize(a),
+        Cmd::Convert(a) => convert(a),
         Cmd::Adapters => {
             for (i, a) in lottery::engine::gpu::list_adapters(None)?
                 .iter()
@@ -548,6 +580,36 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         back.file_len() as f64 / 1e6,
         src.file_len() as f64 / 1e6,
         t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn convert(a: ConvertArgs) -> Result<()> {
+    use lottery::models::load::{hf, ChatTemplate, Tokenizer};
+    let dtype = lottery::models::quantize::parse_format(&a.dtype)
+        .filter(|f| matches!(f.name(), "f32" | "f16" | "bf16"))
+        .ok_or_else(|| anyhow!("--dtype must be f32, f16 or bf16"))?;
+    let g = GgufFile::open(&a.model)?;
+    let tok = Tokenizer::for_model(&g)?;
+    let json = tok
+        .hf()
+        .to_string(false)
+        .map_err(|e| anyhow!("serializing the tokenizer: {e}"))?;
+    let piece = |id: Option<u32>| id.and_then(|i| tok.token_to_piece(i)).map(String::from);
+    let mut cfg = serde_json::json!({
+        "bos_token": piece(tok.bos_id()),
+        "eos_token": piece(tok.eos_id()),
+        "add_bos_token": false,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    });
+    if let Ok(t) = ChatTemplate::from_gguf(&g) {
+        cfg["chat_template"] = serde_json::Value::String(t.source().to_string());
+    }
+    hf::write_hf_dir(&g, &a.out, dtype, &json, &cfg)?;
+    println!(
+        "wrote {} (config.json, model.safetensors in {}, tokenizer.json, tokenizer_config.json)",
+        a.out.display(),
+        dtype.name()
     );
     Ok(())
 }

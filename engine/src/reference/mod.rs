@@ -92,6 +92,25 @@ pub fn rope(x: &mut [f32], n_heads: usize, head_dim: usize, pos0: usize, table: 
     }
 }
 
+/// Hugging Face's rotary embedding ("rotate half"): within each head,
+/// element j pairs with j + head_dim / 2, at frequency index j. The GGUF
+/// convention (`rope`) pairs adjacent elements of Q/K rows permuted to match.
+pub fn rope_neox(x: &mut [f32], n_heads: usize, head_dim: usize, pos0: usize, table: &[[f32; 2]]) {
+    let half = head_dim / 2;
+    for (ti, row) in x.chunks_exact_mut(n_heads * head_dim).enumerate() {
+        for h in 0..n_heads {
+            for j in 0..half {
+                let [c, s] = table[(pos0 + ti) * half + j];
+                let (c, s) = (c as f64, s as f64);
+                let (i0, i1) = (h * head_dim + j, h * head_dim + j + half);
+                let (a, b) = (row[i0] as f64, row[i1] as f64);
+                row[i0] = (a * c - b * s) as f32;
+                row[i1] = (b * c + a * s) as f32;
+            }
+        }
+    }
+}
+
 /// Causal grouped-query attention.
 /// q: [t, n_head * hd] for positions pos0..pos0+t; k, v: [kv_len, n_kv * hd]
 /// (all positions so far). Returns [t, n_head * hd].

@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod gguf;
+pub mod hf;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};

@@ -1,0 +1,251 @@
+//! Hugging Face checkpoints: a tiny random Llama written here in HF layout
+//! (safetensors, rotate-half rotary convention) must give the logits of an
+//! HF-convention CPU forward on the same weights; and the real model
+//! converted to safetensors gives its GGUF twin's greedy tokens.
+
+mod common;
+use lottery::engine::reference::{self as r, Rng};
+use lottery::engine::{Gpu, GpuOptions};
+use lottery::models::arch::llama_cpu::LlamaCpu;
+use lottery::models::load::hf;
+use lottery::models::{GenerateOptions, Model, Session, SessionOptions};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const D: usize = 64;
+const FF: usize = 96;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const HD: usize = D / HEADS;
+const VOCAB: usize = 40;
+const LAYERS: usize = 2;
+
+/// Random weights by HF name, [out, in] row-major.
+fn weights() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let mut rng = Rng::new(21);
+    let mut m = BTreeMap::new();
+    let mut add = |name: String, shape: Vec<usize>, scale: f32, rng: &mut Rng| {
+        let n = shape.iter().product();
+        let v = if shape.len() == 1 {
+            (0..n).map(|_| 1.0 + 0.1 * rng.normal()).collect()
+        } else {
+            rng.vec(n, scale)
+        };
+        m.insert(name, (shape, v));
+    };
+    add(
+        "model.embed_tokens.weight".into(),
+        vec![VOCAB, D],
+        1.0,
+        &mut rng,
+    );
+    for l in 0..LAYERS {
+        let p = |s: &str| format!("model.layers.{l}.{s}.weight");
+        add(p("input_layernorm"), vec![D], 0.0, &mut rng);
+        add(p("self_attn.q_proj"), vec![D, D], 0.3, &mut rng);
+        add(p("self_attn.k_proj"), vec![KV_HEADS * HD, D], 0.3, &mut rng);
+        add(p("self_attn.v_proj"), vec![KV_HEADS * HD, D], 0.3, &mut rng);
+        add(p("self_attn.o_proj"), vec![D, D], 0.2, &mut rng);
+        add(p("post_attention_layernorm"), vec![D], 0.0, &mut rng);
+        add(p("mlp.gate_proj"), vec![FF, D], 0.2, &mut rng);
+        add(p("mlp.up_proj"), vec![FF, D], 0.2, &mut rng);
+        add(p("mlp.down_proj"), vec![D, FF], 0.2, &mut rng);
+    }
+    add("model.norm.weight".into(), vec![D], 0.0, &mut rng);
+    add("lm_head.weight".into(), vec![VOCAB, D], 0.5, &mut rng);
+    m
+}
+
+fn write_dir(dir: &std::path::Path, w: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = w
+        .iter()
+        .map(|(n, (s, v))| {
+            (
+                n.clone(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": D, "intermediate_size": FF,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
+        "vocab_size": VOCAB, "max_position_embeddings": 64, "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": false,
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    // A word-level tokenizer over single characters is enough here.
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..VOCAB)
+        .map(|i| (((b'!' + i as u8) as char).to_string(), serde_json::json!(i)))
+        .collect();
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "Split", "pattern": {"String": ""}, "behavior": "Isolated", "invert": false},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "!"},
+    });
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+    std::fs::write(dir.join("tokenizer_config.json"), r#"{"eos_token": "!"}"#).unwrap();
+}
+
+/// The forward with HF's conventions (rotate-half rotary on unpermuted Q/K).
+fn hf_forward(w: &BTreeMap<String, (Vec<usize>, Vec<f32>)>, ids: &[u32]) -> Vec<f32> {
+    let g = |n: &str| &w[n].1;
+    let t = ids.len();
+    let table = r::rope_table(t, HD, 10000.0);
+    let mut x: Vec<f32> = ids
+        .iter()
+        .flat_map(|&i| g("model.embed_tokens.weight")[i as usize * D..][..D].to_vec())
+        .collect();
+    for l in 0..LAYERS {
+        let p = |s: &str| format!("model.layers.{l}.{s}.weight");
+        let xn = r::rmsnorm(&x, g(&p("input_layernorm")), D, 1e-5);
+        let mut q = r::matmul(&xn, g(&p("self_attn.q_proj")), t, D, D);
+        let mut k = r::matmul(&xn, g(&p("self_attn.k_proj")), t, KV_HEADS * HD, D);
+        let v = r::matmul(&xn, g(&p("self_attn.v_proj")), t, KV_HEADS * HD, D);
+        r::rope_neox(&mut q, HEADS, HD, 0, &table);
+        r::rope_neox(&mut k, KV_HEADS, HD, 0, &table);
+        let a = r::attention(&q, &k, &v, t, 0, HEADS, KV_HEADS, HD);
+        let o = r::matmul(&a, g(&p("self_attn.o_proj")), t, D, D);
+        x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
+        let xn = r::rmsnorm(&x, g(&p("post_attention_layernorm")), D, 1e-5);
+        let h = r::swiglu(
+            &r::matmul(&xn, g(&p("mlp.gate_proj")), t, FF, D),
+            &r::matmul(&xn, g(&p("mlp.up_proj")), t, FF, D),
+        );
+        let dn = r::matmul(&h, g(&p("mlp.down_proj")), t, D, FF);
+        x.iter_mut().zip(&dn).for_each(|(x, o)| *x += o);
+    }
+    let xn = r::rmsnorm(&x, g("model.norm.weight"), D, 1e-5);
+    r::matmul(&xn, g("lm_head.weight"), t, VOCAB, D)
+}
+
+#[test]
+fn tiny_hf_llama_matches_an_hf_convention_reference() {
+    let dir = std::env::temp_dir().join(format!("lottery-hf-tiny-{}", std::process::id()));
+    let w = weights();
+    write_dir(&dir, &w);
+    let gpu = Arc::new(Gpu::new(&GpuOptions::default()).unwrap());
+    let ids: Vec<u32> = vec![3, 17, 5, 39, 0, 22, 8, 8, 31];
+    for quantize in [
+        None,
+        Some(lottery::engine::WeightFormat::Q8_0),
+        Some(lottery::engine::WeightFormat::Q4_K),
+    ] {
+        // Unquantized: the HF-convention forward on the original weights.
+        // Quantized at load: our CPU forward on exactly the quantized weights.
+        let want = match quantize {
+            None => hf_forward(&w, &ids),
+            Some(q) => LlamaCpu::load(&hf::gguf_from_hf_dir(&dir, Some(q)).unwrap())
+                .unwrap()
+                .forward(&ids),
+        };
+        let model =
+            Arc::new(Model::load_with(gpu.clone(), &dir, quantize, &mut |_, _| {}).unwrap());
+        assert_eq!(model.tokenizer.encode("$2&H").unwrap(), vec![3, 17, 5, 39]);
+        let mut s = Session::new(
+            model,
+            SessionOptions {
+                ctx: 16,
+                kv: lottery::KvDtype::F32,
+                max_batch: 4,
+                logit_rows: 4,
+            },
+        )
+        .unwrap();
+        let got = s.logits(&ids).unwrap();
+        let tol = 1e-3;
+        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - e).abs() <= tol * (1.0 + e.abs()),
+                "{quantize:?}: logit {i} (pos {}, token {}): expected {e}, got {g}",
+                i / VOCAB,
+                i % VOCAB
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `lottery convert` writes the real model as safetensors; loading that
+/// directory gives the GGUF twin's prompt ids and greedy tokens.
+#[test]
+fn converted_real_model_gives_the_same_greedy_tokens() {
+    let dir = std::env::temp_dir().join(format!("lottery-hf-real-{}", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lottery"))
+        .args([
+            "convert",
+            "--model",
+            common::model_path().to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "convert: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gpu = Arc::new(Gpu::new(&GpuOptions::default()).unwrap());
+    let gguf = Arc::new(Model::load(gpu.clone(), &common::model_path(), &mut |_, _| {}).unwrap());
+    let hf = Arc::new(Model::load(gpu, &dir, &mut |_, _| {}).unwrap());
+    let g = common::golden();
+    for p in g["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "plain_capital" || p["name"] == "chat_haiku")
+    {
+        let text = p["text"].as_str().unwrap();
+        let ids = hf.tokenizer.encode(text).unwrap();
+        assert_eq!(
+            ids,
+            common::ids(&p["input_ids"]),
+            "tokenizer.json round trip"
+        );
+        let opts = GenerateOptions {
+            max_tokens: 8,
+            stop_at_eos: false,
+            ..Default::default()
+        };
+        let a = Session::new(
+            gguf.clone(),
+            SessionOptions {
+                ctx: 128,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .generate(&ids, &opts, |_, _| true)
+        .unwrap();
+        let b = Session::new(
+            hf.clone(),
+            SessionOptions {
+                ctx: 128,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .generate(&ids, &opts, |_, _| true)
+        .unwrap();
+        assert_eq!(a.ids, b.ids, "{}", p["name"]);
+    }
+    assert!(
+        hf.chat_template.is_some(),
+        "tokenizer_config.json carries the chat template"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
