@@ -342,6 +342,45 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         ))
     })
     .await;
+    case(&mut out, &tier, "sumsq", "f32", "", async move {
+        let gpu = g;
+        let sb = StepBuffer::new(gpu);
+        let mut rng = Rng::new(12);
+        let (t, k, stride) = (5usize, 77usize, 83usize);
+        let x = rng.vec(t * stride, 2.0);
+        let s0 = rng.vec(k, 1.0);
+        let (xt, st) = (gpu.upload("x", &x)?, gpu.upload("stats", &s0)?);
+        run(
+            gpu,
+            &sb,
+            &step(t as u32, 0),
+            &[ops::sumsq(
+                gpu,
+                &sb,
+                &xt,
+                &st,
+                k as u32,
+                stride as u32,
+                t as u32,
+            )?],
+        )?;
+        let want: Vec<f32> = (0..k)
+            .map(|i| {
+                (s0[i] as f64
+                    + (0..t)
+                        .map(|r| (x[r * stride + i] as f64).powi(2))
+                        .sum::<f64>()) as f32
+            })
+            .collect();
+        Ok(compare(
+            "sumsq",
+            &read::<f32>(gpu, &st).await?,
+            &want,
+            1e-4,
+            1e-5,
+        ))
+    })
+    .await;
     for kv_f16 in [false, true] {
         let fmt = if kv_f16 { "kv f16" } else { "kv f32" };
         case(

@@ -7,6 +7,7 @@ use crate::load::gguf::{GgmlType, GgufFile, GgufWriter, MetaValue};
 use crate::{Error, Result};
 use lottery_engine::formats;
 use lottery_engine::WeightFormat;
+use std::collections::HashMap;
 
 /// What to produce.
 #[derive(Clone, Debug)]
@@ -92,6 +93,27 @@ pub fn quantize_gguf(
     src: &GgufFile,
     opts: &QuantizeOptions,
 ) -> Result<(GgufWriter, Vec<TensorReport>)> {
+    quantize_with(src, opts, &HashMap::new())
+}
+
+/// The format tensor `name` with rows of `row_len` gets.
+fn format_for(opts: &QuantizeOptions, name: &str, row_len: usize) -> WeightFormat {
+    let want = opts
+        .overrides
+        .iter()
+        .find(|(pat, _)| name.contains(pat.as_str()))
+        .map(|(_, f)| *f)
+        .unwrap_or(opts.target);
+    fit_format(want, row_len)
+}
+
+/// As [`quantize_gguf`], taking the f32 values of the tensors in `replaced`
+/// from there instead of the source (activation-aware scaling).
+fn quantize_with(
+    src: &GgufFile,
+    opts: &QuantizeOptions,
+    replaced: &HashMap<String, Vec<f32>>,
+) -> Result<(GgufWriter, Vec<TensorReport>)> {
     let mut w = GgufWriter::new();
     for (k, v) in src.metadata() {
         if k == "general.file_type" || k == "general.alignment" {
@@ -104,34 +126,33 @@ pub fn quantize_gguf(
     let mut report = Vec::new();
     for t in src.tensors() {
         let from = weight_format(&t.name, t.ggml_type)?;
+        let err_in = |e: lottery_engine::Error| Error::Model(format!("tensor `{}`: {e}", t.name));
         if t.dims.len() < 2 {
-            w.add_tensor(
-                t.name.clone(),
-                &t.dims,
-                t.ggml_type,
-                src.tensor_data(t)?.to_vec(),
-            )?;
+            let (ty, data, to) = match replaced.get(&t.name) {
+                Some(v) => (
+                    GgmlType::F32,
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    "f32",
+                ),
+                None => (t.ggml_type, src.tensor_data(t)?.to_vec(), from.name()),
+            };
+            w.add_tensor(t.name.clone(), &t.dims, ty, data)?;
             report.push(TensorReport {
                 name: t.name.clone(),
                 from: from.name().into(),
-                to: from.name().into(),
+                to: to.into(),
                 rel_rms_error: 0.0,
             });
             continue;
         }
-        let want = opts
-            .overrides
-            .iter()
-            .find(|(pat, _)| t.name.contains(pat.as_str()))
-            .map(|(_, f)| *f)
-            .unwrap_or(opts.target);
-        let to = fit_format(want, t.row_len() as usize);
-        let x = tensor_f32(src, t)?;
-        let q = formats::quantize(to, &x)
-            .map_err(|e| Error::Model(format!("tensor `{}`: {e}", t.name)))?;
+        let to = format_for(opts, &t.name, t.row_len() as usize);
+        let x = match replaced.get(&t.name) {
+            Some(v) => v.clone(),
+            None => tensor_f32(src, t)?,
+        };
+        let q = formats::quantize(to, &x).map_err(err_in)?;
         let mut y = vec![0f32; x.len()];
-        formats::dequantize(to, &q, &mut y)
-            .map_err(|e| Error::Model(format!("tensor `{}`: {e}", t.name)))?;
+        formats::dequantize(to, &q, &mut y).map_err(err_in)?;
         let err: f64 = x
             .iter()
             .zip(&y)
@@ -147,4 +168,167 @@ pub fn quantize_gguf(
         });
     }
     Ok((w, report))
+}
+
+/// Mean squared input of each projection group per layer, from
+/// `Session::calibrate`: `blk.L.attn_in`, `blk.L.o_in`, `blk.L.ffn_in`, `blk.L.down_in`.
+pub type ActStats = HashMap<String, Vec<f32>>;
+
+/// The exponents tried for the per-channel scales s_j = ms_j^(alpha / 2).
+const ALPHAS: [f32; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
+
+/// Activation-weighted error of quantizing `ws` (each [rows, k], columns
+/// scaled by `s`), measured back in the unscaled space:
+/// sum_ij ms_j * (deq(q(W_ij s_j)) / s_j - W_ij)^2.
+fn scaled_error(ws: &[(&[f32], WeightFormat)], s: &[f32], ms: &[f32]) -> Result<f64> {
+    let k = s.len();
+    let mut err = 0f64;
+    for (w, fmt) in ws {
+        let scaled: Vec<f32> = w.iter().enumerate().map(|(i, v)| v * s[i % k]).collect();
+        let q = formats::quantize(*fmt, &scaled)?;
+        let mut back = vec![0f32; scaled.len()];
+        formats::dequantize(*fmt, &q, &mut back)?;
+        for (i, (b, v)) in back.iter().zip(w.iter()).enumerate() {
+            let j = i % k;
+            err += ms[j] as f64 * ((b / s[j] - v) as f64).powi(2);
+        }
+    }
+    Ok(err)
+}
+
+/// Picks the per-input-channel scales for one group of matrices that share
+/// an input, minimizing the activation-weighted error (alpha = 0, plain
+/// quantization, is among the candidates, so this never does worse on it).
+fn search_scales(ws: &[(&[f32], WeightFormat)], ms: &[f32]) -> Result<(f32, Vec<f32>)> {
+    let mut best = (f64::INFINITY, 0.0, vec![1.0; ms.len()]);
+    for alpha in ALPHAS {
+        let mut s: Vec<f32> = ms
+            .iter()
+            .map(|m| (m.max(1e-12)).powf(alpha / 2.0))
+            .collect();
+        let (lo, hi) = s.iter().fold((f32::INFINITY, 0f32), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        });
+        let norm = (lo * hi).sqrt().max(1e-12);
+        s.iter_mut().for_each(|v| *v /= norm);
+        let e = scaled_error(ws, &s, ms)?;
+        if e < best.0 {
+            best = (e, alpha, s);
+        }
+    }
+    Ok((best.1, best.2))
+}
+
+fn scale_cols(w: &mut [f32], s: &[f32]) {
+    let k = s.len();
+    w.iter_mut().enumerate().for_each(|(i, v)| *v *= s[i % k]);
+}
+
+fn scale_rows_inv(w: &mut [f32], s: &[f32]) {
+    let k = w.len() / s.len().max(1);
+    w.iter_mut().enumerate().for_each(|(i, v)| *v /= s[i / k]);
+}
+
+/// Activation-aware re-quantization (AWQ-style): for each projection group,
+/// input channels are scaled by s before quantizing and the inverse is folded
+/// into the op that produces that input (the RMSNorm gain for Q/K/V and
+/// gate/up, V's rows for the output projection, up's rows for down), so the
+/// float model is unchanged and the rounding error lands where activations
+/// are small. Returns the chosen alphas per layer alongside the report.
+pub fn quantize_gguf_awq(
+    src: &GgufFile,
+    opts: &QuantizeOptions,
+    stats: &ActStats,
+) -> Result<(GgufWriter, Vec<TensorReport>, Vec<[f32; 4]>)> {
+    let c = crate::arch::llama::LlamaConfig::from_gguf(src)?;
+    let mut replaced: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut alphas = Vec::new();
+    for l in 0..c.n_layer {
+        let name = |s: &str| format!("blk.{l}.{s}.weight");
+        let get = |s: &str| -> Result<Vec<f32>> { tensor_f32(src, src.require_tensor(&name(s))?) };
+        let stat = |s: &str, k: usize| -> Result<Vec<f32>> {
+            let key = format!("blk.{l}.{s}");
+            let v = stats
+                .get(&key)
+                .ok_or_else(|| Error::Model(format!("activation statistics lack `{key}`")))?;
+            if v.len() != k {
+                return Err(Error::Model(format!(
+                    "activation statistics `{key}` have {} channels, expected {k}",
+                    v.len()
+                )));
+            }
+            Ok(v.clone())
+        };
+        let fmt = |s: &str, k: usize| format_for(opts, &name(s), k);
+        let (d, ff, hd) = (c.d_model, c.ff, c.head_dim);
+        let (mut q, mut k, mut v, mut o) = (
+            get("attn_q")?,
+            get("attn_k")?,
+            get("attn_v")?,
+            get("attn_output")?,
+        );
+        let (mut gate, mut up, mut down) = (get("ffn_gate")?, get("ffn_up")?, get("ffn_down")?);
+        let (mut an, mut fnorm) = (get("attn_norm")?, get("ffn_norm")?);
+        // 1. down (input: the SwiGLU output, folded into up's rows).
+        let (a_down, s) = search_scales(&[(&down, fmt("ffn_down", ff))], &stat("down_in", ff)?)?;
+        scale_cols(&mut down, &s);
+        scale_rows_inv(&mut up, &s);
+        // 2. output projection (input: attention output, folded into V's rows;
+        // heads sharing a KV head must share scales, so their statistics are averaged).
+        let ms_o = stat("o_in", c.n_head * hd)?;
+        let group = c.n_head / c.n_kv_head;
+        let ms_o: Vec<f32> = (0..c.n_head * hd)
+            .map(|ch| {
+                let (h, dd) = (ch / hd, ch % hd);
+                let first = h / group * group;
+                (first..first + group)
+                    .map(|hh| ms_o[hh * hd + dd])
+                    .sum::<f32>()
+                    / group as f32
+            })
+            .collect();
+        let (a_o, s) = search_scales(&[(&o, fmt("attn_output", c.n_head * hd))], &ms_o)?;
+        scale_cols(&mut o, &s);
+        let s_v: Vec<f32> = (0..c.n_kv_head * hd)
+            .map(|r| s[(r / hd) * group * hd + r % hd])
+            .collect();
+        scale_rows_inv(&mut v, &s_v);
+        // 3. Q/K/V (input: attention RMSNorm, folded into its gain).
+        let ms = stat("attn_in", d)?;
+        let (a_qkv, s) = search_scales(
+            &[
+                (&q, fmt("attn_q", d)),
+                (&k, fmt("attn_k", d)),
+                (&v, fmt("attn_v", d)),
+            ],
+            &ms,
+        )?;
+        for w in [&mut q, &mut k, &mut v] {
+            scale_cols(w, &s);
+        }
+        an.iter_mut().zip(&s).for_each(|(g, s)| *g /= s);
+        // 4. gate/up (input: FFN RMSNorm, folded into its gain).
+        let ms = stat("ffn_in", d)?;
+        let (a_ffn, s) =
+            search_scales(&[(&gate, fmt("ffn_gate", d)), (&up, fmt("ffn_up", d))], &ms)?;
+        scale_cols(&mut gate, &s);
+        scale_cols(&mut up, &s);
+        fnorm.iter_mut().zip(&s).for_each(|(g, s)| *g /= s);
+        for (n, t) in [
+            ("attn_q", q),
+            ("attn_k", k),
+            ("attn_v", v),
+            ("attn_output", o),
+            ("ffn_gate", gate),
+            ("ffn_up", up),
+            ("ffn_down", down),
+            ("attn_norm", an),
+            ("ffn_norm", fnorm),
+        ] {
+            replaced.insert(name(n), t);
+        }
+        alphas.push([a_qkv, a_o, a_ffn, a_down]);
+    }
+    let (w, report) = quantize_with(src, opts, &replaced)?;
+    Ok((w, report, alphas))
 }

@@ -253,6 +253,13 @@ struct QuantizeArgs {
     /// Per-tensor override NAME_SUBSTRING=TYPE (repeatable), e.g. token_embd=q8_0.
     #[arg(long = "override")]
     overrides: Vec<String>,
+    /// Activation-aware mode: calibration text run through the model on the
+    /// GPU to weight each input channel (AWQ-style scales).
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// Tokens of calibration text to use.
+    #[arg(long, default_value_t = 512)]
+    calib_tokens: usize,
 }
 
 #[derive(Args)]
@@ -559,7 +566,52 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
     }
     let src = GgufFile::open(&a.input)?;
     let t0 = Instant::now();
-    let (w, report) = quantize_gguf(&src, &QuantizeOptions { target, overrides })?;
+    let opts = QuantizeOptions { target, overrides };
+    let (w, report) = match &a.calibration {
+        None => quantize_gguf(&src, &opts)?,
+        Some(text) => {
+            let text = std::fs::read_to_string(text)
+                .with_context(|| format!("reading {}", text.display()))?;
+            let gpu = Arc::new(Gpu::new(&GpuOptions::default())?);
+            let model = Arc::new(Model::load(gpu, &a.input, &mut |_, _| {})?);
+            let ids: Vec<u32> = model
+                .tokenizer
+                .encode(&text)?
+                .into_iter()
+                .take(a.calib_tokens)
+                .collect();
+            if ids.is_empty() {
+                return Err(anyhow!("the calibration text has no tokens"));
+            }
+            let ctx = model.config.ctx_train.clamp(1, 512) as u32;
+            let mut s = Session::new(
+                model.clone(),
+                SessionOptions {
+                    ctx,
+                    max_batch: 128,
+                    ..Default::default()
+                },
+            )?;
+            let stats = s.calibrate(&ids)?.into_iter().collect();
+            println!(
+                "calibrated on {} tokens in {:.1}s",
+                ids.len(),
+                t0.elapsed().as_secs_f64()
+            );
+            let (w, report, alphas) =
+                lottery::models::quantize::quantize_gguf_awq(&src, &opts, &stats)?;
+            let mean =
+                |i: usize| alphas.iter().map(|a| a[i]).sum::<f32>() / alphas.len().max(1) as f32;
+            println!(
+                "mean alpha per group: qkv {:.2}, o {:.2}, gate/up {:.2}, down {:.2}",
+                mean(0),
+                mean(1),
+                mean(2),
+                mean(3)
+            );
+            (w, report)
+        }
+    };
     w.write_file(&a.out)?;
     // Read the result back: a file we cannot read is a failure, not an output.
     let back =

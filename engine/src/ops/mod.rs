@@ -505,6 +505,36 @@ pub fn sample(
     )
 }
 
+/// stats[i] += sum_t x[t, i]^2 over the batch.  x: [n_tokens, stride]; stats: [k]
+pub fn sumsq(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    x: &Tensor,
+    stats: &Tensor,
+    k: u32,
+    stride: u32,
+    max_tokens: u32,
+) -> Result<Dispatch> {
+    need("sumsq", x, max_tokens as u64 * stride as u64 * 4)?;
+    need("sumsq", stats, k as u64 * 4)?;
+    let p = Params4 {
+        a: k,
+        b: stride,
+        c: 0,
+        d: 0,
+    };
+    launch(
+        gpu,
+        &format!("sumsq {}", stats.label),
+        "ops/sumsq.wgsl",
+        &Defines::new(),
+        step,
+        &p,
+        &[x, stats],
+        Grid::Fixed([k.div_ceil(64), 1, 1]),
+    )
+}
+
 /// Every (shader, defines) variant the engine can build, for naga validation
 /// and for warming the pipeline cache.
 pub fn all_variants() -> Vec<(&'static str, Defines)> {
@@ -535,6 +565,7 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
         "ops/attention_combine.wgsl",
         "ops/swiglu.wgsl",
         "ops/sample.wgsl",
+        "ops/sumsq.wgsl",
     ] {
         v.push((p, Defines::new()));
     }

@@ -44,6 +44,7 @@ sources!(
     "ops/attention_combine.wgsl",
     "ops/swiglu.wgsl",
     "ops/sample.wgsl",
+    "ops/sumsq.wgsl",
 );
 
 /// Looks up an embedded shader file.

@@ -338,6 +338,31 @@ impl Activations {
     }
 }
 
+/// Per-layer sums of squared inputs of every projection, accumulated over
+/// calibration text (activation-aware quantization).
+pub struct CalibStats {
+    pub attn_in: Vec<Tensor>,
+    pub o_in: Vec<Tensor>,
+    pub ffn_in: Vec<Tensor>,
+    pub down_in: Vec<Tensor>,
+}
+
+impl CalibStats {
+    pub fn new(gpu: &Gpu, c: &LlamaConfig) -> Result<CalibStats> {
+        let make = |what: &str, k: usize| -> Result<Vec<Tensor>> {
+            (0..c.n_layer)
+                .map(|l| Ok(gpu.zeros(&format!("calib.{l}.{what}"), k as u64 * 4)?))
+                .collect()
+        };
+        Ok(CalibStats {
+            attn_in: make("attn_in", c.d_model)?,
+            o_in: make("o_in", c.n_head * c.head_dim)?,
+            ffn_in: make("ffn_in", c.d_model)?,
+            down_in: make("down_in", c.ff)?,
+        })
+    }
+}
+
 /// How the last projection runs in a graph.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Head {
@@ -362,6 +387,7 @@ pub fn build_graph(
     batched: bool,
     head: Head,
     sampler: &SampleUniform,
+    calib: Option<&CalibStats>,
 ) -> Result<Vec<Dispatch>> {
     let s = &kv.shape;
     let d = c.d_model as u32;
@@ -395,6 +421,17 @@ pub fn build_graph(
             c.eps,
             max_batch,
         )?);
+        if let Some(cs) = calib {
+            g.push(ops::sumsq(
+                gpu,
+                step,
+                &a.xn,
+                &cs.attn_in[l],
+                d,
+                d,
+                max_batch,
+            )?);
+        }
         g.extend(proj(&lw.wqkv, &a.xn, &a.qkv, false)?);
         g.push(ops::rope_kv(
             gpu, step, s, rope, &a.qkv, &kv.k[l], &kv.v[l], max_batch,
@@ -403,6 +440,18 @@ pub fn build_graph(
             gpu, step, s, &a.qkv, &kv.k[l], &kv.v[l], &a.part,
         )?);
         g.push(ops::attention_combine(gpu, step, s, &a.part, &a.attn)?);
+        if let Some(cs) = calib {
+            let w = (c.n_head * c.head_dim) as u32;
+            g.push(ops::sumsq(
+                gpu,
+                step,
+                &a.attn,
+                &cs.o_in[l],
+                w,
+                w,
+                max_batch,
+            )?);
+        }
         g.extend(proj(&lw.wo, &a.attn, &a.x, true)?);
         g.push(ops::rmsnorm(
             gpu,
@@ -414,8 +463,31 @@ pub fn build_graph(
             c.eps,
             max_batch,
         )?);
+        if let Some(cs) = calib {
+            g.push(ops::sumsq(
+                gpu,
+                step,
+                &a.xn,
+                &cs.ffn_in[l],
+                d,
+                d,
+                max_batch,
+            )?);
+        }
         g.extend(proj(&lw.w_gate_up, &a.xn, &a.gu, false)?);
         g.push(ops::swiglu(gpu, step, &a.gu, &a.h, c.ff as u32, max_batch)?);
+        if let Some(cs) = calib {
+            let f = c.ff as u32;
+            g.push(ops::sumsq(
+                gpu,
+                step,
+                &a.h,
+                &cs.down_in[l],
+                f,
+                f,
+                max_batch,
+            )?);
+        }
         g.extend(proj(&lw.w_down, &a.h, &a.x, true)?);
     }
     g.push(ops::rmsnorm(

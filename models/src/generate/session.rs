@@ -84,7 +84,7 @@ impl Session {
         let w = &model.weights;
         let build = |batch: u32, batched: bool, head: Head| {
             llama::build_graph(
-                gpu, &step, c, w, &kv, &act, &rope, batch, batched, head, &sampler,
+                gpu, &step, c, w, &kv, &act, &rope, batch, batched, head, &sampler, None,
             )
         };
         let prefill = build(opts.max_batch, true, Head::LastSampled)?;
@@ -298,6 +298,67 @@ impl Session {
             out.push((d.label.clone(), t0.elapsed().as_secs_f64()));
         }
         self.tokens.extend_from_slice(ids);
+        Ok(out)
+    }
+
+    /// Runs `ids` through the model (from an empty cache, in windows of the
+    /// context) and returns, per layer, the mean squared input of each
+    /// projection group: `blk.L.attn_in` (Q/K/V), `blk.L.o_in`, `blk.L.ffn_in`
+    /// (gate/up), `blk.L.down_in`. The cache is left empty.
+    pub fn calibrate(&mut self, ids: &[u32]) -> Result<Vec<(String, Vec<f32>)>> {
+        self.check_ids(&ids[..0])?;
+        let model = self.model.clone();
+        let (gpu, c) = (&model.gpu, &model.config);
+        let stats = llama::CalibStats::new(gpu, c)?;
+        let sampler = SampleUniform {
+            vocab: c.vocab as u32,
+            greedy: 1,
+            top_k: 0,
+            logits_off: 0,
+            temperature: 0.0,
+            top_p: 1.0,
+            min_p: 0.0,
+            rep_penalty: 1.0,
+        };
+        let graph = llama::build_graph(
+            gpu,
+            &self.step,
+            c,
+            &model.weights,
+            &self.kv,
+            &self.act,
+            &self._rope,
+            self.opts.max_batch,
+            true,
+            Head::LastSampled,
+            &sampler,
+            Some(&stats),
+        )?;
+        self.tokens.clear();
+        for window in ids.chunks(self.opts.ctx as usize) {
+            self.check_ids(window)?;
+            for chunk in window.chunks(self.opts.max_batch as usize) {
+                let st = self.begin(chunk, true);
+                let mut enc = gpu.device.create_command_encoder(&Default::default());
+                record(&mut enc, &st, &graph, &gpu.limits)?;
+                gpu.queue.submit([enc.finish()]);
+                self.tokens.extend_from_slice(chunk);
+            }
+            self.tokens.clear();
+        }
+        let n = ids.len().max(1) as f32;
+        let mut out = Vec::new();
+        for l in 0..c.n_layer {
+            for (what, t) in [
+                ("attn_in", &stats.attn_in[l]),
+                ("o_in", &stats.o_in[l]),
+                ("ffn_in", &stats.ffn_in[l]),
+                ("down_in", &stats.down_in[l]),
+            ] {
+                let v: Vec<f32> = gpu.read(t)?;
+                out.push((format!("blk.{l}.{what}"), v.iter().map(|x| x / n).collect()));
+            }
+        }
         Ok(out)
     }
 
