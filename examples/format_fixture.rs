@@ -8,6 +8,7 @@ use lottery::engine::formats::{dequantize, quantize};
 use lottery::engine::reference::Rng;
 use lottery::engine::WeightFormat;
 use lottery::models::load::{GgmlType, GgufWriter};
+use lottery::models::quantize::ggml_type;
 
 fn main() -> anyhow::Result<()> {
     let path = std::env::args()
@@ -16,20 +17,7 @@ fn main() -> anyhow::Result<()> {
     let mut w = GgufWriter::new();
     let mut rng = Rng::new(3);
     for fmt in WeightFormat::ALL {
-        let ty = match fmt {
-            WeightFormat::F32 => GgmlType::F32,
-            WeightFormat::F16 => GgmlType::F16,
-            WeightFormat::BF16 => GgmlType::BF16,
-            WeightFormat::Q8_0 => GgmlType::Q8_0,
-            WeightFormat::Q4_0 => GgmlType::Q4_0,
-            WeightFormat::Q4_1 => GgmlType::Q4_1,
-            WeightFormat::Q5_0 => GgmlType::Q5_0,
-            WeightFormat::Q5_1 => GgmlType::Q5_1,
-            WeightFormat::IQ4_NL => GgmlType::IQ4_NL,
-            WeightFormat::Q4_K => GgmlType::Q4_K,
-            WeightFormat::Q5_K => GgmlType::Q5_K,
-            WeightFormat::Q6_K => GgmlType::Q6_K,
-        };
+        let ty = ggml_type(fmt);
         let x = rng.vec(4 * 256, 1.0);
         let q = quantize(fmt, &x)?;
         let mut deq = vec![0f32; x.len()];

@@ -7,7 +7,8 @@ use lottery::engine::kv::KvDtype;
 use lottery::engine::reference::{argmax, Rng};
 use lottery::engine::{formats, Gpu, GpuOptions, WeightFormat};
 use lottery::models::arch::llama_cpu::LlamaCpu;
-use lottery::models::load::{GgmlType, GgufFile, GgufWriter, MetaValue};
+use lottery::models::load::{GgufFile, GgufWriter, MetaValue};
+use lottery::models::quantize::ggml_type;
 use lottery::models::{Error, GenerateOptions, Model, Session, SessionOptions};
 use std::sync::Arc;
 
@@ -21,23 +22,6 @@ fn dims(fmt: WeightFormat) -> (usize, usize) {
 }
 const VOCAB: usize = 40;
 const LAYERS: usize = 2;
-
-fn ggml(fmt: WeightFormat) -> GgmlType {
-    match fmt {
-        WeightFormat::F32 => GgmlType::F32,
-        WeightFormat::F16 => GgmlType::F16,
-        WeightFormat::Q8_0 => GgmlType::Q8_0,
-        WeightFormat::Q4_0 => GgmlType::Q4_0,
-        WeightFormat::Q4_1 => GgmlType::Q4_1,
-        WeightFormat::BF16 => GgmlType::BF16,
-        WeightFormat::Q5_0 => GgmlType::Q5_0,
-        WeightFormat::Q5_1 => GgmlType::Q5_1,
-        WeightFormat::IQ4_NL => GgmlType::IQ4_NL,
-        WeightFormat::Q4_K => GgmlType::Q4_K,
-        WeightFormat::Q5_K => GgmlType::Q5_K,
-        WeightFormat::Q6_K => GgmlType::Q6_K,
-    }
-}
 
 /// A 2-layer Llama (d 64, 4 heads, 2 KV heads, ff 96) with `fmt` matrices.
 fn tiny_model(fmt: WeightFormat, path: &std::path::Path) {
@@ -78,7 +62,7 @@ fn tiny_model(fmt: WeightFormat, path: &std::path::Path) {
         |name: &str, rows: usize, cols: usize, fmt: WeightFormat, scale: f32, rng: &mut Rng| {
             let x = rng.vec(rows * cols, scale);
             let q = formats::quantize(fmt, &x).unwrap();
-            w.add_tensor(name, &[cols as u64, rows as u64], ggml(fmt), q)
+            w.add_tensor(name, &[cols as u64, rows as u64], ggml_type(fmt), q)
                 .unwrap();
         };
     add(

@@ -6,19 +6,7 @@
 struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
 const FMT_BLOCK: u32 = 256u;
 
-fn k_byte(sbase: u32, i: u32) -> u32 {
-    return (w[sbase + 1u + i / 4u] >> (8u * (i % 4u))) & 255u;
-}
-
-// ggml's get_scale_min_k4 on the packed scale bytes: (scale, min).
-fn k_scale_min(sbase: u32, s: u32) -> vec2<f32> {
-    if (s < 4u) {
-        return vec2<f32>(f32(k_byte(sbase, s) & 63u), f32(k_byte(sbase, s + 4u) & 63u));
-    }
-    let a = k_byte(sbase, s + 4u);
-    return vec2<f32>(f32((a & 15u) | ((k_byte(sbase, s - 4u) >> 6u) << 4u)),
-                     f32((a >> 4u) | ((k_byte(sbase, s) >> 6u) << 4u)));
-}
+#include "common/kscale.wgsl"
 
 fn nibbles(v: u32, shift: u32) -> vec4<f32> {
     return vec4<f32>(vec4<u32>((v >> shift) & 15u, (v >> (shift + 8u)) & 15u, (v >> (shift + 16u)) & 15u, (v >> (shift + 24u)) & 15u));

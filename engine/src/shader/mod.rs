@@ -21,6 +21,7 @@ macro_rules! sources {
 sources!(
     "common/step.wgsl",
     "common/proj.wgsl",
+    "common/kscale.wgsl",
     "formats/f32.wgsl",
     "formats/f16.wgsl",
     "formats/q8_0.wgsl",
