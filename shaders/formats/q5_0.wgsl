@@ -6,9 +6,7 @@
 struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
 const FMT_BLOCK: u32 = 32u;
 
-fn q5_high(qh: u32, first: u32) -> vec4<u32> {
-    return vec4<u32>((qh >> first) & 1u, (qh >> (first + 1u)) & 1u, (qh >> (first + 2u)) & 1u, (qh >> (first + 3u)) & 1u) << vec4<u32>(4u);
-}
+#include "common/q5.wgsl"
 
 fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
     let blk = row * (k / 32u) + u / 4u;

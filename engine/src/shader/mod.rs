@@ -22,6 +22,7 @@ sources!(
     "common/step.wgsl",
     "common/proj.wgsl",
     "common/kscale.wgsl",
+    "common/q5.wgsl",
     "formats/f32.wgsl",
     "formats/f16.wgsl",
     "formats/q8_0.wgsl",

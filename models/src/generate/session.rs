@@ -71,16 +71,7 @@ impl Session {
         let act = Activations::new(gpu, c, &shape, opts.max_batch, logit_rows)?;
         let step = StepBuffer::new(gpu);
         let rope = llama::rope_table(gpu, c, opts.ctx)?;
-        let sampler = SampleUniform {
-            vocab: c.vocab as u32,
-            greedy: 1,
-            top_k: 0,
-            logits_off: 0,
-            temperature: 0.0,
-            top_p: 1.0,
-            min_p: 0.0,
-            rep_penalty: 1.0,
-        };
+        let sampler = sampler_uniform(c.vocab, &SamplerSettings::default());
         let w = &model.weights;
         let build = |batch: u32, batched: bool, head: Head| {
             llama::build_graph(
@@ -135,16 +126,7 @@ impl Session {
     pub fn set_sampler(&mut self, s: &SamplerSettings) {
         self.sampler = s.clone();
         self.rng = Rng::new(s.seed);
-        let u = SampleUniform {
-            vocab: self.model.config.vocab as u32,
-            greedy: (s.temperature <= 0.0) as u32,
-            top_k: s.top_k,
-            logits_off: 0,
-            temperature: s.temperature,
-            top_p: s.top_p,
-            min_p: s.min_p,
-            rep_penalty: s.repetition_penalty,
-        };
+        let u = sampler_uniform(self.model.config.vocab, s);
         for g in [&self.prefill, &self.decode] {
             if let Some(p) = g.last().and_then(|d| d._params.as_ref()) {
                 self.model
@@ -310,16 +292,7 @@ impl Session {
         let model = self.model.clone();
         let (gpu, c) = (&model.gpu, &model.config);
         let stats = llama::CalibStats::new(gpu, c)?;
-        let sampler = SampleUniform {
-            vocab: c.vocab as u32,
-            greedy: 1,
-            top_k: 0,
-            logits_off: 0,
-            temperature: 0.0,
-            top_p: 1.0,
-            min_p: 0.0,
-            rep_penalty: 1.0,
-        };
+        let sampler = sampler_uniform(c.vocab, &SamplerSettings::default());
         let graph = llama::build_graph(
             gpu,
             &self.step,
@@ -450,5 +423,19 @@ impl Session {
             ttft_s: ttft,
             decode_s: t_first.elapsed().as_secs_f64(),
         })
+    }
+}
+
+/// The sampler kernel's uniform block for `s` (temperature 0 is greedy).
+fn sampler_uniform(vocab: usize, s: &SamplerSettings) -> SampleUniform {
+    SampleUniform {
+        vocab: vocab as u32,
+        greedy: (s.temperature <= 0.0) as u32,
+        top_k: s.top_k,
+        logits_off: 0,
+        temperature: s.temperature,
+        top_p: s.top_p,
+        min_p: s.min_p,
+        rep_penalty: s.repetition_penalty,
     }
 }
