@@ -4,89 +4,21 @@
 //! rewind, fork, and clear errors at the context limit.
 
 use lottery::engine::kv::KvDtype;
-use lottery::engine::reference::{argmax, Rng};
-use lottery::engine::{formats, Gpu, GpuOptions, WeightFormat};
+use lottery::engine::reference::argmax;
+use lottery::engine::{Gpu, GpuOptions, WeightFormat};
 use lottery::models::arch::llama_cpu::LlamaCpu;
-use lottery::models::load::{GgufFile, GgufWriter, MetaValue};
-use lottery::models::quantize::ggml_type;
+use lottery::models::load::GgufFile;
 use lottery::models::{Error, GenerateOptions, Model, Session, SessionOptions};
 use std::sync::Arc;
 
-/// Model width and FFN width: 256-weight block formats need rows of 256.
-fn dims(fmt: WeightFormat) -> (usize, usize) {
-    if fmt.block_size() == 256 {
-        (256, 512)
-    } else {
-        (64, 96)
-    }
-}
-const VOCAB: usize = 40;
-const LAYERS: usize = 2;
+mod common;
+use common::VOCAB;
 
 /// A 2-layer Llama (d 64, 4 heads, 2 KV heads, ff 96) with `fmt` matrices.
 fn tiny_model(fmt: WeightFormat, path: &std::path::Path) {
-    let (d, ff) = dims(fmt);
-    let kv = d / 2; // 2 KV heads of d / 4
-    let mut rng = Rng::new(11);
-    let mut w = GgufWriter::new();
-    let meta: Vec<(&str, MetaValue)> = vec![
-        ("general.architecture", MetaValue::String("llama".into())),
-        ("llama.block_count", MetaValue::U32(LAYERS as u32)),
-        ("llama.embedding_length", MetaValue::U32(d as u32)),
-        ("llama.attention.head_count", MetaValue::U32(4)),
-        ("llama.attention.head_count_kv", MetaValue::U32(2)),
-        ("llama.feed_forward_length", MetaValue::U32(ff as u32)),
-        ("llama.context_length", MetaValue::U32(64)),
-        ("llama.rope.freq_base", MetaValue::F32(10000.0)),
-        (
-            "llama.attention.layer_norm_rms_epsilon",
-            MetaValue::F32(1e-5),
-        ),
-        ("tokenizer.ggml.model", MetaValue::String("gpt2".into())),
-        ("tokenizer.ggml.pre", MetaValue::String("smollm".into())),
-        (
-            "tokenizer.ggml.tokens",
-            MetaValue::Array(
-                (0..VOCAB)
-                    .map(|i| MetaValue::String(((b'!' + i as u8) as char).to_string()))
-                    .collect(),
-            ),
-        ),
-        ("tokenizer.ggml.merges", MetaValue::Array(vec![])),
-        ("tokenizer.ggml.eos_token_id", MetaValue::U32(0)),
-    ];
-    for (k, v) in meta {
-        w.add_metadata(k, v).unwrap();
-    }
-    let mut add =
-        |name: &str, rows: usize, cols: usize, fmt: WeightFormat, scale: f32, rng: &mut Rng| {
-            let x = rng.vec(rows * cols, scale);
-            let q = formats::quantize(fmt, &x).unwrap();
-            w.add_tensor(name, &[cols as u64, rows as u64], ggml_type(fmt), q)
-                .unwrap();
-        };
-    add(
-        "token_embd.weight",
-        VOCAB,
-        d,
-        WeightFormat::Q8_0,
-        1.0,
-        &mut rng,
-    );
-    for l in 0..LAYERS {
-        let n = |s: &str| format!("blk.{l}.{s}.weight");
-        add(&n("attn_norm"), 1, d, WeightFormat::F32, 1.0, &mut rng);
-        add(&n("attn_q"), d, d, fmt, 0.3, &mut rng);
-        add(&n("attn_k"), kv, d, fmt, 0.3, &mut rng);
-        add(&n("attn_v"), kv, d, fmt, 0.3, &mut rng);
-        add(&n("attn_output"), d, d, fmt, 0.2, &mut rng);
-        add(&n("ffn_norm"), 1, d, WeightFormat::F32, 1.0, &mut rng);
-        add(&n("ffn_gate"), ff, d, fmt, 0.2, &mut rng);
-        add(&n("ffn_up"), ff, d, fmt, 0.2, &mut rng);
-        add(&n("ffn_down"), d, ff, fmt, 0.2, &mut rng);
-    }
-    add("output_norm.weight", 1, d, WeightFormat::F32, 1.0, &mut rng);
-    w.write_file(path).unwrap();
+    common::tiny_gguf("llama", fmt, &|_| true)
+        .write_file(path)
+        .unwrap();
 }
 
 fn load(fmt: WeightFormat) -> (Arc<Model>, LlamaCpu) {

@@ -59,6 +59,16 @@ fn weights() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
 /// Writes the weights as safetensors: one f32 file, or (`sharded`) matrices
 /// in f16 across two shards listed in `model.safetensors.index.json`.
 fn write_dir(dir: &std::path::Path, w: &BTreeMap<String, (Vec<usize>, Vec<f32>)>, sharded: bool) {
+    write_dir_with(dir, w, sharded, &|_| {})
+}
+
+/// As [`write_dir`], with `edit` applied to config.json.
+fn write_dir_with(
+    dir: &std::path::Path,
+    w: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    sharded: bool,
+    edit: &dyn Fn(&mut serde_json::Value),
+) {
     std::fs::create_dir_all(dir).unwrap();
     let f16 = |v: &[f32]| -> Vec<u8> {
         v.iter()
@@ -115,12 +125,13 @@ fn write_dir(dir: &std::path::Path, w: &BTreeMap<String, (Vec<usize>, Vec<f32>)>
         )
         .unwrap();
     }
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "hidden_size": D, "intermediate_size": FF,
         "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
         "vocab_size": VOCAB, "max_position_embeddings": 64, "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
         "tie_word_embeddings": false,
     });
+    edit(&mut config);
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     // A word-level tokenizer over single characters is enough here.
     let vocab: serde_json::Map<String, serde_json::Value> = (0..VOCAB)
@@ -319,5 +330,89 @@ fn converted_real_model_gives_the_same_greedy_tokens() {
         hf.chat_template.is_some(),
         "tokenizer_config.json carries the chat template"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Checkpoints whose config or tensors ask for math the Llama forward does
+/// not do are refused with the key or tensors named; harmless extras load.
+#[test]
+fn hf_checkpoints_we_would_run_wrong_are_refused() {
+    let dir = std::env::temp_dir().join(format!("lottery-hf-refuse-{}", std::process::id()));
+    let load = |w: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+                edit: &dyn Fn(&mut serde_json::Value)| {
+        std::fs::remove_dir_all(&dir).ok();
+        write_dir_with(&dir, w, false, edit);
+        hf::gguf_from_hf_dir(&dir, None).and_then(|g| {
+            lottery::models::arch::llama::LlamaConfig::from_gguf(&g).map(|c| c.ctx_train)
+        })
+    };
+    let base = weights();
+    assert_eq!(load(&base, &|_| {}).unwrap(), 64);
+    let refused: Vec<(&str, serde_json::Value)> = vec![
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "llama3", "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"type": "linear", "factor": 2.0}),
+        ),
+        ("hidden_act", serde_json::json!("gelu_pytorch_tanh")),
+        ("head_dim", serde_json::json!(32)),
+        ("partial_rotary_factor", serde_json::json!(0.5)),
+        ("attention_bias", serde_json::json!(true)),
+        ("final_logit_softcapping", serde_json::json!(30.0)),
+    ];
+    for (key, value) in refused {
+        let err = load(&base, &|c| c[key] = value.clone())
+            .expect_err(key)
+            .to_string();
+        assert!(err.contains(&format!("config.json: {key}")), "{key}: {err}");
+    }
+    // A sliding window caps the context; Qwen2-style `use_sliding_window:
+    // false` turns it off.
+    assert_eq!(
+        load(&base, &|c| c["sliding_window"] = 16.into()).unwrap(),
+        16
+    );
+    assert_eq!(
+        load(&base, &|c| {
+            c["sliding_window"] = 16.into();
+            c["use_sliding_window"] = false.into();
+        })
+        .unwrap(),
+        64
+    );
+    // A bias tensor the config does not announce is still named.
+    let mut w = base.clone();
+    w.insert(
+        "model.layers.1.self_attn.q_proj.bias".into(),
+        (vec![D], vec![0.5; D]),
+    );
+    let err = load(&w, &|_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("model.layers.1.self_attn.q_proj.bias"),
+        "{err}"
+    );
+    // Stored rotary frequencies load when they are the standard ones and are
+    // refused when they are not (a scaled rope baked into the buffer).
+    let inv = |scale: f64| -> Vec<f32> {
+        (0..HD / 2)
+            .map(|i| (scale / 10000f64.powf(2.0 * i as f64 / HD as f64)) as f32)
+            .collect()
+    };
+    let mut w = base.clone();
+    w.insert(
+        "model.layers.0.self_attn.rotary_emb.inv_freq".into(),
+        (vec![HD / 2], inv(1.0)),
+    );
+    load(&w, &|_| {}).unwrap();
+    w.insert(
+        "model.layers.0.self_attn.rotary_emb.inv_freq".into(),
+        (vec![HD / 2], inv(0.25)),
+    );
+    let err = load(&w, &|_| {}).unwrap_err().to_string();
+    assert!(err.contains("rotary_emb.inv_freq"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

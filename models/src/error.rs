@@ -48,6 +48,24 @@ pub enum Error {
     #[error("missing tensor '{name}'")]
     MissingTensor { name: String },
 
+    /// The file holds tensors the forward would not read: running without
+    /// them would give wrong results silently.
+    #[error("the file holds {count} tensor(s) the `{arch}` forward does not use: {names}; running without them would give wrong results, so the model is refused (its family is not implemented)")]
+    UnexpectedTensors {
+        arch: String,
+        count: usize,
+        names: String,
+    },
+
+    /// A metadata key (or config.json entry) asks for math we do not
+    /// implement (rope scaling, soft-capping, partial rotary, ...).
+    #[error("metadata `{key}` = {value}: {why}; the model is refused rather than run wrong")]
+    UnsupportedMetadata {
+        key: String,
+        value: String,
+        why: String,
+    },
+
     /// A tensor has the wrong shape for the architecture.
     #[error("tensor '{name}' has shape {got}, expected {expected}")]
     ShapeMismatch {

@@ -454,7 +454,27 @@ fn info(path: Option<PathBuf>, all: bool) -> Result<()> {
         g.tensors().len()
     );
     for (k, v) in g.metadata() {
-        println!("  {k} = {}", v.describe());
+        println!("  {k} ({}) = {v}", v.describe());
+    }
+    match lottery::models::arch::llama::LlamaConfig::from_gguf(&g) {
+        Ok(c) => println!(
+            "model: runs on the Llama forward as `{}`: {} layers, d_model {}, {}/{} heads of {}, ff {}, vocab {}, rope base {}, context {}{}",
+            c.arch,
+            c.n_layer,
+            c.d_model,
+            c.n_head,
+            c.n_kv_head,
+            c.head_dim,
+            c.ff,
+            c.vocab,
+            c.rope_theta,
+            c.ctx_train,
+            match c.attn_window {
+                Some(w) => format!(" (capped at its sliding window {w})"),
+                None => String::new(),
+            }
+        ),
+        Err(e) => println!("model: refused: {e}"),
     }
     let mut by_type = std::collections::BTreeMap::<String, (usize, u64, u64)>::new();
     for t in g.tensors() {

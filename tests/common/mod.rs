@@ -1,5 +1,8 @@
 #![allow(dead_code)]
-use lottery::engine::{Gpu, GpuOptions};
+use lottery::engine::reference::Rng;
+use lottery::engine::{formats, Gpu, GpuOptions, WeightFormat};
+use lottery::models::load::{GgufWriter, MetaValue};
+use lottery::models::quantize::ggml_type;
 use lottery::models::Model;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,4 +50,98 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .iter()
         .map(|x| x.as_u64().unwrap() as u32)
         .collect()
+}
+
+/// Model width and FFN width: 256-weight block formats need rows of 256.
+pub fn dims(fmt: WeightFormat) -> (usize, usize) {
+    if fmt.block_size() == 256 {
+        (256, 512)
+    } else {
+        (64, 96)
+    }
+}
+pub const VOCAB: usize = 40;
+pub const LAYERS: usize = 2;
+
+/// A 2-layer Llama-graph GGUF (d 64, 4 heads, 2 KV heads, ff 96) with `fmt`
+/// matrices, architecture `arch` (its keys under `<arch>.`), holding the
+/// tensors for which `keep(name)` is true; callers add more before writing.
+pub fn tiny_gguf(arch: &str, fmt: WeightFormat, keep: &dyn Fn(&str) -> bool) -> GgufWriter {
+    let (d, ff) = dims(fmt);
+    let kv = d / 2; // 2 KV heads of d / 4
+    let mut rng = Rng::new(11);
+    let mut w = GgufWriter::new();
+    let meta: Vec<(String, MetaValue)> = vec![
+        (
+            "general.architecture".into(),
+            MetaValue::String(arch.into()),
+        ),
+        (format!("{arch}.block_count"), MetaValue::U32(LAYERS as u32)),
+        (format!("{arch}.embedding_length"), MetaValue::U32(d as u32)),
+        (format!("{arch}.attention.head_count"), MetaValue::U32(4)),
+        (format!("{arch}.attention.head_count_kv"), MetaValue::U32(2)),
+        (
+            format!("{arch}.feed_forward_length"),
+            MetaValue::U32(ff as u32),
+        ),
+        (format!("{arch}.context_length"), MetaValue::U32(64)),
+        (format!("{arch}.rope.freq_base"), MetaValue::F32(10000.0)),
+        (
+            format!("{arch}.attention.layer_norm_rms_epsilon"),
+            MetaValue::F32(1e-5),
+        ),
+        (
+            "tokenizer.ggml.model".into(),
+            MetaValue::String("gpt2".into()),
+        ),
+        (
+            "tokenizer.ggml.pre".into(),
+            MetaValue::String("smollm".into()),
+        ),
+        (
+            "tokenizer.ggml.tokens".into(),
+            MetaValue::Array(
+                (0..VOCAB)
+                    .map(|i| MetaValue::String(((b'!' + i as u8) as char).to_string()))
+                    .collect(),
+            ),
+        ),
+        ("tokenizer.ggml.merges".into(), MetaValue::Array(vec![])),
+        ("tokenizer.ggml.eos_token_id".into(), MetaValue::U32(0)),
+    ];
+    for (k, v) in meta {
+        w.add_metadata(k, v).unwrap();
+    }
+    let mut add =
+        |name: &str, rows: usize, cols: usize, fmt: WeightFormat, scale: f32, rng: &mut Rng| {
+            let x = rng.vec(rows * cols, scale);
+            if !keep(name) {
+                return;
+            }
+            let q = formats::quantize(fmt, &x).unwrap();
+            w.add_tensor(name, &[cols as u64, rows as u64], ggml_type(fmt), q)
+                .unwrap();
+        };
+    add(
+        "token_embd.weight",
+        VOCAB,
+        d,
+        WeightFormat::Q8_0,
+        1.0,
+        &mut rng,
+    );
+    for l in 0..LAYERS {
+        let n = |s: &str| format!("blk.{l}.{s}.weight");
+        add(&n("attn_norm"), 1, d, WeightFormat::F32, 1.0, &mut rng);
+        add(&n("attn_q"), d, d, fmt, 0.3, &mut rng);
+        add(&n("attn_k"), kv, d, fmt, 0.3, &mut rng);
+        add(&n("attn_v"), kv, d, fmt, 0.3, &mut rng);
+        add(&n("attn_output"), d, d, fmt, 0.2, &mut rng);
+        add(&n("ffn_norm"), 1, d, WeightFormat::F32, 1.0, &mut rng);
+        add(&n("ffn_gate"), ff, d, fmt, 0.2, &mut rng);
+        add(&n("ffn_up"), ff, d, fmt, 0.2, &mut rng);
+        add(&n("ffn_down"), d, ff, fmt, 0.2, &mut rng);
+    }
+    add("output_norm.weight", 1, d, WeightFormat::F32, 1.0, &mut rng);
+    w
 }

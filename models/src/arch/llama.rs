@@ -24,6 +24,10 @@ pub struct LlamaConfig {
     pub ctx_train: usize,
     pub rope_theta: f32,
     pub eps: f32,
+    /// A sliding attention window declared by the file: the context is
+    /// capped there (`ctx_train` already is), where sliding-window attention
+    /// equals the full attention we run.
+    pub attn_window: Option<usize>,
 }
 
 impl LlamaConfig {
@@ -55,6 +59,7 @@ impl LlamaConfig {
                 .opt_f32(&k("attention.layer_norm_rms_epsilon"))?
                 .unwrap_or(1e-5),
             arch,
+            attn_window: None,
         };
         if cfg.n_head == 0
             || cfg.n_kv_head == 0
@@ -65,6 +70,11 @@ impl LlamaConfig {
                 "inconsistent attention shape: embedding_length {} / head_count {} / head_count_kv {}",
                 cfg.d_model, cfg.n_head, cfg.n_kv_head
             )));
+        }
+        let mut cfg = cfg;
+        cfg.attn_window = super::support::check_llama_gguf(g, &cfg)?;
+        if let Some(w) = cfg.attn_window {
+            cfg.ctx_train = cfg.ctx_train.min(w);
         }
         Ok(cfg)
     }

@@ -3,3 +3,4 @@
 
 pub mod llama;
 pub mod llama_cpu;
+pub mod support;

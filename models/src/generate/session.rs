@@ -58,6 +58,16 @@ impl Session {
         if opts.ctx == 0 {
             opts.ctx = c.ctx_train.min(4096) as u32;
         }
+        if let Some(w) = c.attn_window {
+            if opts.ctx as usize > w {
+                return Err(Error::Model(format!(
+                    "a context of {} exceeds the model's sliding attention window of {w}: \
+                     sliding-window attention is not implemented, and up to the window it \
+                     equals full attention (use --ctx {w} or less)",
+                    opts.ctx
+                )));
+            }
+        }
         opts.max_batch = opts.max_batch.clamp(1, opts.ctx);
         let shape = AttnShape {
             n_head: c.n_head as u32,

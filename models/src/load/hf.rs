@@ -118,6 +118,7 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
             key: format!("config.json: {k}"),
         })
     };
+    let window = crate::arch::support::check_llama_hf_config(&cfg)?;
     let n_head = int("num_attention_heads")? as usize;
     let n_kv = cfg["num_key_value_heads"].as_u64().unwrap_or(n_head as u64) as usize;
     let mut w = GgufWriter::new();
@@ -161,6 +162,15 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
     for (k, v) in meta {
         w.add_metadata(k, v)?;
     }
+    if let Some(win) = window {
+        w.add_metadata(
+            "llama.attention.sliding_window",
+            MetaValue::U32(win.min(u32::MAX as u64) as u32),
+        )?;
+    }
+    let head_dim = int("hidden_size")? as usize / n_head.max(1);
+    let theta = cfg["rope_theta"].as_f64().unwrap_or(10000.0);
+    let mut unexpected = Vec::new();
     // Shards: the index maps tensor -> file; a single file otherwise.
     let index = dir.join("model.safetensors.index.json");
     let files: Vec<String> = if index.is_file() {
@@ -189,6 +199,14 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
             .map_err(|e| model_err(format!("{}: {e}", path.display())))?;
         for (name, view) in st.tensors() {
             let Some(gname) = gguf_name(&name) else {
+                // Old checkpoints store the rotary frequencies as a buffer:
+                // harmless exactly when they are the ones we compute.
+                if name.ends_with("rotary_emb.inv_freq")
+                    && inv_freq_is_standard(&view, head_dim, theta)
+                {
+                    continue;
+                }
+                unexpected.push(name.clone());
                 continue;
             };
             if tied && gname == "output.weight" {
@@ -243,6 +261,14 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
             w.add_tensor(gname, &shape, ty, data)?;
         }
     }
+    if !unexpected.is_empty() {
+        unexpected.sort();
+        return Err(Error::UnexpectedTensors {
+            arch: arch.to_string(),
+            count: unexpected.len(),
+            names: crate::arch::support::list_names(&unexpected),
+        });
+    }
     if !found.contains_key("token_embd.weight") {
         return Err(Error::MissingTensor {
             name: "model.embed_tokens.weight".into(),
@@ -262,6 +288,33 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
             GgufFile::from_bytes(w.to_bytes())
         }
     }
+}
+
+/// Whether a stored `inv_freq` buffer equals 1 / theta^(2i / head_dim).
+fn inv_freq_is_standard(
+    view: &safetensors::tensor::TensorView,
+    head_dim: usize,
+    theta: f64,
+) -> bool {
+    let fmt = match view.dtype() {
+        safetensors::Dtype::F32 => WeightFormat::F32,
+        safetensors::Dtype::F16 => WeightFormat::F16,
+        safetensors::Dtype::BF16 => WeightFormat::BF16,
+        _ => return false,
+    };
+    let n = head_dim / 2;
+    if view.shape() != [n] {
+        return false;
+    }
+    let mut v = vec![0f32; n];
+    if lottery_engine::formats::dequantize(fmt, view.data(), &mut v).is_err() {
+        return false;
+    }
+    let tol = if fmt == WeightFormat::F32 { 1e-6 } else { 1e-2 };
+    v.iter().enumerate().all(|(i, &x)| {
+        let want = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
+        ((x as f64 - want) / want).abs() <= tol
+    })
 }
 
 /// Writes `g` as an HF directory: f32 `model.safetensors` (or `dtype`),

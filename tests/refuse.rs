@@ -1,0 +1,204 @@
+//! Model files we would run wrong are refused with an error that names the
+//! tensors or the metadata key, never loaded and run silently wrong.
+
+mod common;
+use lottery::engine::reference::Rng;
+use lottery::engine::{Gpu, GpuOptions, WeightFormat};
+use lottery::models::arch::llama::LlamaConfig;
+use lottery::models::load::{GgmlType, GgufFile, GgufWriter, MetaValue};
+use lottery::models::{Error, Model, Session, SessionOptions};
+use std::sync::Arc;
+
+fn f32_tensor(w: &mut GgufWriter, name: &str, n: usize) {
+    let v = Rng::new(5).vec(n, 0.1);
+    w.add_tensor(
+        name,
+        &[n as u64],
+        GgmlType::F32,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+    .unwrap();
+}
+
+fn config(w: GgufWriter) -> lottery::models::Result<LlamaConfig> {
+    LlamaConfig::from_gguf(&GgufFile::from_bytes(w.to_bytes()).unwrap())
+}
+
+fn tiny(arch: &str) -> GgufWriter {
+    common::tiny_gguf(arch, WeightFormat::Q8_0, &|_| true)
+}
+
+/// What a new user meets with a Qwen2 file: every Llama tensor plus the
+/// Q/K/V biases every Qwen2 model has. Loading it must fail and name them.
+#[test]
+fn qwen2_with_qkv_biases_is_refused_naming_the_biases() {
+    let mut w = tiny("qwen2");
+    for l in 0..common::LAYERS {
+        f32_tensor(&mut w, &format!("blk.{l}.attn_q.bias"), 64);
+        f32_tensor(&mut w, &format!("blk.{l}.attn_k.bias"), 32);
+        f32_tensor(&mut w, &format!("blk.{l}.attn_v.bias"), 32);
+    }
+    let path = std::env::temp_dir().join(format!("lottery-qwen2-bias-{}.gguf", std::process::id()));
+    w.write_file(&path).unwrap();
+    let gpu = Arc::new(Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| panic!("{e}")));
+    let err = match Model::load(gpu, &path, &mut |_, _| {}) {
+        Ok(_) => panic!("a qwen2 file with biases loaded"),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::UnexpectedTensors { count: 6, .. }),
+        "{msg}"
+    );
+    for name in [
+        "blk.0.attn_q.bias",
+        "blk.0.attn_k.bias",
+        "blk.1.attn_v.bias",
+    ] {
+        assert!(msg.contains(name), "{msg}");
+    }
+    // The CLI says the same and exits non-zero.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lottery"))
+        .args(["run", "--prompt", "$2&", "-n", "2", "--model"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("blk.0.attn_q.bias"), "{stderr}");
+    // `lottery info` still describes the file, and says why it is refused.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lottery"))
+        .arg("info")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("qwen2.block_count (u32) = 2"), "{stdout}");
+    assert!(
+        stdout.contains("model: refused") && stdout.contains("blk.0.attn_q.bias"),
+        "{stdout}"
+    );
+    std::fs::remove_file(&path).ok();
+}
+
+#[test]
+fn the_plain_tiny_model_is_accepted_as_every_llama_like_arch() {
+    for arch in ["llama", "qwen2", "mistral"] {
+        let c = config(tiny(arch)).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert_eq!(c.n_layer, common::LAYERS);
+        assert_eq!(c.attn_window, None);
+    }
+}
+
+#[test]
+fn any_unexpected_tensor_is_named() {
+    // Llama 3.1's rope_freqs, a stray tensor, and a layer past block_count.
+    for extra in ["rope_freqs.weight", "foo.bar", "blk.2.attn_norm.weight"] {
+        let mut w = tiny("llama");
+        f32_tensor(&mut w, extra, 8);
+        let err = config(w).expect_err(extra).to_string();
+        assert!(err.contains(&format!("`{extra}`")), "{extra}: {err}");
+    }
+    // Long lists are cut, with a count.
+    let mut w = tiny("llama");
+    for i in 0..12 {
+        f32_tensor(&mut w, &format!("extra.{i:02}"), 4);
+    }
+    let err = config(w).unwrap_err().to_string();
+    assert!(
+        err.contains("12 tensor(s)") && err.contains("and 4 more"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_tensors_are_named() {
+    let w = common::tiny_gguf("llama", WeightFormat::Q8_0, &|n| n != "blk.1.ffn_up.weight");
+    let g = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    let c = LlamaConfig::from_gguf(&g).unwrap();
+    let gpu = Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let err = match lottery::models::arch::llama::LlamaWeights::load(&gpu, &g, &c, &mut |_, _| {}) {
+        Ok(_) => panic!("loaded without blk.1.ffn_up.weight"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("blk.1.ffn_up.weight"), "{err}");
+}
+
+#[test]
+fn metadata_that_changes_the_math_is_refused() {
+    let cases: Vec<(&str, MetaValue)> = vec![
+        ("llama.rope.scaling.type", MetaValue::String("yarn".into())),
+        (
+            "llama.rope.scaling.type",
+            MetaValue::String("llama3".into()),
+        ),
+        ("llama.rope.scaling.factor", MetaValue::F32(8.0)),
+        ("llama.rope.scaling.attn_factor", MetaValue::F32(1.2)),
+        ("llama.rope.dimension_count", MetaValue::U32(8)),
+        ("llama.attention.key_length", MetaValue::U32(32)),
+        ("llama.expert_count", MetaValue::U32(8)),
+        ("llama.attn_logit_softcapping", MetaValue::F32(50.0)),
+        ("llama.final_logit_softcapping", MetaValue::F32(30.0)),
+        ("llama.attention.layer_norm_epsilon", MetaValue::F32(1e-5)),
+    ];
+    for (key, value) in cases {
+        let mut w = tiny("llama");
+        w.add_metadata(key, value).unwrap();
+        let err = config(w).expect_err(key);
+        assert!(
+            matches!(err, Error::UnsupportedMetadata { .. }),
+            "{key}: {err}"
+        );
+        assert!(err.to_string().contains(key), "{key}: {err}");
+    }
+    // Values that mean "no change" are accepted.
+    let fine: Vec<(&str, MetaValue)> = vec![
+        ("llama.rope.scaling.type", MetaValue::String("none".into())),
+        // llama.cpp: linear with no factor scales by 1.
+        (
+            "llama.rope.scaling.type",
+            MetaValue::String("linear".into()),
+        ),
+        ("llama.rope.scaling.factor", MetaValue::F32(1.0)),
+        ("llama.rope.dimension_count", MetaValue::U32(16)),
+        ("llama.attention.key_length", MetaValue::U32(16)),
+        ("llama.expert_count", MetaValue::U32(0)),
+        ("llama.vocab_size", MetaValue::U32(40)),
+    ];
+    for (key, value) in fine {
+        let mut w = tiny("llama");
+        w.add_metadata(key, value).unwrap();
+        config(w).unwrap_or_else(|e| panic!("{key}: {e}"));
+    }
+}
+
+/// A sliding window equals full attention while every position is inside
+/// it, so such a file runs with its context capped at the window.
+#[test]
+fn a_sliding_window_caps_the_context() {
+    let mut w = tiny("mistral");
+    w.add_metadata("mistral.attention.sliding_window", MetaValue::U32(16))
+        .unwrap();
+    let path = std::env::temp_dir().join(format!("lottery-window-{}.gguf", std::process::id()));
+    w.write_file(&path).unwrap();
+    let gpu = Arc::new(Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| panic!("{e}")));
+    let model = Arc::new(Model::load(gpu, &path, &mut |_, _| {}).unwrap());
+    assert_eq!(model.config.attn_window, Some(16));
+    assert_eq!(model.config.ctx_train, 16);
+    let opts = |ctx| SessionOptions {
+        ctx,
+        ..SessionOptions::default()
+    };
+    let err = match Session::new(model.clone(), opts(32)) {
+        Ok(_) => panic!("a context past the window was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("sliding attention window of 16"), "{err}");
+    let mut s = Session::new(model.clone(), opts(16)).unwrap();
+    s.feed(&[1, 2, 3]).unwrap();
+    // The default context is the capped one.
+    let s = Session::new(model, opts(0)).unwrap();
+    assert_eq!(s.context_len(), 16);
+    std::fs::remove_file(&path).ok();
+}
