@@ -19,4 +19,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
+// Every format's fmt_unit(row, u, ...) returns columns c0/c1 that depend on
+// `u` alone, never on `row`: the CPU-adapter kernels load x once per unit and
+// share it across the rows an invocation computes.
 #include "formats/{{FORMAT}}.wgsl"

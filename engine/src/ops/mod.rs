@@ -246,7 +246,7 @@ pub fn matvec(
     ]);
     let (path, rows_per_group) = match gpu.matvec_variant() {
         MatvecVariant::Lanes => ("ops/matvec.wgsl", 8),
-        MatvecVariant::Rows => ("ops/matvec_rows.wgsl", 64),
+        MatvecVariant::Rows => ("ops/matvec_rows.wgsl", 64), // 16 invocations x 4 rows
     };
     w.parts
         .iter()
