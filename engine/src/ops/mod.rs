@@ -310,9 +310,15 @@ pub fn matmul(
                 last_row: 0,
                 _p: 0,
             };
+            // Both variants cover 64 rows per workgroup; the CPU one a
+            // register tile of 4 tokens, the GPU one 8 tokens in workgroup memory.
+            let tile = match gpu.matvec_variant() {
+                MatvecVariant::Lanes => 8,
+                MatvecVariant::Rows => 4,
+            };
             let grid = Grid::TokenTiles {
                 x: (part.rows as u32).div_ceil(64),
-                tile: 8,
+                tile,
             };
             launch(
                 gpu,
