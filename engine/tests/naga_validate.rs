@@ -1,5 +1,6 @@
-//! Every shader variant the engine can build parses and validates with naga.
-//! Needs no GPU, so it runs everywhere, first.
+//! Every shader variant the engine can build parses and validates with naga,
+//! and translates through naga's MSL and HLSL backends, which is what wgpu
+//! does for Metal and DX12 users. Needs no GPU, so it runs everywhere, first.
 
 use lottery_engine::{ops, shader, Tier};
 
@@ -32,12 +33,80 @@ fn every_variant_validates() {
             let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
             v.subgroup_stages(naga::valid::ShaderStages::COMPUTE);
             v.subgroup_operations(naga::valid::SubgroupOperationSet::all());
-            v.validate(&module)
+            let info = v
+                .validate(&module)
                 .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
+            translate_msl(&module, &info, tier).unwrap_or_else(|e| panic!("{what}: {e}"));
+            translate_hlsl(&module, &info, tier).unwrap_or_else(|e| panic!("{what}: {e}"));
             checked += 1;
         }
     }
     assert_eq!(checked, 4 * variants.len());
+}
+
+/// The Metal Shading Language versions wgpu (30) targets, oldest and newest
+/// that matter: it picks the device's newest, so a kernel must translate at
+/// the oldest one that has the tier's features (subgroup operations need
+/// MSL 2.1; `half` exists everywhere) and at the newest.
+fn msl_versions(tier: Tier) -> [(u8, u8); 2] {
+    [if tier.subgroups() { (2, 1) } else { (2, 0) }, (3, 2)]
+}
+
+fn translate_msl(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    tier: Tier,
+) -> Result<(), String> {
+    for lang_version in msl_versions(tier) {
+        let options = naga::back::msl::Options {
+            lang_version,
+            // What wgpu-hal's Metal backend sets for compute kernels.
+            zero_initialize_workgroup_memory: true,
+            force_loop_bounding: true,
+            ..Default::default()
+        };
+        let (src, _) = naga::back::msl::write_string(
+            module,
+            info,
+            &options,
+            &naga::back::msl::PipelineOptions::default(),
+        )
+        .map_err(|e| format!("MSL {lang_version:?}: {e}"))?;
+        if !src.contains("kernel void main_") && !src.contains("kernel void main") {
+            return Err(format!("MSL {lang_version:?}: no compute entry point in:\n{src}"));
+        }
+    }
+    Ok(())
+}
+
+/// HLSL shader models: wgpu's DX12 backend needs SM 6.0 (DXC), and 16-bit
+/// types need SM 6.2; the newest it asks for is 6.9 when the driver has it.
+fn translate_hlsl(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    tier: Tier,
+) -> Result<(), String> {
+    use naga::back::hlsl::ShaderModel;
+    let oldest = if tier.native_f16() {
+        ShaderModel::V6_2
+    } else {
+        ShaderModel::V6_0
+    };
+    for shader_model in [oldest, ShaderModel::V6_9] {
+        let options = naga::back::hlsl::Options {
+            shader_model,
+            ..Default::default()
+        };
+        let mut src = String::new();
+        let pipeline = naga::back::hlsl::PipelineOptions::default();
+        naga::back::hlsl::Writer::new(&mut src, &options, &pipeline)
+            .write(module, info, None)
+            .map_err(|e| format!("HLSL {shader_model:?}: {e}"))?;
+        if !src.contains("[numthreads(") {
+            return Err(format!("HLSL {shader_model:?}: no compute entry point in:\n{src}"));
+        }
+    }
+    Ok(())
 }
 
 /// A new .wgsl file that is not registered in `shader::SOURCES` would never
