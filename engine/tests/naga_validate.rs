@@ -72,8 +72,10 @@ fn translate_msl(
             &naga::back::msl::PipelineOptions::default(),
         )
         .map_err(|e| format!("MSL {lang_version:?}: {e}"))?;
-        if !src.contains("kernel void main_") && !src.contains("kernel void main") {
-            return Err(format!("MSL {lang_version:?}: no compute entry point in:\n{src}"));
+        if !src.contains("kernel void ") {
+            return Err(format!(
+                "MSL {lang_version:?}: no compute entry point in:\n{src}"
+            ));
         }
     }
     Ok(())
@@ -103,7 +105,9 @@ fn translate_hlsl(
             .write(module, info, None)
             .map_err(|e| format!("HLSL {shader_model:?}: {e}"))?;
         if !src.contains("[numthreads(") {
-            return Err(format!("HLSL {shader_model:?}: no compute entry point in:\n{src}"));
+            return Err(format!(
+                "HLSL {shader_model:?}: no compute entry point in:\n{src}"
+            ));
         }
     }
     Ok(())
