@@ -381,6 +381,173 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         ))
     })
     .await;
+    for (d, t) in if quick {
+        vec![(83usize, 5usize)]
+    } else {
+        vec![(83, 5), (384, 3), (1, 2)]
+    } {
+        case(&mut out, &tier, "layernorm", "f32", "", async move {
+            let gpu = g;
+            let sb = StepBuffer::new(gpu);
+            let mut rng = Rng::new(13 + d as u64);
+            let (x, r) = (rng.vec(t * d, 2.0), rng.vec(t * d, 1.0));
+            let (b, gm, beta) = (rng.vec(d, 0.5), rng.vec(d, 1.0), rng.vec(d, 0.3));
+            let up = |l: &str, v: &[f32]| gpu.upload(l, v);
+            let (xt, rt, bt, gt, bet) = (
+                up("x", &x)?,
+                up("r", &r)?,
+                up("b", &b)?,
+                up("g", &gm)?,
+                up("beta", &beta)?,
+            );
+            let yt = gpu.zeros("y", (t * d * 4) as u64)?;
+            run(
+                gpu,
+                &sb,
+                &step(t as u32, 0),
+                &[ops::layernorm(
+                    gpu, &sb, &xt, &bt, &rt, &gt, &bet, &yt, d as u32, 1e-12, t as u32,
+                )?],
+            )?;
+            // d = 1 normalises to exactly beta: the variance is zero.
+            Ok(compare(
+                &format!("d={d}"),
+                &read::<f32>(gpu, &yt).await?,
+                &cpu::layernorm(&x, &b, &r, &gm, &beta, d, 1e-12),
+                1e-5,
+                1e-4,
+            ))
+        })
+        .await;
+    }
+    for act in [ops::Activation::Identity, ops::Activation::Gelu] {
+        let name = format!("{act:?}").to_lowercase();
+        let what = name.clone();
+        case(&mut out, &tier, "bias_act", "f32", &name, async move {
+            let gpu = g;
+            let sb = StepBuffer::new(gpu);
+            let mut rng = Rng::new(14);
+            let (n, t) = (77usize, 3usize);
+            // Wide inputs reach both tails of the GELU.
+            let x = rng.vec(t * n, 4.0);
+            let b = rng.vec(n, 1.0);
+            let (xt, bt) = (gpu.upload("x", &x)?, gpu.upload("b", &b)?);
+            run(
+                gpu,
+                &sb,
+                &step(t as u32, 0),
+                &[ops::bias_act(gpu, &sb, &bt, &xt, n as u32, act, t as u32)?],
+            )?;
+            let want: Vec<f32> = x
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let v = v + b[i % n];
+                    match act {
+                        ops::Activation::Identity => v,
+                        ops::Activation::Gelu => cpu::gelu(v),
+                    }
+                })
+                .collect();
+            Ok(compare(
+                &what,
+                &read::<f32>(gpu, &xt).await?,
+                &want,
+                1e-6,
+                1e-5,
+            ))
+        })
+        .await;
+    }
+    for (n_head, hd, lens, seq_len) in if quick {
+        vec![(3usize, 7usize, vec![5usize, 1, 3], 5usize)]
+    } else {
+        vec![
+            (3, 7, vec![5, 1, 3], 5),
+            (2, 32, vec![9, 17, 4], 17),
+            (1, 64, vec![1], 1),
+        ]
+    } {
+        case(
+            &mut out,
+            &tier,
+            "encoder_attention",
+            "f32",
+            &format!("hd={hd}"),
+            async move {
+                let gpu = g;
+                let sb = StepBuffer::new(gpu);
+                let mut rng = Rng::new(15 + hd as u64);
+                let d = n_head * hd;
+                let tokens = lens.len() * seq_len;
+                let qkv = rng.vec(tokens * 3 * d, 1.0);
+                let mut seq = vec![lens.len() as u32, seq_len as u32];
+                seq.extend(lens.iter().map(|&l| l as u32));
+                let (qt, st) = (gpu.upload("qkv", &qkv)?, gpu.upload("seq", &seq)?);
+                // Garbage in the output proves padding rows are written.
+                let ot = gpu.upload("out", &rng.vec(tokens * d, 1.0))?;
+                run(
+                    gpu,
+                    &sb,
+                    &step(tokens as u32, 0),
+                    &[ops::encoder_attention(
+                        gpu,
+                        &sb,
+                        n_head as u32,
+                        hd as u32,
+                        &qt,
+                        &st,
+                        &ot,
+                        tokens as u32,
+                    )?],
+                )?;
+                Ok(compare(
+                    &format!("heads={n_head} hd={hd} lens={lens:?} L={seq_len}"),
+                    &read::<f32>(gpu, &ot).await?,
+                    &cpu::encoder_attention(&qkv, &lens, seq_len, n_head, hd),
+                    1e-5,
+                    1e-4,
+                ))
+            },
+        )
+        .await;
+    }
+    for normalize in [false, true] {
+        let name = if normalize { "normalize" } else { "mean" };
+        case(&mut out, &tier, "mean_pool", "f32", name, async move {
+            let gpu = g;
+            let sb = StepBuffer::new(gpu);
+            let mut rng = Rng::new(16);
+            let (d, seq_len, lens) = (83usize, 6usize, vec![6usize, 1, 4, 2]);
+            let tokens = lens.len() * seq_len;
+            let x = rng.vec(tokens * d, 1.0);
+            let mut seq = vec![lens.len() as u32, seq_len as u32];
+            seq.extend(lens.iter().map(|&l| l as u32));
+            // Room for more sequences than this batch holds: the extra rows stay untouched.
+            let max_seqs = lens.len() as u32 + 3;
+            seq.resize(2 + max_seqs as usize, 0);
+            let (xt, st) = (gpu.upload("x", &x)?, gpu.upload("seq", &seq)?);
+            let ot = gpu.zeros("out", max_seqs as u64 * d as u64 * 4)?;
+            run(
+                gpu,
+                &sb,
+                &step(tokens as u32, 0),
+                &[ops::mean_pool(
+                    gpu, &sb, &xt, &st, &ot, d as u32, max_seqs, normalize,
+                )?],
+            )?;
+            let mut want = cpu::mean_pool(&x, &lens, seq_len, d, normalize);
+            want.resize(max_seqs as usize * d, 0.0);
+            Ok(compare(
+                name,
+                &read::<f32>(gpu, &ot).await?,
+                &want,
+                1e-6,
+                1e-5,
+            ))
+        })
+        .await;
+    }
     for kv_f16 in [false, true] {
         let fmt = if kv_f16 { "kv f16" } else { "kv f32" };
         case(

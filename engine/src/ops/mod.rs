@@ -541,6 +541,178 @@ pub fn sumsq(
     )
 }
 
+/// y[t] = LayerNorm((x[t] + b) + r[t]) * g + beta (two-pass mean and variance).
+/// x, r, y: [n_tokens, d]; b, g, beta: [d]
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    x: &Tensor,
+    b: &Tensor,
+    r: &Tensor,
+    g: &Tensor,
+    beta: &Tensor,
+    y: &Tensor,
+    d: u32,
+    eps: f32,
+    max_tokens: u32,
+) -> Result<Dispatch> {
+    for v in [b, g, beta] {
+        need("layernorm", v, d as u64 * 4)?;
+    }
+    for t in [x, r, y] {
+        need("layernorm", t, max_tokens as u64 * d as u64 * 4)?;
+    }
+    let p = Params4 {
+        a: d,
+        b: eps.to_bits(),
+        c: 0,
+        d: 0,
+    };
+    launch(
+        gpu,
+        &format!("layernorm {}", g.label),
+        "ops/layernorm.wgsl",
+        &Defines::new(),
+        step,
+        &p,
+        &[x, b, r, g, beta, y],
+        Grid::TokenTiles { x: 1, tile: 64 },
+    )
+}
+
+/// Activation after a projection's bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    /// 0.5 x (1 + erf(x / sqrt 2)), the exact form (BERT's `gelu`).
+    Gelu,
+}
+
+/// x[t, i] = act(x[t, i] + b[i]) in place.  x: [n_tokens, n]; b: [n]
+pub fn bias_act(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    b: &Tensor,
+    x: &Tensor,
+    n: u32,
+    act: Activation,
+    max_tokens: u32,
+) -> Result<Dispatch> {
+    need("bias_act", b, n as u64 * 4)?;
+    need("bias_act", x, max_tokens as u64 * n as u64 * 4)?;
+    let p = Params4 {
+        a: n,
+        b: 0,
+        c: 0,
+        d: 0,
+    };
+    let gelu = act == Activation::Gelu;
+    launch(
+        gpu,
+        &format!("bias_act {}", b.label),
+        "ops/bias_act.wgsl",
+        &defines(&[("GELU", if gelu { "1" } else { "0" })]),
+        step,
+        &p,
+        &[b, x],
+        Grid::PerToken(n.div_ceil(64)),
+    )
+}
+
+/// Head sizes the encoder attention keeps in registers.
+pub const ENCODER_MAX_HEAD_DIM: u32 = 64;
+
+/// Bidirectional attention over a padded batch of sequences.
+/// qkv: [n_tokens, 3 d] (q | k | v per token, d = n_head * head_dim);
+/// seq: [2 + max_seqs] u32 = [n_seq, L, len_0, ...] with token t in
+/// sequence t / L; out: [n_tokens, d] (zeros at padding).
+#[allow(clippy::too_many_arguments)]
+pub fn encoder_attention(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    n_head: u32,
+    head_dim: u32,
+    qkv: &Tensor,
+    seq: &Tensor,
+    out: &Tensor,
+    max_tokens: u32,
+) -> Result<Dispatch> {
+    if head_dim == 0 || head_dim > ENCODER_MAX_HEAD_DIM || n_head == 0 {
+        return Err(Error::Shape {
+            op: "encoder_attention",
+            msg: format!(
+                "{n_head} heads of {head_dim}: head_dim must be 1..={ENCODER_MAX_HEAD_DIM}"
+            ),
+        });
+    }
+    let d = n_head as u64 * head_dim as u64;
+    need("encoder_attention", qkv, max_tokens as u64 * 3 * d * 4)?;
+    need("encoder_attention", out, max_tokens as u64 * d * 4)?;
+    need("encoder_attention", seq, 3 * 4)?;
+    #[repr(C)]
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct P {
+        n_head: u32,
+        hd: u32,
+        scale: f32,
+        _p: u32,
+    }
+    let p = P {
+        n_head,
+        hd: head_dim,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        _p: 0,
+    };
+    launch(
+        gpu,
+        "encoder_attention",
+        "ops/encoder_attention.wgsl",
+        &Defines::new(),
+        step,
+        &p,
+        &[qkv, seq, out],
+        Grid::TokenTiles {
+            x: n_head,
+            tile: 64,
+        },
+    )
+}
+
+/// out[s] = mean of x over the first len[s] tokens of sequence s, then
+/// (if `normalize`) unit L2 norm.  x: [n_tokens, d]; seq as in
+/// [`encoder_attention`]; out: [max_seqs, d]
+#[allow(clippy::too_many_arguments)]
+pub fn mean_pool(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    x: &Tensor,
+    seq: &Tensor,
+    out: &Tensor,
+    d: u32,
+    max_seqs: u32,
+    normalize: bool,
+) -> Result<Dispatch> {
+    need("mean_pool", seq, (2 + max_seqs as u64) * 4)?;
+    need("mean_pool", out, max_seqs as u64 * d as u64 * 4)?;
+    let p = Params4 {
+        a: d,
+        b: normalize as u32,
+        c: 0,
+        d: 0,
+    };
+    launch(
+        gpu,
+        "mean_pool",
+        "ops/mean_pool.wgsl",
+        &Defines::new(),
+        step,
+        &p,
+        &[x, seq, out],
+        Grid::Fixed([max_seqs.div_ceil(64).max(1), 1, 1]),
+    )
+}
+
 /// Every (shader, defines) variant the engine can build, for naga validation
 /// and for warming the pipeline cache.
 pub fn all_variants() -> Vec<(&'static str, Defines)> {
@@ -562,6 +734,9 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
             ));
         }
     }
+    for gelu in ["0", "1"] {
+        v.push(("ops/bias_act.wgsl", defines(&[("GELU", gelu)])));
+    }
     for kv in ["0", "1"] {
         v.push(("ops/rope_kv.wgsl", defines(&[("KV_F16", kv)])));
         v.push(("ops/attention.wgsl", defines(&[("KV_F16", kv)])));
@@ -572,6 +747,9 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
         "ops/swiglu.wgsl",
         "ops/sample.wgsl",
         "ops/sumsq.wgsl",
+        "ops/layernorm.wgsl",
+        "ops/encoder_attention.wgsl",
+        "ops/mean_pool.wgsl",
     ] {
         v.push((p, Defines::new()));
     }

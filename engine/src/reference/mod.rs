@@ -239,3 +239,104 @@ pub fn sample_distribution(logits: &[f32], p: &SampleParams) -> Vec<(u32, f64)> 
     out.sort_by_key(|(i, _)| *i);
     out
 }
+
+/// y[t] = LayerNorm((x[t] + b) + r[t]) * g + beta, two-pass in f64.
+/// x, r: [t, d]; b, g, beta: [d]
+pub fn layernorm(
+    x: &[f32],
+    b: &[f32],
+    r: &[f32],
+    g: &[f32],
+    beta: &[f32],
+    d: usize,
+    eps: f32,
+) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    for (t, yr) in y.chunks_exact_mut(d).enumerate() {
+        let v: Vec<f64> = (0..d)
+            .map(|i| ((x[t * d + i] + b[i]) + r[t * d + i]) as f64)
+            .collect();
+        let mean = v.iter().sum::<f64>() / d as f64;
+        let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / d as f64;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        for i in 0..d {
+            yr[i] = ((v[i] - mean) * inv * g[i] as f64 + beta[i] as f64) as f32;
+        }
+    }
+    y
+}
+
+/// The exact GELU: 0.5 x (1 + erf(x / sqrt 2)).
+pub fn gelu(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32
+}
+
+/// Bidirectional attention over a padded batch: `lens[s]` valid tokens in
+/// each sequence of `seq_len`. qkv: [n_seq * seq_len, 3 d] (q | k | v);
+/// returns [n_seq * seq_len, d] with zeros at padding.
+pub fn encoder_attention(
+    qkv: &[f32],
+    lens: &[usize],
+    seq_len: usize,
+    n_head: usize,
+    head_dim: usize,
+) -> Vec<f32> {
+    let d = n_head * head_dim;
+    let mut out = vec![0f32; lens.len() * seq_len * d];
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    for (s, &n) in lens.iter().enumerate() {
+        for qi in 0..n {
+            let t = s * seq_len + qi;
+            for h in 0..n_head {
+                let q = &qkv[t * 3 * d + h * head_dim..][..head_dim];
+                let scores: Vec<f64> = (0..n)
+                    .map(|j| {
+                        let k = &qkv[(s * seq_len + j) * 3 * d + d + h * head_dim..][..head_dim];
+                        q.iter()
+                            .zip(k)
+                            .map(|(a, b)| *a as f64 * *b as f64)
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                let l: f64 = e.iter().sum();
+                for i in 0..head_dim {
+                    let a: f64 = (0..n)
+                        .map(|j| {
+                            e[j] * qkv[(s * seq_len + j) * 3 * d + 2 * d + h * head_dim + i] as f64
+                        })
+                        .sum();
+                    out[t * d + h * head_dim + i] = (a / l) as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Mean over the first `lens[s]` rows of each sequence, then optionally unit
+/// L2 norm. x: [n_seq * seq_len, d] -> [n_seq, d]
+pub fn mean_pool(x: &[f32], lens: &[usize], seq_len: usize, d: usize, normalize: bool) -> Vec<f32> {
+    let mut out = vec![0f32; lens.len() * d];
+    for (s, &n) in lens.iter().enumerate() {
+        let mut v: Vec<f64> = (0..d)
+            .map(|i| {
+                (0..n)
+                    .map(|j| x[(s * seq_len + j) * d + i] as f64)
+                    .sum::<f64>()
+                    / n.max(1) as f64
+            })
+            .collect();
+        if normalize {
+            let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|a| *a /= norm);
+        }
+        for i in 0..d {
+            out[s * d + i] = v[i] as f32;
+        }
+    }
+    out
+}

@@ -47,6 +47,10 @@ sources!(
     "ops/swiglu.wgsl",
     "ops/sample.wgsl",
     "ops/sumsq.wgsl",
+    "ops/layernorm.wgsl",
+    "ops/bias_act.wgsl",
+    "ops/encoder_attention.wgsl",
+    "ops/mean_pool.wgsl",
 );
 
 /// Looks up an embedded shader file.
