@@ -7,3 +7,4 @@ if ! ls /usr/share/vulkan/icd.d/*.json >/dev/null 2>&1 || ! ldconfig -p 2>/dev/n
   bash "$here/setup-system.sh"
 fi
 bash "$here/fetch-model.sh" >/dev/null
+bash "$here/fetch-minilm.sh" >/dev/null

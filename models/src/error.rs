@@ -86,6 +86,10 @@ pub enum Error {
     #[error("{0}")]
     Model(String),
 
+    /// One of several inputs (texts to embed, files to index) is unusable.
+    #[error("input {index}: {msg}")]
+    Input { index: usize, msg: String },
+
     /// A prompt or generation that does not fit the session's context.
     #[error("context full: {in_cache} tokens in the cache + {new} new exceed the context of {ctx} (raise --ctx, up to the model's {ctx_train}, or shorten the prompt)")]
     ContextFull {

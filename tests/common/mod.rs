@@ -145,3 +145,23 @@ pub fn tiny_gguf(arch: &str, fmt: WeightFormat, keep: &dyn Fn(&str) -> bool) -> 
     add("output_norm.weight", 1, d, WeightFormat::F32, 1.0, &mut rng);
     w
 }
+
+/// all-MiniLM-L6-v2: $LOTTERY_EMBED_MODEL or models-cache/ (scripts/fetch-minilm.sh).
+pub fn minilm_dir() -> PathBuf {
+    if let Ok(p) = std::env::var("LOTTERY_EMBED_MODEL") {
+        return PathBuf::from(p);
+    }
+    let p = repo().join("models-cache/all-MiniLM-L6-v2");
+    assert!(
+        p.join("model.safetensors").exists(),
+        "{} is missing: run scripts/fetch-minilm.sh",
+        p.display()
+    );
+    p
+}
+
+pub fn minilm_golden() -> serde_json::Value {
+    let p = golden_dir().join("minilm-l6-v2.json");
+    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&s).unwrap()
+}
