@@ -18,6 +18,8 @@ pub use lottery_models as models;
 pub use engine::kv::KvDtype;
 pub use engine::{Gpu, GpuOptions};
 pub use models::load::{ChatMessage, ChatTemplate, Tokenizer};
+pub use models::arch::bert::{BertEncoder, Embedding};
+pub use models::kb::{ChunkOptions, Hit, KnowledgeBase, SearchDevice};
 pub use models::{
     GenerateOptions, Generation, Model, SamplerSettings, Session, SessionOptions, StopReason,
 };
@@ -39,4 +41,23 @@ pub fn default_model_path() -> Option<PathBuf> {
     dirs.push(PathBuf::from("models-cache"));
     dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models-cache"));
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.exists())
+}
+
+/// Where `lottery embed` looks for the default encoder: `$LOTTERY_EMBED_MODEL`,
+/// else `models-cache/all-MiniLM-L6-v2` under `$LOTTERY_CACHE`, the current
+/// directory or the source checkout.
+pub fn default_embed_model_path() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("LOTTERY_EMBED_MODEL") {
+        return Some(PathBuf::from(p));
+    }
+    let name = "all-MiniLM-L6-v2";
+    let mut dirs = Vec::new();
+    if let Ok(c) = std::env::var("LOTTERY_CACHE") {
+        dirs.push(PathBuf::from(c));
+    }
+    dirs.push(PathBuf::from("models-cache"));
+    dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models-cache"));
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.join("model.safetensors").exists())
 }

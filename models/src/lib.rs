@@ -4,6 +4,7 @@
 pub mod arch;
 pub mod error;
 pub mod generate;
+pub mod kb;
 pub mod load;
 pub mod model;
 pub mod quantize;

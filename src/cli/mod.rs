@@ -15,6 +15,7 @@ use std::time::Instant;
 
 mod bench;
 mod doctor;
+mod embed;
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +55,12 @@ enum Cmd {
     /// Perplexity of a text file, llama.cpp's method (chunks of --ctx, each
     /// scored on its second half).
     Perplexity(PerplexityArgs),
+    /// Sentence embeddings (all-MiniLM-L6-v2 by default) on the GPU.
+    Embed(embed::EmbedArgs),
+    /// Chunk and embed text files into a knowledge base (creates or adds to it).
+    Index(embed::IndexArgs),
+    /// The chunks of a knowledge base closest to a query (exact cosine top-k).
+    Search(embed::SearchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -307,6 +314,9 @@ pub fn main() -> Result<()> {
         Cmd::Perplexity(a) => perplexity(a),
         Cmd::Quantize(a) => quantize(a),
         Cmd::Convert(a) => convert(a),
+        Cmd::Embed(a) => embed::embed(a),
+        Cmd::Index(a) => embed::index(a),
+        Cmd::Search(a) => embed::search(a),
         Cmd::Adapters => {
             for (i, a) in lottery::engine::gpu::list_adapters(None)?
                 .iter()

@@ -1,0 +1,270 @@
+//! `lottery embed`, `lottery index` and `lottery search`: sentence embeddings
+//! and a local knowledge base on the GPU.
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use lottery::engine::Tier;
+use lottery::models::arch::bert::BertEncoder;
+use lottery::models::kb::{collect_files, ChunkOptions, KnowledgeBase, SearchDevice};
+use lottery::{Gpu, GpuOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Args, Clone)]
+pub struct EncoderArgs {
+    /// Sentence-transformers directory (default: $LOTTERY_EMBED_MODEL or
+    /// models-cache/all-MiniLM-L6-v2, fetched by scripts/fetch-minilm.sh).
+    #[arg(long, short)]
+    pub model: Option<PathBuf>,
+    /// Quantize the encoder's matrices at load (e.g. q8_0, f16).
+    #[arg(long)]
+    pub quantize: Option<String>,
+    /// Backend: vulkan, metal, dx12, gl.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Adapter index within the backend (see `lottery adapters`).
+    #[arg(long)]
+    pub adapter: Option<usize>,
+    /// Capability tier: portable, f16, subgroup or full.
+    #[arg(long)]
+    pub tier: Option<String>,
+}
+
+impl EncoderArgs {
+    fn load(&self, fallback: Option<&Path>) -> Result<BertEncoder> {
+        let dir = match (&self.model, fallback) {
+            (Some(p), _) => p.clone(),
+            (None, Some(f)) if f.is_dir() => f.to_path_buf(),
+            _ => lottery::default_embed_model_path().ok_or_else(|| {
+                anyhow!("no encoder given and all-MiniLM-L6-v2 is not downloaded: run `scripts/fetch-minilm.sh`, or pass --model DIR")
+            })?,
+        };
+        let gpu = Gpu::new(&GpuOptions {
+            backend: self.backend.clone(),
+            adapter_index: self.adapter,
+            storage_binding_limit: None,
+            tier: match &self.tier {
+                Some(t) => Some(
+                    Tier::parse(t)
+                        .ok_or_else(|| anyhow!("--tier must be portable, f16, subgroup or full"))?,
+                ),
+                None => None,
+            },
+        })?;
+        let quantize = match &self.quantize {
+            Some(t) => Some(
+                lottery::models::quantize::parse_format(t)
+                    .ok_or_else(|| anyhow!("--quantize: unknown type `{t}`"))?,
+            ),
+            None => None,
+        };
+        BertEncoder::load(Arc::new(gpu), &dir, quantize, &mut |_, _| {})
+            .with_context(|| format!("loading {}", dir.display()))
+    }
+}
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    enc: EncoderArgs,
+    /// Text to embed (repeatable).
+    #[arg(long, short)]
+    text: Vec<String>,
+    /// File with one input per non-empty line ("-": standard input).
+    #[arg(long, short)]
+    file: Option<PathBuf>,
+    /// One JSON object per input: {"index", "tokens", "truncated", "embedding"}.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn embed(a: EmbedArgs) -> Result<()> {
+    let mut inputs = a.text.clone();
+    if let Some(f) = &a.file {
+        let mut s = String::new();
+        if f.as_os_str() == "-" {
+            std::io::stdin().read_to_string(&mut s)?;
+        } else {
+            s = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        }
+        inputs.extend(s.lines().filter(|l| !l.trim().is_empty()).map(String::from));
+    }
+    if inputs.is_empty() {
+        return Err(anyhow!("nothing to embed: pass --text TEXT or --file FILE"));
+    }
+    let enc = a.enc.load(None)?;
+    let refs: Vec<&str> = inputs.iter().map(|s| s.as_str()).collect();
+    let t0 = Instant::now();
+    let out = enc.embed(&refs)?;
+    let secs = t0.elapsed().as_secs_f64();
+    for (i, e) in out.iter().enumerate() {
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "index": i,
+                    "tokens": e.tokens,
+                    "truncated": e.truncated,
+                    "embedding": e.vector,
+                })
+            );
+        } else {
+            let v: Vec<String> = e.vector.iter().map(|x| format!("{x:.7}")).collect();
+            println!("{}", v.join(" "));
+        }
+    }
+    if !a.json {
+        let tokens: usize = out.iter().map(|e| e.tokens).sum();
+        eprintln!(
+            "{} input(s), {tokens} tokens, dim {} in {:.2} s on {} ({})",
+            out.len(),
+            enc.dim(),
+            secs,
+            enc.gpu.adapter.name,
+            enc.gpu.adapter.backend
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct IndexArgs {
+    #[command(flatten)]
+    enc: EncoderArgs,
+    /// Knowledge-base directory (created, or added to when it exists).
+    #[arg(long)]
+    out: PathBuf,
+    /// Word pieces per chunk (a new base only; an existing one keeps its own).
+    #[arg(long, default_value_t = ChunkOptions::default().max_tokens)]
+    chunk_tokens: usize,
+    /// Word pieces repeated between consecutive chunks of a paragraph.
+    #[arg(long, default_value_t = ChunkOptions::default().overlap_tokens)]
+    overlap: usize,
+    /// Text files, or directories (walked for .txt, .md, .rst, .text files).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn index(a: IndexArgs) -> Result<()> {
+    let files = collect_files(&a.paths)?;
+    if files.is_empty() {
+        return Err(anyhow!("no text files under the given paths"));
+    }
+    let enc = a.enc.load(None)?;
+    let opts = ChunkOptions {
+        max_tokens: a.chunk_tokens,
+        overlap_tokens: a.overlap,
+    };
+    let mut kb = KnowledgeBase::open_or_create(&a.out, &enc, opts)?;
+    if kb.chunking() != opts && !kb.is_empty() {
+        eprintln!(
+            "note: {} keeps its chunking ({} tokens, overlap {})",
+            a.out.display(),
+            kb.chunking().max_tokens,
+            kb.chunking().overlap_tokens
+        );
+    }
+    let bar = if a.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(1)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "embedding [{bar:30}] {pos}/{len} chunks {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let t0 = Instant::now();
+    let report = kb.add_files(&enc, &files, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    kb.save()?;
+    println!(
+        "{}: {} new file(s), {} replaced, {} unchanged; {} chunks embedded in {:.1} s ({:.1} chunks/s on {}); {} chunks in all",
+        a.out.display(),
+        report.added.len(),
+        report.replaced.len(),
+        report.unchanged.len(),
+        report.chunks,
+        secs,
+        report.chunks as f64 / secs.max(1e-9),
+        enc.gpu.adapter.name,
+        kb.len()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    enc: EncoderArgs,
+    /// Knowledge-base directory (from `lottery index`).
+    #[arg(long)]
+    kb: PathBuf,
+    /// Results to show.
+    #[arg(short, default_value_t = 5)]
+    k: usize,
+    /// Where to score: auto (the GPU for large bases), cpu or gpu.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "gpu"])]
+    device: String,
+    /// One JSON object per hit.
+    #[arg(long)]
+    json: bool,
+    /// The query.
+    query: String,
+}
+
+pub fn search(a: SearchArgs) -> Result<()> {
+    let kb = KnowledgeBase::open(&a.kb)?;
+    // The encoder that built the base, unless --model says otherwise.
+    let recorded = PathBuf::from(&kb.encoder_info().path);
+    let enc = a.enc.load(Some(&recorded))?;
+    let device = match a.device.as_str() {
+        "cpu" => SearchDevice::Cpu,
+        "gpu" => SearchDevice::Gpu,
+        _ => SearchDevice::Auto,
+    };
+    let t0 = Instant::now();
+    let hits = kb.search(&enc, &a.query, a.k, device)?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    for (rank, h) in hits.iter().enumerate() {
+        let c = &h.chunk;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "rank": rank + 1,
+                    "score": h.score,
+                    "id": c.id,
+                    "source": c.source,
+                    "line": c.line,
+                    "start": c.start,
+                    "end": c.end,
+                    "text": c.text,
+                })
+            );
+        } else {
+            println!("{}. {:.4}  {}:{}", rank + 1, h.score, c.source, c.line);
+            for line in c.text.lines() {
+                println!("    {line}");
+            }
+        }
+    }
+    if !a.json {
+        eprintln!(
+            "{} of {} chunks in {ms:.1} ms (query embedding included)",
+            hits.len(),
+            kb.len()
+        );
+    }
+    Ok(())
+}
