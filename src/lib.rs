@@ -17,9 +17,9 @@ pub use lottery_models as models;
 
 pub use engine::kv::KvDtype;
 pub use engine::{Gpu, GpuOptions};
-pub use models::load::{ChatMessage, ChatTemplate, Tokenizer};
 pub use models::arch::bert::{BertEncoder, Embedding};
 pub use models::kb::{ChunkOptions, Hit, KnowledgeBase, SearchDevice};
+pub use models::load::{ChatMessage, ChatTemplate, Tokenizer};
 pub use models::{
     GenerateOptions, Generation, Model, SamplerSettings, Session, SessionOptions, StopReason,
 };

@@ -149,3 +149,80 @@ fn quantize_outputs_load_and_generate() {
         std::fs::remove_file(&out).ok();
     }
 }
+
+#[test]
+fn embed_json_index_and_search_end_to_end() {
+    let g = common::minilm_golden();
+    let s = &g["sentences"][0];
+    let run = |args: &[&str]| {
+        let out = lottery()
+            .env("LOTTERY_EMBED_MODEL", common::minilm_dir())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, stdout, stderr) = run(&["embed", "--text", s["text"].as_str().unwrap(), "--json"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["tokens"], s["n_tokens"]);
+    let (got, want) = (
+        v["embedding"].as_array().unwrap(),
+        s["embedding"].as_array().unwrap(),
+    );
+    assert_eq!(got.len(), 384);
+    for (a, b) in got.iter().zip(want) {
+        assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4);
+    }
+    let dir = std::env::temp_dir().join(format!("lottery-cli-kb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("docs")).unwrap();
+    std::fs::write(
+        dir.join("docs/a.md"),
+        "# Rivers\n\nThe Danube flows through ten countries into the Black Sea.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("docs/b.txt"),
+        "Mitochondria produce most of the chemical energy a cell needs.\n",
+    )
+    .unwrap();
+    let kb = dir.join("kb");
+    let (kb_s, docs_s) = (kb.to_str().unwrap(), dir.join("docs"));
+    let (ok, stdout, stderr) = run(&["index", "--quiet", "--out", kb_s, docs_s.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("2 new file(s)"), "{stdout}");
+    let (ok, stdout, stderr) = run(&[
+        "search",
+        "--kb",
+        kb_s,
+        "-k",
+        "1",
+        "--json",
+        "which river ends in the Black Sea",
+    ]);
+    assert!(ok, "{stderr}");
+    let hit: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(hit["source"].as_str().unwrap().ends_with("a.md"), "{hit}");
+    assert_eq!(hit["rank"], 1);
+    // Bad input: exit 1 with a message, never a panic.
+    for (args, needle) in [
+        (vec!["embed", "--text", "   "], "empty"),
+        (vec!["search", "--kb", "/nonexistent/kb", "q"], "kb.json"),
+        (
+            vec!["embed", "--model", "/nonexistent/model", "--text", "x"],
+            "not a model directory",
+        ),
+    ] {
+        let (ok, _, stderr) = run(&args);
+        assert!(
+            !ok && stderr.contains(needle) && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

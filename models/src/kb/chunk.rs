@@ -97,11 +97,17 @@ fn sentences(text: &str, s: usize, e: usize) -> Vec<(usize, usize)> {
                 j += 1;
             }
             if j == chars.len() || chars[j].1.is_whitespace() || c > '\u{2fff}' {
-                cut = Some(if j == chars.len() { seg.len() } else { chars[j].0 });
+                cut = Some(if j == chars.len() {
+                    seg.len()
+                } else {
+                    chars[j].0
+                });
             }
         } else if c == '\n' {
             let rest = seg[off + 1..].trim_start_matches([' ', '\t']);
-            if rest.starts_with(['-', '*', '#', '>', '|']) || rest.starts_with(|c: char| c.is_ascii_digit()) {
+            if rest.starts_with(['-', '*', '#', '>', '|'])
+                || rest.starts_with(|c: char| c.is_ascii_digit())
+            {
                 cut = Some(off);
             }
         }
@@ -283,7 +289,10 @@ mod tests {
         };
         let c = chunk_text(text, &o, &words_count).unwrap();
         let got: Vec<&str> = c.iter().map(|c| &text[c.start..c.end]).collect();
-        assert_eq!(got, ["One. Two. Three.", "Three. Four. Five.", "Five. Six."]);
+        assert_eq!(
+            got,
+            ["One. Two. Three.", "Three. Four. Five.", "Five. Six."]
+        );
     }
 
     #[test]

@@ -106,10 +106,7 @@ pub struct AddReport {
 }
 
 enum Vectors {
-    Mapped {
-        map: memmap2::Mmap,
-        offset: usize,
-    },
+    Mapped { map: memmap2::Mmap, offset: usize },
     Owned(Vec<f32>),
 }
 
@@ -215,8 +212,8 @@ impl KnowledgeBase {
     pub fn open(dir: &Path) -> Result<Self> {
         let mpath = dir.join("kb.json");
         let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| kb_err(dir, format!("kb.json: {e}")))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| kb_err(dir, format!("kb.json: {e}")))?;
         if manifest.format != KB_FORMAT || manifest.version != KB_VERSION {
             return Err(kb_err(
                 dir,
@@ -442,14 +439,15 @@ impl KnowledgeBase {
             c.id = i;
         }
         report.chunks = n_new;
-        self.manifest
-            .sources
-            .retain(|s| !replace.contains(&s.path));
+        self.manifest.sources.retain(|s| !replace.contains(&s.path));
         self.manifest.sources.extend(new_sources);
         self.manifest.count = chunks.len();
         self.chunks = chunks;
         self.vectors = Vectors::Owned(vectors);
-        *self.gpu_vectors.lock().map_err(|_| kb_err(&self.dir, "poisoned"))? = None;
+        *self
+            .gpu_vectors
+            .lock()
+            .map_err(|_| kb_err(&self.dir, "poisoned"))? = None;
         Ok(report)
     }
 
