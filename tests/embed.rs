@@ -190,3 +190,63 @@ fn empty_text_and_bad_directories_are_clear_errors() {
     assert!(e.contains("hidden_act"), "{e}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// Quantized encoders (`--quantize` at load): the error budget of each
+/// format against the golden f32 embeddings, as the worst cosine over the
+/// golden sentences. The budgets are written down in BENCHMARKS.md.
+#[test]
+fn quantized_encoders_stay_within_their_budget() {
+    use lottery::engine::WeightFormat;
+    let g = minilm_golden();
+    let sentences = g["sentences"].as_array().unwrap();
+    let texts: Vec<&str> = sentences
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
+    let gpu = Arc::new(Gpu::new(&GpuOptions::default()).unwrap());
+    for (fmt, min_cos) in [
+        (WeightFormat::F16, 0.99999),
+        (WeightFormat::Q8_0, 0.9995),
+        (WeightFormat::Q4_0, 0.95),
+    ] {
+        let enc = BertEncoder::load(gpu.clone(), &minilm_dir(), Some(fmt), &mut |_, _| {})
+            .unwrap_or_else(|e| panic!("{e}"));
+        let out = enc.embed(&texts).unwrap();
+        let worst = sentences
+            .iter()
+            .zip(&out)
+            .map(|(s, e)| cosine(&e.vector, &floats(&s["embedding"])))
+            .fold(1.0f64, f64::min);
+        eprintln!("{}: worst cosine to the f32 golden {worst:.6}", fmt.name());
+        assert!(
+            worst >= min_cos,
+            "{}: worst cosine {worst} < {min_cos}",
+            fmt.name()
+        );
+        // Retrieval survives the compression: each query still finds its passage.
+        let r = &g["retrieval"];
+        let vec_of = |name: &serde_json::Value| {
+            let i = sentences.iter().position(|s| &s["name"] == name).unwrap();
+            out[i].vector.clone()
+        };
+        let passages: Vec<Vec<f32>> = r["passages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(vec_of)
+            .collect();
+        for (qi, q) in r["queries"].as_array().unwrap().iter().enumerate() {
+            let qv = vec_of(q);
+            let row: Vec<f64> = passages.iter().map(|p| cosine(&qv, p)).collect();
+            let best = (0..row.len())
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap();
+            assert_eq!(
+                best as u64,
+                r["expected"][qi].as_u64().unwrap(),
+                "{}: query {qi}: {row:?}",
+                fmt.name()
+            );
+        }
+    }
+}

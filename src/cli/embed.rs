@@ -268,3 +268,109 @@ pub fn search(a: SearchArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args)]
+pub struct BenchEmbedArgs {
+    #[command(flatten)]
+    enc: EncoderArgs,
+    /// Sentences to embed (all in one call, batched as indexing does).
+    #[arg(long, default_value_t = 256)]
+    sentences: usize,
+    /// Words per sentence (about 1.2 word pieces each, plus [CLS] and [SEP]).
+    #[arg(long, default_value_t = 48)]
+    words: usize,
+    /// Knowledge-base sizes for the search timing (random unit vectors).
+    #[arg(long, value_delimiter = ',', default_value = "1000,20000,200000")]
+    kb_sizes: Vec<usize>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Seeded filler text: the same sentences on every run and machine.
+fn bench_sentences(n: usize, words: usize) -> Vec<String> {
+    const W: [&str; 24] = [
+        "river", "engine", "quietly", "seven", "garden", "compute", "yellow", "market", "the",
+        "of", "and", "history", "network", "bright", "winter", "language", "model", "stone",
+        "measure", "across", "village", "signal", "careful", "window",
+    ];
+    let mut rng = lottery::engine::reference::Rng::new(42);
+    (0..n)
+        .map(|_| {
+            let mut s: Vec<&str> = (0..words.max(1))
+                .map(|_| W[(rng.next_u64() % W.len() as u64) as usize])
+                .collect();
+            s.push(".");
+            s.join(" ")
+        })
+        .collect()
+}
+
+pub fn bench_embed(a: BenchEmbedArgs) -> Result<()> {
+    let enc = a.enc.load(None)?;
+    let texts = bench_sentences(a.sentences, a.words);
+    let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+    // Warm-up: pipelines compile on the first submit.
+    enc.embed(&refs[..refs.len().min(4)])?;
+    let t0 = Instant::now();
+    let out = enc.embed(&refs)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let tokens: usize = out.iter().map(|e| e.tokens).sum();
+    let dim = enc.dim();
+    let mut search = Vec::new();
+    let mut rng = lottery::engine::reference::Rng::new(7);
+    for &n in &a.kb_sizes {
+        let mut v = rng.vec(n * dim, 1.0);
+        for row in v.chunks_exact_mut(dim) {
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+        let kb = KnowledgeBase::from_vectors(&enc, v)?;
+        let q = &out[0].vector;
+        let mut row = vec![n as f64];
+        for device in [SearchDevice::Cpu, SearchDevice::Gpu] {
+            // The first GPU search uploads the vectors; time the second.
+            kb.search_vector(&enc.gpu, q, 5, device)?;
+            let t = Instant::now();
+            kb.search_vector(&enc.gpu, q, 5, device)?;
+            row.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        search.push(row);
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "adapter": enc.gpu.adapter.name,
+                "backend": enc.gpu.adapter.backend,
+                "format": enc.format.name(),
+                "sentences": out.len(),
+                "tokens": tokens,
+                "seconds": secs,
+                "sentences_per_s": out.len() as f64 / secs,
+                "tokens_per_s": tokens as f64 / secs,
+                "search_ms": search.iter().map(|r| serde_json::json!({"chunks": r[0], "cpu": r[1], "gpu": r[2]})).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        println!(
+            "{} ({}), encoder weights {}: {} sentences, {} tokens ({:.1} per sentence) in {:.2} s: {:.1} sentences/s, {:.0} tokens/s",
+            enc.gpu.adapter.name,
+            enc.gpu.adapter.backend,
+            enc.format.name(),
+            out.len(),
+            tokens,
+            tokens as f64 / out.len().max(1) as f64,
+            secs,
+            out.len() as f64 / secs,
+            tokens as f64 / secs
+        );
+        for r in &search {
+            println!(
+                "search top-5 over {:>8} chunks: cpu {:8.2} ms, gpu {:8.2} ms (query embedding excluded)",
+                r[0], r[1], r[2]
+            );
+        }
+    }
+    Ok(())
+}

@@ -61,6 +61,8 @@ enum Cmd {
     Index(embed::IndexArgs),
     /// The chunks of a knowledge base closest to a query (exact cosine top-k).
     Search(embed::SearchArgs),
+    /// Sentence-embedding throughput and knowledge-base search time.
+    BenchEmbed(embed::BenchEmbedArgs),
 }
 
 #[derive(Args, Clone)]
@@ -317,6 +319,7 @@ pub fn main() -> Result<()> {
         Cmd::Embed(a) => embed::embed(a),
         Cmd::Index(a) => embed::index(a),
         Cmd::Search(a) => embed::search(a),
+        Cmd::BenchEmbed(a) => embed::bench_embed(a),
         Cmd::Adapters => {
             for (i, a) in lottery::engine::gpu::list_adapters(None)?
                 .iter()

@@ -83,15 +83,19 @@ pub struct Hit {
 /// Where scores are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum SearchDevice {
-    /// The GPU from [`GPU_SEARCH_MIN`] chunks up, the CPU below.
+    /// The GPU from [`GPU_SEARCH_MIN`] chunks up, the CPU below; always the
+    /// CPU on a CPU adapter (lavapipe, llvmpipe, SwiftShader), where
+    /// "the GPU" is the same cores behind a driver (BENCHMARKS.md: parity at
+    /// 200,000 chunks on lavapipe).
     #[default]
     Auto,
     Cpu,
     Gpu,
 }
 
-/// From this many chunks [`SearchDevice::Auto`] scores on the GPU: below it
-/// the CPU's dot products finish before a submit and readback would.
+/// From this many chunks [`SearchDevice::Auto`] scores on a real GPU: below
+/// it the CPU's dot products (6 ms for 20,000 x 384 on one core here) finish
+/// before a submit and readback would.
 pub const GPU_SEARCH_MIN: usize = 20_000;
 
 /// What [`KnowledgeBase::add_files`] did.
@@ -205,6 +209,34 @@ impl KnowledgeBase {
             vectors: Vectors::Owned(vec![]),
             gpu_vectors: Mutex::new(None),
         })
+    }
+
+    /// An in-memory base over given unit vectors ([n, encoder dim]) with
+    /// empty chunk texts: for benchmarks and for callers that embed themselves.
+    pub fn from_vectors(encoder: &BertEncoder, vectors: Vec<f32>) -> Result<Self> {
+        let dim = encoder.dim();
+        let mut kb = Self::create(Path::new("(memory)"), encoder, ChunkOptions::default())?;
+        if dim == 0 || vectors.len() % dim != 0 {
+            return Err(kb_err(
+                &kb.dir,
+                format!("{} values are not rows of {dim}", vectors.len()),
+            ));
+        }
+        let n = vectors.len() / dim;
+        kb.chunks = (0..n)
+            .map(|id| Chunk {
+                id,
+                source: String::new(),
+                start: 0,
+                end: 0,
+                line: 0,
+                tokens: 0,
+                text: String::new(),
+            })
+            .collect();
+        kb.manifest.count = n;
+        kb.vectors = Vectors::Owned(vectors);
+        Ok(kb)
     }
 
     /// Opens a base written by [`KnowledgeBase::save`]; the vectors are
@@ -521,7 +553,7 @@ impl KnowledgeBase {
         }
         let n = self.chunks.len();
         let on_gpu = match device {
-            SearchDevice::Auto => n >= GPU_SEARCH_MIN,
+            SearchDevice::Auto => n >= GPU_SEARCH_MIN && gpu.adapter.device_type != "Cpu",
             SearchDevice::Cpu => false,
             SearchDevice::Gpu => true,
         };
