@@ -56,6 +56,28 @@ impl Model {
                 }
             }
         };
+        Self::from_gguf(gpu, g, path, hf_dir, progress)
+    }
+
+    /// Loads a GGUF file held in memory (a browser has no paths): `name`
+    /// stands in for the path in messages.
+    pub fn from_gguf_bytes(
+        gpu: Arc<Gpu>,
+        bytes: Vec<u8>,
+        name: &str,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
+        let g = GgufFile::from_bytes(bytes)?;
+        Self::from_gguf(gpu, g, Path::new(name), false, progress)
+    }
+
+    fn from_gguf(
+        gpu: Arc<Gpu>,
+        g: GgufFile,
+        path: &Path,
+        hf_dir: bool,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
         let config = LlamaConfig::from_gguf(&g)?;
         let tokenizer = if hf_dir {
             Tokenizer::from_file(path.join("tokenizer.json"))?

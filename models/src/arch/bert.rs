@@ -713,12 +713,24 @@ impl BertEncoder {
     /// Embeds every text, batching sentences of similar length into one
     /// padded, masked submit each. Empty (or whitespace-only) texts are an
     /// error naming the input.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
         self.embed_with_progress(texts, &mut |_, _| {})
     }
 
     /// As [`BertEncoder::embed`], calling `progress(done, total)` after each batch.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn embed_with_progress(
+        &self,
+        texts: &[&str],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<Embedding>> {
+        pollster::block_on(self.embed_async(texts, progress))
+    }
+
+    /// [`BertEncoder::embed_with_progress`] for callers that must not block
+    /// (the browser): each batch's readback yields to the event loop.
+    pub async fn embed_async(
         &self,
         texts: &[&str],
         progress: &mut dyn FnMut(usize, usize),
@@ -771,9 +783,10 @@ impl BertEncoder {
                 ..Default::default()
             };
             self.gpu.run(&runner.step, &st, &runner.graph)?;
-            let pooled: Vec<f32> =
-                self.gpu
-                    .read_range(&runner.pooled, 0, (batch.len() * d * 4) as u64)?;
+            let pooled: Vec<f32> = self
+                .gpu
+                .read_async(&runner.pooled, 0, (batch.len() * d * 4) as u64)
+                .await?;
             for (s, &k) in batch.iter().enumerate() {
                 out[k] = Some(Embedding {
                     vector: pooled[s * d..(s + 1) * d].to_vec(),

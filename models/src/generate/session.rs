@@ -11,7 +11,7 @@ use lottery_engine::kv::{KvCache, KvDtype};
 use lottery_engine::ops::{AttnShape, SampleUniform};
 use lottery_engine::reference::Rng;
 use std::sync::Arc;
-use std::time::Instant;
+use web_time::Instant;
 
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
@@ -44,6 +44,7 @@ pub struct Session {
     _rope: Tensor,
     prefill: Vec<Dispatch>,
     decode: Vec<Dispatch>,
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     all_logits: Option<Vec<Dispatch>>,
     staging: wgpu::Buffer,
     tokens: Vec<u32>,
@@ -128,6 +129,9 @@ impl Session {
     pub fn context_len(&self) -> usize {
         self.opts.ctx as usize
     }
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.opts.kv
+    }
     pub fn kv_bytes(&self) -> u64 {
         self.kv.bytes()
     }
@@ -198,8 +202,8 @@ impl Session {
         st
     }
 
-    /// Runs one batch (one submit) and reads back only the sampled token.
-    fn run_batch(&mut self, ids: &[u32]) -> Result<u32> {
+    /// Records and submits one batch; the sampled token lands in `staging`.
+    fn submit_batch(&mut self, ids: &[u32]) -> Result<()> {
         let gpu = self.model.gpu.clone();
         let st = self.begin(ids, ids.len() > 1);
         let graph = if ids.len() == 1 {
@@ -211,26 +215,41 @@ impl Session {
         record(&mut enc, &st, graph, &gpu.limits)?;
         enc.copy_buffer_to_buffer(&self.act.out_token.buffer, 0, &self.staging, 0, 4);
         gpu.queue.submit([enc.finish()]);
-        let v: Vec<u32> = gpu.map_read(&self.staging, 4)?;
+        Ok(())
+    }
+
+    /// Runs one batch (one submit) and reads back only the sampled token.
+    /// In the browser the readback yields to the event loop.
+    async fn run_batch_async(&mut self, ids: &[u32]) -> Result<u32> {
+        self.submit_batch(ids)?;
+        let gpu = self.model.gpu.clone();
+        let v: Vec<u32> = gpu.map_read_async(&self.staging, 4).await?;
         self.tokens.extend_from_slice(ids);
         Ok(v[0])
     }
 
     /// Appends `ids` to the cache (batched) and returns the token sampled after them.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn feed(&mut self, ids: &[u32]) -> Result<u32> {
+        pollster::block_on(self.feed_async(ids))
+    }
+
+    /// [`Session::feed`] for callers that must not block (the browser).
+    pub async fn feed_async(&mut self, ids: &[u32]) -> Result<u32> {
         if ids.is_empty() {
             return Err(Error::Model("feed: no tokens given".into()));
         }
         self.check_ids(ids)?;
         let mut next = 0;
         for chunk in ids.chunks(self.opts.max_batch as usize) {
-            next = self.run_batch(chunk)?;
+            next = self.run_batch_async(chunk).await?;
         }
         Ok(next)
     }
 
     /// Appends `ids` and returns their teacher-forced logits [ids.len(), vocab].
     /// Needs `SessionOptions::logit_rows > 0`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         self.check_ids(ids)?;
         if self.all_logits.is_none() {
@@ -297,6 +316,7 @@ impl Session {
     /// context) and returns, per layer, the mean squared input of each
     /// projection group: `blk.L.attn_in` (Q/K/V), `blk.L.o_in`, `blk.L.ffn_in`
     /// (gate/up), `blk.L.down_in`. The cache is left empty.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn calibrate(&mut self, ids: &[u32]) -> Result<Vec<(String, Vec<f32>)>> {
         self.check_ids(&ids[..0])?;
         let model = self.model.clone();
@@ -369,7 +389,19 @@ impl Session {
 
     /// Feeds `prompt` and generates up to `opts.max_tokens` tokens. `on_token`
     /// gets each id and any newly completed text; returning `false` stops.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_token: impl FnMut(u32, &str) -> bool,
+    ) -> Result<Generation> {
+        pollster::block_on(self.generate_async(prompt, opts, on_token))
+    }
+
+    /// [`Session::generate`] for callers that must not block (the browser):
+    /// each token's readback yields to the event loop.
+    pub async fn generate_async(
         &mut self,
         prompt: &[u32],
         opts: &GenerateOptions,
@@ -393,7 +425,7 @@ impl Session {
                 decode_s: 0.0,
             });
         }
-        let mut next = self.feed(prompt)?;
+        let mut next = self.feed_async(prompt).await?;
         let t_first = Instant::now();
         loop {
             if ids.is_empty() {
@@ -418,7 +450,7 @@ impl Session {
             if ids.len() >= opts.max_tokens {
                 break;
             }
-            next = self.feed(&[next])?;
+            next = self.feed_async(&[next]).await?;
         }
         if stop != StopReason::StopString {
             if let Some(rest) = dec.flush() {

@@ -12,6 +12,9 @@
 //! Search is exact: every vector is scored (on the GPU when the base is
 //! large) and the top k are returned.
 
+// In the browser, indexing and GPU scoring (blocking readbacks) are left out.
+#![cfg_attr(target_arch = "wasm32", allow(unused_imports, dead_code))]
+
 pub mod chunk;
 
 pub use chunk::{chunk_text, ChunkOptions, TextChunk};
@@ -393,6 +396,7 @@ impl KnowledgeBase {
     /// Chunks and embeds `files` (already-indexed files with changed content
     /// replace their old chunks; unchanged ones are skipped).
     /// `progress(done, total)` counts chunks embedded.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn add_files(
         &mut self,
         encoder: &BertEncoder,
@@ -524,6 +528,7 @@ impl KnowledgeBase {
     }
 
     /// The `k` chunks most similar to `query` (exact cosine), best first.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn search(
         &self,
         encoder: &BertEncoder,
@@ -557,10 +562,17 @@ impl KnowledgeBase {
             SearchDevice::Cpu => false,
             SearchDevice::Gpu => true,
         };
+        // In the browser a blocking readback is impossible: score on the CPU.
+        #[cfg(target_arch = "wasm32")]
+        let on_gpu = on_gpu && false;
         let scores: Vec<f32> = if n == 0 {
             vec![]
         } else if on_gpu {
-            self.gpu_scores(gpu, q)?
+            #[cfg(not(target_arch = "wasm32"))]
+            let s = self.gpu_scores(gpu, q)?;
+            #[cfg(target_arch = "wasm32")]
+            let s = Vec::new();
+            s
         } else {
             self.vectors()
                 .chunks_exact(dim)
@@ -585,6 +597,7 @@ impl KnowledgeBase {
             .collect())
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     fn gpu_scores(&self, gpu: &Arc<Gpu>, q: &[f32]) -> Result<Vec<f32>> {
         let dim = self.manifest.encoder.dim;
         let n = self.chunks.len();
@@ -626,6 +639,6 @@ impl KnowledgeBase {
             },
             &d,
         )?;
-        Ok(gpu.read_range(&y, 0, n as u64 * 4)?)
+        Ok(pollster::block_on(gpu.read_async(&y, 0, n as u64 * 4))?)
     }
 }
