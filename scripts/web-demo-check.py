@@ -5,7 +5,9 @@ WebDriver HTTP API (no Selenium needed) and checks it:
 1. ?prompt=...&n=8&temperature=0&autorun=1 produces the reference greedy ids
    in #output[data-ids]; a screenshot is written to target/web-demo.png;
 2. a reload takes the model from the Cache API instead of downloading it;
-3. a dropped file that is not a GGUF shows the reader's named error;
+3. a dropped file that is not a GGUF shows the reader's named error, and a
+   URL that fails shows the HTTP status; the loaded model stays usable: a
+   chat turn streams tokens and Stop ends it early;
 4. without WebGPU the page shows its message instead of failing silently.
 
 Usage: web-demo-check.py PAGE_URL CHROMEDRIVER_URL OUT_DIR
@@ -104,6 +106,19 @@ try:
         time.sleep(0.3)
     assert "broken.gguf" in st["status"] and "GGUF" in st["status"], st["status"]
     print(f"broken file: {st['status']}")
+    # A URL that fails says so (and the loaded model stays usable).
+    js(sid, """
+      document.getElementById('model-url').value = 'models/no-such-model.gguf';
+      document.getElementById('load-url').click();
+      return true;""")
+    t0 = time.time()
+    while not page_state(sid)["status"].startswith("Error"):
+        if time.time() - t0 > 60:
+            raise SystemExit(f"no error for a missing URL: {page_state(sid)}")
+        time.sleep(0.3)
+    st = page_state(sid)
+    assert "no-such-model.gguf" in st["status"] and "404" in st["status"], st["status"]
+    print(f"missing URL: {st['status']}")
     # The model loaded before is still there: a chat turn through the
     # template streams tokens, and Stop ends it early.
     js(sid, """
