@@ -548,18 +548,6 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         })
         .await;
     }
-    for kv_f16 in [false, true] {
-        let fmt = if kv_f16 { "kv f16" } else { "kv f32" };
-        case(
-            &mut out,
-            &tier,
-            "rope_kv+attention",
-            fmt,
-            "prefill+split decode",
-            attention_case(g, kv_f16, quick),
-        )
-        .await;
-    }
     case(
         &mut out,
         &tier,
@@ -578,22 +566,53 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         sampler_distribution_case(g),
     )
     .await;
+    // Attention on both kernel variants: prefill picks the CPU tile kernel
+    // under `Rows`, decode the split one under both.
+    let shapes: &[(u32, u32, u32)] = if quick {
+        &[(6, 2, 38)]
+    } else {
+        &[(6, 2, 38), (5, 1, 64), (4, 4, 16)]
+    };
+    for variant in [MatvecVariant::Lanes, MatvecVariant::Rows] {
+        gpu.matvec = variant;
+        let vname = format!("{variant:?}").to_lowercase();
+        for &(nh, nkv, hd) in shapes {
+            for kv_f16 in [false, true] {
+                let fmt = if kv_f16 { "kv f16" } else { "kv f32" };
+                case(
+                    &mut out,
+                    &tier,
+                    "rope_kv+attention",
+                    fmt,
+                    &format!("{vname} heads {nh}/{nkv} hd {hd}: prefill+split decode"),
+                    attention_case(gpu, (nh, nkv, hd), kv_f16, quick),
+                )
+                .await;
+            }
+        }
+    }
+    gpu.matvec = default_variant;
     out
 }
 
 /// Rope + cache append + attention for a prefill followed by decode steps
 /// split into key chunks, against the CPU reference.
-async fn attention_case(gpu: &Gpu, kv_f16: bool, quick: bool) -> Result<Check> {
+async fn attention_case(
+    gpu: &Gpu,
+    (n_head, n_kv_head, head_dim): (u32, u32, u32),
+    kv_f16: bool,
+    quick: bool,
+) -> Result<Check> {
     let sb = StepBuffer::new(gpu);
-    let mut rng = Rng::new(7);
+    let mut rng = Rng::new(7 + head_dim as u64);
     let s = AttnShape {
-        n_head: 6,
-        n_kv_head: 2,
-        head_dim: 38,
+        n_head,
+        n_kv_head,
+        head_dim,
         ctx: 90,
         kv_f16,
     };
-    let (nh, nkv, hd) = (6usize, 2usize, 38usize);
+    let (nh, nkv, hd) = (n_head as usize, n_kv_head as usize, head_dim as usize);
     let w = s.qkv_width() as usize;
     let table = cpu::rope_table(s.ctx as usize, hd, 10000.0);
     let tt = gpu.upload("rope", &table.iter().flat_map(|c| *c).collect::<Vec<f32>>())?;
@@ -605,11 +624,14 @@ async fn attention_case(gpu: &Gpu, kv_f16: bool, quick: bool) -> Result<Check> {
     let qkv_t = gpu.zeros("qkv", max_t as u64 * w as u64 * 4)?;
     let part = gpu.zeros("part", ops::attention_part_bytes(&s, max_t as u64 * 8))?;
     let out = gpu.zeros("out", max_t as u64 * (nh * hd) as u64 * 4)?;
-    let disp = vec![
-        ops::rope_kv(gpu, &sb, &s, &tt, &qkv_t, &kc, &vc, max_t)?,
-        ops::attention(gpu, &sb, &s, &qkv_t, &kc, &vc, &part)?,
-        ops::attention_combine(gpu, &sb, &s, &part, &out)?,
-    ];
+    let graph = |prefill: bool| -> Result<Vec<Dispatch>> {
+        let mut d = vec![ops::rope_kv(gpu, &sb, &s, &tt, &qkv_t, &kc, &vc, max_t)?];
+        d.extend(ops::attention(
+            gpu, &sb, &s, &qkv_t, &kc, &vc, &part, &out, prefill,
+        )?);
+        Ok(d)
+    };
+    let (prefill, decode) = (graph(true)?, graph(false)?);
     let (mut all_k, mut all_v) = (Vec::new(), Vec::new());
     let mut pos = 0usize;
     let mut worst = Check {
@@ -618,9 +640,10 @@ async fn attention_case(gpu: &Gpu, kv_f16: bool, quick: bool) -> Result<Check> {
         fail: None,
     };
     let steps: &[(usize, u32)] = if quick {
-        &[(21, 0), (1, 16)]
+        &[(21, 0), (1, 16), (5, 0)]
     } else {
-        &[(71, 0), (1, 16), (1, 16), (1, 7)]
+        // A second prefill after decode steps checks the causal offset.
+        &[(71, 0), (1, 16), (1, 16), (13, 0), (1, 7)]
     };
     for &(t, chunk) in steps {
         let qkv = rng.vec(t * w, 1.0);
@@ -636,7 +659,7 @@ async fn attention_case(gpu: &Gpu, kv_f16: bool, quick: bool) -> Result<Check> {
             n_chunks: kv_len.div_ceil(chunk_len),
             ..Default::default()
         };
-        run(gpu, &sb, &st, &disp)?;
+        run(gpu, &sb, &st, if chunk == 0 { &prefill } else { &decode })?;
         let (mut q, mut k, mut v) = (vec![], vec![], vec![]);
         for r in qkv.chunks_exact(w) {
             q.extend_from_slice(&r[..nh * hd]);

@@ -21,48 +21,13 @@ struct Params {
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;
-#if KV_F16
-#if NATIVE_F16
-@group(0) @binding(3) var<storage, read> kc: array<vec2<f16>>;
-@group(0) @binding(4) var<storage, read> vc: array<vec2<f16>>;
-#else
-@group(0) @binding(3) var<storage, read> kc: array<u32>;
-@group(0) @binding(4) var<storage, read> vc: array<u32>;
-#endif
-#else
-@group(0) @binding(3) var<storage, read> kc: array<u32>;
-@group(0) @binding(4) var<storage, read> vc: array<u32>;
-#endif
+#include "common/kv_read.wgsl"
 @group(0) @binding(5) var<storage, read_write> part: array<f32>; // [n_tokens, n_head, n_chunks, head_dim + 2]
 
 const TILE: u32 = 64u;
 const MAX_HD: u32 = 256u;
 var<workgroup> qs: array<f32, MAX_HD>;
 var<workgroup> sc: array<f32, TILE>;
-
-fn k_at(slot: u32, d: u32) -> f32 {
-#if KV_F16
-#if NATIVE_F16
-    return f32(kc[(slot + d) / 2u][d % 2u]);
-#else
-    return unpack2x16float(kc[(slot + d) / 2u])[d % 2u];
-#endif
-#else
-    return bitcast<f32>(kc[slot + d]);
-#endif
-}
-
-fn v_at(slot: u32, d: u32) -> f32 {
-#if KV_F16
-#if NATIVE_F16
-    return f32(vc[(slot + d) / 2u][d % 2u]);
-#else
-    return unpack2x16float(vc[(slot + d) / 2u])[d % 2u];
-#endif
-#else
-    return bitcast<f32>(vc[slot + d]);
-#endif
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {

@@ -370,8 +370,18 @@ pub fn rope_kv(
     )
 }
 
-/// Partial causal attention per (head, token, chunk) into `part`
-/// [n_tokens, n_head, n_chunks, head_dim + 2].
+/// Query rows (tokens x heads sharing a KV head) one invocation of the CPU
+/// prefill attention keeps in registers, and the head size it allows.
+const ROWS_MAX_ROWS: u32 = 12;
+const ROWS_MAX_HEAD_DIM: u32 = 128;
+
+/// Causal attention of the batch in `qkv` over the cache into `out`
+/// [n_tokens, n_head * head_dim]. `prefill`: the graph runs whole prompts in
+/// one key chunk; otherwise decode steps split the keys in chunks
+/// (flash-decoding). GPUs (and decode) get a workgroup per (head, token,
+/// chunk) writing partial results to `part` and a combine pass; CPU adapters
+/// prefill with the barrier-free tile kernel that writes `out` directly.
+#[allow(clippy::too_many_arguments)]
 pub fn attention(
     gpu: &Gpu,
     step: &StepBuffer,
@@ -380,10 +390,57 @@ pub fn attention(
     kc: &Tensor,
     vc: &Tensor,
     part: &Tensor,
-) -> Result<Dispatch> {
+    out: &Tensor,
+    prefill: bool,
+) -> Result<Vec<Dispatch>> {
     s.check()?;
     need("attention", kc, s.cache_bytes())?;
     need("attention", vc, s.cache_bytes())?;
+    let g = s.n_head / s.n_kv_head;
+    let d = defines(&[("KV_F16", s.kv_define())]);
+    // Decode keeps the split kernel on every adapter: with one query token
+    // the tile kernel has only n_kv_head invocations of work, and measured
+    // on lavapipe it was no faster (BENCHMARKS.md).
+    if prefill
+        && gpu.matvec_variant() == MatvecVariant::Rows
+        && s.head_dim <= ROWS_MAX_HEAD_DIM
+        && g <= ROWS_MAX_ROWS
+    {
+        #[repr(C)]
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        struct P {
+            n_head: u32,
+            n_kv: u32,
+            hd: u32,
+            ctx: u32,
+            scale: f32,
+            tokens: u32,
+            _p: [u32; 2],
+        }
+        let tokens = (ROWS_MAX_ROWS / g).clamp(1, 8);
+        let p = P {
+            n_head: s.n_head,
+            n_kv: s.n_kv_head,
+            hd: s.head_dim,
+            ctx: s.ctx,
+            scale: 1.0 / (s.head_dim as f32).sqrt(),
+            tokens,
+            _p: [0; 2],
+        };
+        return Ok(vec![launch(
+            gpu,
+            &format!("attention_rows {}", kc.label),
+            "ops/attention_rows.wgsl",
+            &d,
+            step,
+            &p,
+            &[qkv, kc, vc, out],
+            Grid::TokenTiles {
+                x: s.n_kv_head,
+                tile: 16 * tokens,
+            },
+        )?]);
+    }
     #[repr(C)]
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
     struct P {
@@ -402,17 +459,19 @@ pub fn attention(
         scale: 1.0 / (s.head_dim as f32).sqrt(),
         _p: [0; 3],
     };
-    let d = defines(&[("KV_F16", s.kv_define())]);
-    launch(
-        gpu,
-        &format!("attention {}", kc.label),
-        "ops/attention.wgsl",
-        &d,
-        step,
-        &p,
-        &[qkv, kc, vc, part],
-        Grid::PerTokenChunk(s.n_head),
-    )
+    Ok(vec![
+        launch(
+            gpu,
+            &format!("attention {}", kc.label),
+            "ops/attention.wgsl",
+            &d,
+            step,
+            &p,
+            &[qkv, kc, vc, part],
+            Grid::PerTokenChunk(s.n_head),
+        )?,
+        attention_combine(gpu, step, s, part, out)?,
+    ])
 }
 
 /// Bytes `part` needs for `rows` (token x chunk) partial results per head.
@@ -421,7 +480,7 @@ pub fn attention_part_bytes(s: &AttnShape, rows: u64) -> u64 {
 }
 
 /// Merges partial attention into out [n_tokens, n_head * head_dim].
-pub fn attention_combine(
+fn attention_combine(
     gpu: &Gpu,
     step: &StepBuffer,
     s: &AttnShape,
@@ -740,6 +799,7 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
     for kv in ["0", "1"] {
         v.push(("ops/rope_kv.wgsl", defines(&[("KV_F16", kv)])));
         v.push(("ops/attention.wgsl", defines(&[("KV_F16", kv)])));
+        v.push(("ops/attention_rows.wgsl", defines(&[("KV_F16", kv)])));
     }
     for p in [
         "ops/rmsnorm.wgsl",

@@ -446,10 +446,9 @@ pub fn build_graph(
         g.push(ops::rope_kv(
             gpu, step, s, rope, &a.qkv, &kv.k[l], &kv.v[l], max_batch,
         )?);
-        g.push(ops::attention(
-            gpu, step, s, &a.qkv, &kv.k[l], &kv.v[l], &a.part,
+        g.extend(ops::attention(
+            gpu, step, s, &a.qkv, &kv.k[l], &kv.v[l], &a.part, &a.attn, batched,
         )?);
-        g.push(ops::attention_combine(gpu, step, s, &a.part, &a.attn)?);
         if let Some(cs) = calib {
             let w = (c.n_head * c.head_dim) as u32;
             g.push(ops::sumsq(
