@@ -46,8 +46,9 @@ PY
   fi
   flags=(-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF)
   [ $vulkan = 1 ] && flags+=(-DGGML_VULKAN=ON)
-  cmake -S "$src/vendor/llama.cpp" -B "$build" "${flags[@]}" >/dev/null
-  cmake --build "$build" --target llama-bench -j"$(nproc)" >/dev/null
+  echo "building llama-bench into $build (a few minutes)" >&2
+  cmake -S "$src/vendor/llama.cpp" -B "$build" "${flags[@]}" >/dev/null 2>&1
+  cmake --build "$build" --target llama-bench -j"$(nproc)" >"$cache/build.log" 2>&1 || { tail -20 "$cache/build.log" >&2; exit 1; }
 fi
 threads="$(nproc)"
 ngl=0; [ $vulkan = 1 ] && ngl=99

@@ -24,6 +24,10 @@ pub struct BenchArgs {
     /// Also time each kernel of a decode step on its own, grouped by kernel.
     #[arg(long)]
     per_kernel: bool,
+    /// Also probe the adapter's own ceilings (storage-load rate per access
+    /// pattern, peak multiply-add rate) and print the speed they allow.
+    #[arg(long)]
+    limits: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -111,6 +115,30 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     }
     let wbytes = model.weights.decode_bytes() as f64;
     let gbs = wbytes * decode / 1e9;
+    // Multiply-adds per prompt token: every layer matrix once (the LM head
+    // runs for the last token only).
+    let macs: f64 = model
+        .weights
+        .layers
+        .iter()
+        .map(|l| {
+            [&l.wqkv, &l.wo, &l.w_gate_up, &l.w_down]
+                .iter()
+                .map(|w| (w.n * w.k) as f64)
+                .sum::<f64>()
+        })
+        .sum();
+    let limits = if a.limits {
+        Some(lottery::engine::ops::measure_adapter_limits(
+            gpu,
+            wbytes as u64,
+        )?)
+    } else {
+        None
+    };
+    let bounds = limits
+        .as_ref()
+        .map(|l| (l.best_load_gb_per_s() * 1e9 / wbytes, l.fma_per_s / macs));
     let ad = &gpu.adapter;
     if a.json {
         println!(
@@ -122,6 +150,13 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 "ttft_s": ttft, "prefill_tokens_per_s": prefill, "decode_tokens_per_s": decode,
                 "weight_bytes_per_token": wbytes, "decode_weight_gb_per_s": gbs,
                 "copy_gb_per_s": copy, "fraction_of_copy_bandwidth": gbs / copy,
+                "limits": limits.as_ref().map(|l| serde_json::json!({
+                    "loads_gb_per_s": l.loads.iter().map(|(k, v)| serde_json::json!({"pattern": k, "gb_per_s": v})).collect::<Vec<_>>(),
+                    "fma_per_s": l.fma_per_s,
+                    "macs_per_prompt_token": macs,
+                    "decode_bound_tokens_per_s": bounds.map(|b| b.0),
+                    "prefill_bound_tokens_per_s": bounds.map(|b| b.1),
+                })),
             })
         );
     } else {
@@ -147,6 +182,24 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             copy
         );
         println!("fraction     {:.1}% of copy bandwidth", 100.0 * gbs / copy);
+        if let (Some(l), Some((dec_bound, pre_bound))) = (&limits, bounds) {
+            println!("adapter probes (ceilings no kernel can pass on this adapter):");
+            for (pattern, g) in &l.loads {
+                println!("  storage loads, {pattern:<38} {g:7.2} GB/s");
+            }
+            println!(
+                "  f32 multiply-adds, registers only          {:7.2} G/s",
+                l.fma_per_s / 1e9
+            );
+            println!(
+                "  decode  <= {dec_bound:.1} tokens/s  (best load rate / {:.1} MB of weights per token)",
+                wbytes / 1e6
+            );
+            println!(
+                "  prefill <= {pre_bound:.1} tokens/s  (multiply-add rate / {:.1} M multiply-adds per token, dequantisation and attention not counted)",
+                macs / 1e6
+            );
+        }
     }
     Ok(())
 }

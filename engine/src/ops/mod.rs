@@ -772,6 +772,121 @@ pub fn mean_pool(
     )
 }
 
+/// What an adapter can do at best, measured by two probe kernels (not model
+/// kernels): the storage-load rate for each access pattern, and the peak
+/// multiply-add rate. They bound any kernel's speed on that adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterLimits {
+    /// (pattern, GB/s) for u32 / vec4 loads, per-invocation spans / interleaved.
+    pub loads: Vec<(String, f64)>,
+    /// f32 multiply-adds per second.
+    pub fma_per_s: f64,
+}
+
+impl AdapterLimits {
+    pub fn best_load_gb_per_s(&self) -> f64 {
+        self.loads.iter().map(|(_, g)| *g).fold(0.0, f64::max)
+    }
+}
+
+/// Runs the probes on `gpu`: `bytes` streamed per load pattern (best of 3
+/// after a warm-up), and a register-only multiply-add loop.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn measure_adapter_limits(gpu: &Gpu, bytes: u64) -> Result<AdapterLimits> {
+    use web_time::Instant;
+    let step = StepBuffer::new(gpu);
+    let st = crate::gpu::Step {
+        n_tokens: 1,
+        ..Default::default()
+    };
+    let bytes = bytes.min(gpu.max_binding()).max(1 << 20) / 4096 * 4096;
+    let w = gpu.zeros("probe.words", bytes)?;
+    let time = |d: &[Dispatch]| -> Result<f64> {
+        let mut best = f64::MAX;
+        for i in 0..4 {
+            let t0 = Instant::now();
+            gpu.run(&step, &st, d)?;
+            gpu.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Readback(e.to_string()))?;
+            if i > 0 {
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+        }
+        Ok(best)
+    };
+    let mut loads = Vec::new();
+    for vec4 in [false, true] {
+        for layout in [false, true] {
+            let unit = if vec4 { 16 } else { 4 };
+            let per_lane = 256u32;
+            let lanes = (bytes / unit / per_lane as u64) as u32;
+            let groups = lanes.div_ceil(64);
+            if groups > gpu.limits.max_compute_workgroups_per_dimension {
+                continue;
+            }
+            let out = gpu.zeros("probe.out", lanes as u64 * 4)?;
+            let p = Params4 {
+                a: lanes,
+                b: per_lane,
+                c: 0,
+                d: 0,
+            };
+            let d = launch(
+                gpu,
+                "probe loads",
+                "probe/loads.wgsl",
+                &defines(&[
+                    ("VEC4", if vec4 { "1" } else { "0" }),
+                    ("LAYOUT", if layout { "1" } else { "0" }),
+                ]),
+                &step,
+                &p,
+                &[&w, &out],
+                Grid::Fixed([groups, 1, 1]),
+            )?;
+            let secs = time(std::slice::from_ref(&d))?;
+            let moved = lanes as f64 * per_lane as f64 * unit as f64;
+            loads.push((
+                format!(
+                    "{} {}",
+                    if vec4 { "vec4<u32>" } else { "u32" },
+                    if layout {
+                        "interleaved across invocations"
+                    } else {
+                        "contiguous per invocation"
+                    }
+                ),
+                moved / secs / 1e9,
+            ));
+        }
+    }
+    let lanes = 64 * 256u32;
+    let iters = 4096u32;
+    let out = gpu.zeros("probe.fma", lanes as u64 * 4)?;
+    let p = Params4 {
+        a: iters,
+        b: 0,
+        c: 0,
+        d: 0,
+    };
+    let d = launch(
+        gpu,
+        "probe fma",
+        "probe/fma.wgsl",
+        &Defines::new(),
+        &step,
+        &p,
+        &[&out],
+        Grid::Fixed([lanes / 64, 1, 1]),
+    )?;
+    let secs = time(std::slice::from_ref(&d))?;
+    Ok(AdapterLimits {
+        loads,
+        fma_per_s: lanes as f64 * iters as f64 * 8.0 / secs,
+    })
+}
+
 /// Every (shader, defines) variant the engine can build, for naga validation
 /// and for warming the pipeline cache.
 pub fn all_variants() -> Vec<(&'static str, Defines)> {
@@ -793,6 +908,15 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
             ));
         }
     }
+    for vec4 in ["0", "1"] {
+        for layout in ["0", "1"] {
+            v.push((
+                "probe/loads.wgsl",
+                defines(&[("VEC4", vec4), ("LAYOUT", layout)]),
+            ));
+        }
+    }
+    v.push(("probe/fma.wgsl", Defines::new()));
     for gelu in ["0", "1"] {
         v.push(("ops/bias_act.wgsl", defines(&[("GELU", gelu)])));
     }

@@ -53,6 +53,8 @@ sources!(
     "ops/bias_act.wgsl",
     "ops/encoder_attention.wgsl",
     "ops/mean_pool.wgsl",
+    "probe/loads.wgsl",
+    "probe/fma.wgsl",
 );
 
 /// Looks up an embedded shader file.
