@@ -8,9 +8,11 @@ pub mod kb;
 pub mod load;
 pub mod model;
 pub mod quantize;
+pub mod runtime;
 
 pub use error::{Error, Result};
 pub use generate::{
-    GenerateOptions, Generation, SamplerSettings, Session, SessionOptions, StopReason,
+    GenerateOptions, Generation, HookAction, SamplerSettings, Session, SessionOptions, StopReason,
+    TokenEvent,
 };
 pub use model::Model;

@@ -233,6 +233,11 @@ struct RunArgs {
     /// Print one JSON object (prompt_ids, ids, text, timings) instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// Tools the runtime answers inline (comma-separated). `calculator`:
+    /// whenever the text ends with `<<EXPR=`, the exact value and `>>` are
+    /// fed through the cache (GSM8K's format) and decoding goes on.
+    #[arg(long, value_delimiter = ',', value_parser = ["calculator"])]
+    tools: Vec<String>,
 }
 
 #[derive(Args)]
@@ -366,19 +371,40 @@ fn run(a: RunArgs) -> Result<()> {
     let t0 = Instant::now();
     let mut out = std::io::stdout();
     let json = a.json;
-    let g = session.generate(&ids, &opts, |_, piece| {
+    let mut calls = Vec::new();
+    let print = |e: &lottery::models::TokenEvent| {
         if !json {
-            print!("{piece}");
+            print!("{}", e.piece);
             let _ = out.flush();
         }
         true
-    })?;
+    };
+    let g = if a.tools.iter().any(|t| t == "calculator") {
+        session.generate_with_hook(
+            &ids,
+            &opts,
+            lottery::models::runtime::inline_calculator(&mut calls, print),
+        )?
+    } else {
+        let mut print = print;
+        session.generate_with_hook(&ids, &opts, |e| {
+            print(e);
+            lottery::models::HookAction::Continue
+        })?
+    };
     let total = t0.elapsed().as_secs_f64();
     if json {
         let v = serde_json::json!({
             "prompt_ids": g.prompt_ids,
             "ids": g.ids,
             "text": g.text,
+            "injected_tokens": g.injected,
+            "tool_calls": calls.iter().map(|c| serde_json::json!({
+                "tool": "calculator",
+                "expression": c.expression,
+                "result": c.result.as_ref().ok(),
+                "error": c.result.as_ref().err(),
+            })).collect::<Vec<_>>(),
             "stop": format!("{:?}", g.stop),
             "timings": {
                 "prompt_tokens": g.prompt_ids.len(),

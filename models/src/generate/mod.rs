@@ -51,6 +51,27 @@ impl Default for GenerateOptions {
     }
 }
 
+/// What a generation hook sees for each token: sampled ones, and tokens a
+/// tool injected (`injected`), with the text so far (injections included).
+#[derive(Clone, Copy, Debug)]
+pub struct TokenEvent<'a> {
+    pub id: u32,
+    /// Text this token completed (may be empty mid-character).
+    pub piece: &'a str,
+    /// All generated text so far, this piece included.
+    pub text: &'a str,
+    pub injected: bool,
+}
+
+/// A hook's answer: go on, stop, or feed this text through the cache as if
+/// the model had written it (a tool result) and go on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookAction {
+    Continue,
+    Stop,
+    Inject(String),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
     MaxTokens,
@@ -64,7 +85,10 @@ pub enum StopReason {
 #[derive(Clone, Debug)]
 pub struct Generation {
     pub prompt_ids: Vec<u32>,
+    /// Every token after the prompt: sampled and injected.
     pub ids: Vec<u32>,
+    /// How many of `ids` a hook injected (they do not count toward `max_tokens`).
+    pub injected: usize,
     pub text: String,
     pub stop: StopReason,
     /// Seconds from the call to the first generated token (prefill + first sample).
@@ -75,7 +99,7 @@ pub struct Generation {
 
 impl Generation {
     pub fn decode_tokens_per_s(&self) -> f64 {
-        let n = self.ids.len().saturating_sub(1);
+        let n = (self.ids.len() - self.injected).saturating_sub(1);
         if self.decode_s > 0.0 {
             n as f64 / self.decode_s
         } else {

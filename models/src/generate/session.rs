@@ -2,7 +2,7 @@
 //! hook, rewinding and forking all work on the cache in place, so a tool loop
 //! never re-runs the prompt.
 
-use super::{GenerateOptions, Generation, SamplerSettings, StopReason};
+use super::{GenerateOptions, Generation, HookAction, SamplerSettings, StopReason, TokenEvent};
 use crate::arch::llama::{self, Activations, Head, DECODE_CHUNK, HISTORY};
 use crate::model::Model;
 use crate::{Error, Result};
@@ -407,6 +407,37 @@ impl Session {
         opts: &GenerateOptions,
         mut on_token: impl FnMut(u32, &str) -> bool,
     ) -> Result<Generation> {
+        self.generate_with_hook_async(prompt, opts, |e| {
+            if on_token(e.id, e.piece) {
+                HookAction::Continue
+            } else {
+                HookAction::Stop
+            }
+        })
+        .await
+    }
+
+    /// Generation with a per-token hook that can stop or inject text (a
+    /// tool's result): injected text is tokenized and fed through the cache
+    /// right after the token that triggered it, its tokens are reported to
+    /// the hook with `injected` set and do not count toward `max_tokens`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn generate_with_hook(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        hook: impl FnMut(&TokenEvent) -> HookAction,
+    ) -> Result<Generation> {
+        pollster::block_on(self.generate_with_hook_async(prompt, opts, hook))
+    }
+
+    /// [`Session::generate_with_hook`] for callers that must not block.
+    pub async fn generate_with_hook_async(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        mut hook: impl FnMut(&TokenEvent) -> HookAction,
+    ) -> Result<Generation> {
         self.set_sampler(&opts.sampler);
         let t0 = Instant::now();
         let stop_ids = self.model.stop_ids();
@@ -415,10 +446,12 @@ impl Session {
         let mut text = String::new();
         let mut stop = StopReason::MaxTokens;
         let mut ttft = 0.0;
+        let (mut sampled, mut injected) = (0usize, 0usize);
         if opts.max_tokens == 0 {
             return Ok(Generation {
                 prompt_ids: prompt.to_vec(),
                 ids,
+                injected,
                 text,
                 stop,
                 ttft_s: 0.0,
@@ -427,30 +460,74 @@ impl Session {
         }
         let mut next = self.feed_async(prompt).await?;
         let t_first = Instant::now();
-        loop {
+        // Ends the generation when the text holds a stop string (cut there).
+        let stop_at = |text: &mut String| -> bool {
+            if let Some(at) = opts.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                text.truncate(at);
+                true
+            } else {
+                false
+            }
+        };
+        'outer: loop {
             if ids.is_empty() {
                 ttft = t_first.duration_since(t0).as_secs_f64();
             }
             ids.push(next);
+            sampled += 1;
             if opts.stop_at_eos && stop_ids.contains(&next) {
                 stop = StopReason::Eos;
                 break;
             }
             let piece = dec.push(next)?.unwrap_or_default();
             text.push_str(&piece);
-            if let Some(at) = opts.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-                text.truncate(at);
+            if stop_at(&mut text) {
                 stop = StopReason::StopString;
                 break;
             }
-            if !on_token(next, &piece) {
-                stop = StopReason::Callback;
+            let action = hook(&TokenEvent {
+                id: next,
+                piece: &piece,
+                text: &text,
+                injected: false,
+            });
+            let mut feed = vec![next];
+            match action {
+                HookAction::Continue => {}
+                HookAction::Stop => {
+                    stop = StopReason::Callback;
+                    break;
+                }
+                HookAction::Inject(s) => {
+                    let inj = self.model.tokenizer.encode(&s)?;
+                    self.check_ids(&inj)?;
+                    for &id in &inj {
+                        ids.push(id);
+                        injected += 1;
+                        let piece = dec.push(id)?.unwrap_or_default();
+                        text.push_str(&piece);
+                        let a = hook(&TokenEvent {
+                            id,
+                            piece: &piece,
+                            text: &text,
+                            injected: true,
+                        });
+                        if a == HookAction::Stop {
+                            stop = StopReason::Callback;
+                            break 'outer;
+                        }
+                    }
+                    if stop_at(&mut text) {
+                        stop = StopReason::StopString;
+                        break;
+                    }
+                    feed.extend_from_slice(&inj);
+                }
+            }
+            if sampled >= opts.max_tokens {
                 break;
             }
-            if ids.len() >= opts.max_tokens {
-                break;
-            }
-            next = self.feed_async(&[next]).await?;
+            next = self.feed_async(&feed).await?;
         }
         if stop != StopReason::StopString {
             if let Some(rest) = dec.flush() {
@@ -460,6 +537,7 @@ impl Session {
         Ok(Generation {
             prompt_ids: prompt.to_vec(),
             ids,
+            injected,
             text,
             stop,
             ttft_s: ttft,
