@@ -3,10 +3,8 @@
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
-use lottery::engine::Tier;
 use lottery::models::arch::bert::BertEncoder;
 use lottery::models::kb::{collect_files, ChunkOptions, KnowledgeBase, SearchDevice};
-use lottery::{Gpu, GpuOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,15 +19,8 @@ pub struct EncoderArgs {
     /// Quantize the encoder's matrices at load (e.g. q8_0, f16).
     #[arg(long)]
     pub quantize: Option<String>,
-    /// Backend: vulkan, metal, dx12, gl.
-    #[arg(long)]
-    pub backend: Option<String>,
-    /// Adapter index within the backend (see `lottery adapters`).
-    #[arg(long)]
-    pub adapter: Option<usize>,
-    /// Capability tier: portable, f16, subgroup or full.
-    #[arg(long)]
-    pub tier: Option<String>,
+    #[command(flatten)]
+    pub gpu: super::GpuArgs,
 }
 
 impl EncoderArgs {
@@ -41,18 +32,7 @@ impl EncoderArgs {
                 anyhow!("no encoder given and all-MiniLM-L6-v2 is not downloaded: run `scripts/fetch-minilm.sh`, or pass --model DIR")
             })?,
         };
-        let gpu = Gpu::new(&GpuOptions {
-            backend: self.backend.clone(),
-            adapter_index: self.adapter,
-            storage_binding_limit: None,
-            tier: match &self.tier {
-                Some(t) => Some(
-                    Tier::parse(t)
-                        .ok_or_else(|| anyhow!("--tier must be portable, f16, subgroup or full"))?,
-                ),
-                None => None,
-            },
-        })?;
+        let gpu = self.gpu.open(None)?;
         let quantize = match &self.quantize {
             Some(t) => Some(
                 lottery::models::quantize::parse_format(t)

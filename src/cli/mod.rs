@@ -65,15 +65,10 @@ enum Cmd {
     BenchEmbed(embed::BenchEmbedArgs),
 }
 
+/// Which adapter and capability tier to run on (shared by every command that
+/// opens a GPU).
 #[derive(Args, Clone)]
-pub struct ModelArgs {
-    /// GGUF file or HF checkpoint directory (default: $LOTTERY_MODEL or
-    /// models-cache/SmolLM2-135M-Instruct.Q4_1.gguf).
-    #[arg(long, short)]
-    pub model: Option<PathBuf>,
-    /// Re-quantize every matrix at load time (e.g. q4_k, q8_0).
-    #[arg(long)]
-    pub quantize: Option<String>,
+pub struct GpuArgs {
     /// Backend: vulkan, metal, dx12, gl (default: $LOTTERY_BACKEND or the best available).
     #[arg(long)]
     pub backend: Option<String>,
@@ -83,6 +78,38 @@ pub struct ModelArgs {
     /// Capability tier: portable, f16, subgroup or full (default: the best the adapter has, or $LOTTERY_TIER).
     #[arg(long)]
     pub tier: Option<String>,
+}
+
+impl GpuArgs {
+    /// Opens the device, asking for a per-binding limit above WebGPU's
+    /// default only when `binding` needs it.
+    pub fn open(&self, binding: Option<u64>) -> Result<Gpu> {
+        Ok(Gpu::new(&GpuOptions {
+            backend: self.backend.clone(),
+            adapter_index: self.adapter,
+            storage_binding_limit: binding,
+            tier: match &self.tier {
+                Some(t) => Some(
+                    Tier::parse(t)
+                        .ok_or_else(|| anyhow!("--tier must be portable, f16, subgroup or full"))?,
+                ),
+                None => None,
+            },
+        })?)
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// GGUF file or HF checkpoint directory (default: $LOTTERY_MODEL or
+    /// models-cache/SmolLM2-135M-Instruct.Q4_1.gguf).
+    #[arg(long, short)]
+    pub model: Option<PathBuf>,
+    /// Re-quantize every matrix at load time (e.g. q4_k, q8_0).
+    #[arg(long)]
+    pub quantize: Option<String>,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
     /// KV cache storage.
     #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
     pub kv: String,
@@ -108,18 +135,7 @@ impl ModelArgs {
                 .and_then(|g| lottery::models::arch::llama::max_binding_bytes(&g))
                 .with_context(|| format!("reading {}", path.display()))?
         };
-        let gpu = Gpu::new(&GpuOptions {
-            backend: self.backend.clone(),
-            adapter_index: self.adapter,
-            storage_binding_limit: (need > 128 << 20).then_some(need),
-            tier: match &self.tier {
-                Some(t) => Some(
-                    Tier::parse(t)
-                        .ok_or_else(|| anyhow!("--tier must be portable, f16, subgroup or full"))?,
-                ),
-                None => None,
-            },
-        })?;
+        let gpu = self.gpu.open((need > 128 << 20).then_some(need))?;
         let bar = if quiet {
             indicatif::ProgressBar::hidden()
         } else {
