@@ -469,6 +469,8 @@ impl Session {
                 false
             }
         };
+        // What the next step feeds: the sampled token, plus any injection.
+        let mut feed: Vec<u32> = Vec::with_capacity(16);
         'outer: loop {
             if ids.is_empty() {
                 ttft = t_first.duration_since(t0).as_secs_f64();
@@ -491,7 +493,8 @@ impl Session {
                 text: &text,
                 injected: false,
             });
-            let mut feed = vec![next];
+            feed.clear();
+            feed.push(next);
             match action {
                 HookAction::Continue => {}
                 HookAction::Stop => {
