@@ -126,6 +126,10 @@ impl Engine {
     }
 }
 
+// The session stays borrowed across the readbacks on purpose: `busy` keeps
+// every other entry point (generate, loadModel) from touching it meanwhile,
+// and `stop` only flips a Cell.
+#[allow(clippy::await_holding_refcell_ref)]
 async fn generate(
     inner: &Inner,
     opts: &str,

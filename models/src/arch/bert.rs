@@ -730,6 +730,7 @@ impl BertEncoder {
 
     /// [`BertEncoder::embed_with_progress`] for callers that must not block
     /// (the browser): each batch's readback yields to the event loop.
+    #[allow(clippy::await_holding_lock)]
     pub async fn embed_async(
         &self,
         texts: &[&str],
@@ -751,10 +752,18 @@ impl BertEncoder {
         order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].0.len()));
         let mut out: Vec<Option<Embedding>> = vec![None; inputs.len()];
         let d = self.config.d_model;
-        let runner = self
-            .runner
-            .lock()
-            .map_err(|_| Error::Model("encoder state poisoned by an earlier panic".into()))?;
+        // The batch buffers belong to one call until its readback is done, so
+        // the guard lives across the await. `try_lock`, not `lock`: a second
+        // concurrent call gets an error instead of blocking an executor (in
+        // the browser there is no other thread to release it).
+        let runner = self.runner.try_lock().map_err(|e| match e {
+            std::sync::TryLockError::WouldBlock => {
+                Error::Model("the encoder is busy with another embed call".into())
+            }
+            std::sync::TryLockError::Poisoned(_) => {
+                Error::Model("encoder state poisoned by an earlier panic".into())
+            }
+        })?;
         let mut done = 0;
         let mut i = 0;
         while i < order.len() {
