@@ -725,14 +725,39 @@ impl BertEncoder {
         texts: &[&str],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<Embedding>> {
-        pollster::block_on(self.embed_async(texts, progress))
+        // Threads sharing one encoder take turns.
+        let mut runner = self
+            .runner
+            .lock()
+            .map_err(|_| Error::Model("encoder state poisoned by an earlier panic".into()))?;
+        pollster::block_on(self.embed_batches(&mut runner, texts, progress))
     }
 
     /// [`BertEncoder::embed_with_progress`] for callers that must not block
-    /// (the browser): each batch's readback yields to the event loop.
+    /// (the browser): each batch's readback yields to the event loop. A
+    /// second call while one runs is an error, never a wait that would block
+    /// the executor (in the browser no other thread could release it).
     #[allow(clippy::await_holding_lock)]
     pub async fn embed_async(
         &self,
+        texts: &[&str],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<Embedding>> {
+        let mut runner = self.runner.try_lock().map_err(|e| match e {
+            std::sync::TryLockError::WouldBlock => {
+                Error::Model("the encoder is busy with another embed call".into())
+            }
+            std::sync::TryLockError::Poisoned(_) => {
+                Error::Model("encoder state poisoned by an earlier panic".into())
+            }
+        })?;
+        self.embed_batches(&mut runner, texts, progress).await
+    }
+
+    /// Tokenizes, batches and runs `texts` on the (locked) batch buffers.
+    async fn embed_batches(
+        &self,
+        runner: &mut Runner,
         texts: &[&str],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<Embedding>> {
@@ -752,18 +777,7 @@ impl BertEncoder {
         order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].0.len()));
         let mut out: Vec<Option<Embedding>> = vec![None; inputs.len()];
         let d = self.config.d_model;
-        // The batch buffers belong to one call until its readback is done, so
-        // the guard lives across the await. `try_lock`, not `lock`: a second
-        // concurrent call gets an error instead of blocking an executor (in
-        // the browser there is no other thread to release it).
-        let runner = self.runner.try_lock().map_err(|e| match e {
-            std::sync::TryLockError::WouldBlock => {
-                Error::Model("the encoder is busy with another embed call".into())
-            }
-            std::sync::TryLockError::Poisoned(_) => {
-                Error::Model("encoder state poisoned by an earlier panic".into())
-            }
-        })?;
+
         let mut done = 0;
         let mut i = 0;
         while i < order.len() {
