@@ -302,3 +302,66 @@ fn another_encoder_damaged_files_and_bad_input_are_clear_errors() {
     assert!(e.contains("kb.json"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn search_and_prompt_search_tools() {
+    use lottery::models::runtime::retrieval::{KbSearch, PromptSearch};
+    use lottery::models::runtime::Tool;
+    let gpu = Arc::new(Gpu::new(&GpuOptions::default()).unwrap());
+    let enc = Arc::new(BertEncoder::load(gpu, &minilm_dir(), None, &mut |_, _| {}).unwrap());
+    let dir = tmp("tools");
+    let files = write_corpus(&dir.join("docs").tap_mkdir(), 9);
+    let mut kb = KnowledgeBase::create(&dir.join("kb"), &enc, opts()).unwrap();
+    kb.add_files(&enc, &files, &mut |_, _| {}).unwrap();
+    let search = KbSearch {
+        kb: Arc::new(kb),
+        encoder: enc.clone(),
+    };
+    let out = search
+        .call(&serde_json::json!({"query": "how is bread made", "k": 2}))
+        .unwrap();
+    assert!(
+        out.starts_with("[1] ") && out.contains("bread.txt"),
+        "{out}"
+    );
+    assert!(search
+        .call(&serde_json::json!({"query": "x", "k": 99}))
+        .unwrap_err()
+        .contains("`k`"));
+    assert!(search.call(&serde_json::json!({"query": ""})).is_err());
+    // A passkey haystack (../shared/CAPABILITY.md protocol) on seeded keys
+    // and depths: the chunk with the key is the closest to the question.
+    let filler =
+        "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
+    let mut rng = Rng::new(31);
+    for _ in 0..3 {
+        let key = 10_000 + rng.next_u64() % 90_000;
+        let n = 40;
+        let depth = (rng.next_u64() % n as u64) as usize;
+        let mut parts = vec!["There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz you about the important information there.".to_string()];
+        parts.push(vec![filler; depth].join(" "));
+        parts.push(format!(
+            "The pass key is {key}. Remember it. {key} is the pass key."
+        ));
+        parts.push(vec![filler; n - depth].join(" "));
+        let context = parts.join("\n");
+        let ps = PromptSearch::new(
+            enc.clone(),
+            &context,
+            ChunkOptions {
+                max_tokens: 64,
+                overlap_tokens: 0,
+            },
+        )
+        .unwrap();
+        assert!(ps.chunks().len() > 10);
+        let out = ps
+            .call(&serde_json::json!({"question": "What is the pass key?", "k": 1}))
+            .unwrap();
+        assert!(
+            out.contains(&key.to_string()),
+            "key {key} at depth {depth}: {out}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,10 +1,13 @@
-//! The lottery runtime (first part): the `Tool` trait, the exact
-//! `calculator`, and the inline GSM8K call style: whenever the generated
+//! The lottery runtime (first part): the `Tool` trait and the built-in
+//! tools (`calculator`, `memory`, and on the embedding model `search` and
+//! `prompt_search`), and the inline GSM8K call style: whenever the generated
 //! text ends with `<<EXPR=`, the runtime appends `VALUE>>` through the cache
 //! and decoding continues, so the model never does the arithmetic itself.
 //! Zero cost when the model never writes `<<`.
 
 pub mod calculator;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod retrieval;
 
 use crate::generate::{HookAction, TokenEvent};
 use serde_json::{json, Value};
@@ -44,6 +47,101 @@ impl Tool for Calculator {
         calculator::evaluate(expr)
             .map(|v| v.to_string())
             .map_err(|e| format!("calculator: {e}"))
+    }
+}
+
+/// Named values that persist across the steps of one task (`set`, `get`,
+/// `list`, `delete`), bounded so a runaway model cannot fill memory.
+#[derive(Debug, Default)]
+pub struct Memory {
+    values: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+/// Entries a [`Memory`] holds at most, and the longest name and value.
+pub const MEMORY_MAX_ENTRIES: usize = 1024;
+pub const MEMORY_MAX_NAME: usize = 128;
+pub const MEMORY_MAX_VALUE: usize = 65_536;
+
+impl Memory {
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.values.lock().ok()?.get(name).cloned()
+    }
+}
+
+impl Tool for Memory {
+    fn name(&self) -> &str {
+        "memory"
+    }
+    fn description(&self) -> &str {
+        "Stores and recalls named values for this task: set, get, list, delete."
+    }
+    fn parameters(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "action": {"enum": ["set", "get", "list", "delete"]},
+                "name": {"type": "string", "maxLength": MEMORY_MAX_NAME},
+                "value": {"type": "string", "maxLength": MEMORY_MAX_VALUE}
+            },
+            "required": ["action"],
+            "additionalProperties": false
+        })
+    }
+    fn call(&self, args: &Value) -> Result<String, String> {
+        let mut m = self
+            .values
+            .lock()
+            .map_err(|_| "memory: poisoned by an earlier panic".to_string())?;
+        let name = || -> Result<&str, String> {
+            let n = args["name"]
+                .as_str()
+                .ok_or_else(|| "memory: `name` must be a string".to_string())?;
+            if n.is_empty() || n.len() > MEMORY_MAX_NAME {
+                return Err(format!("memory: a name has 1 to {MEMORY_MAX_NAME} bytes"));
+            }
+            Ok(n)
+        };
+        match args["action"].as_str() {
+            Some("set") => {
+                let n = name()?;
+                let v = match &args["value"] {
+                    Value::String(s) => s.clone(),
+                    Value::Null => return Err("memory: `set` needs a `value`".into()),
+                    other => other.to_string(),
+                };
+                if v.len() > MEMORY_MAX_VALUE {
+                    return Err(format!(
+                        "memory: values are at most {MEMORY_MAX_VALUE} bytes"
+                    ));
+                }
+                if !m.contains_key(n) && m.len() >= MEMORY_MAX_ENTRIES {
+                    return Err(format!("memory: full ({MEMORY_MAX_ENTRIES} entries)"));
+                }
+                m.insert(n.to_string(), v);
+                Ok(format!("stored {n}"))
+            }
+            Some("get") => {
+                let n = name()?;
+                m.get(n)
+                    .cloned()
+                    .ok_or_else(|| format!("memory: nothing stored under `{n}`"))
+            }
+            Some("delete") => {
+                let n = name()?;
+                m.remove(n)
+                    .map(|_| format!("deleted {n}"))
+                    .ok_or_else(|| format!("memory: nothing stored under `{n}`"))
+            }
+            Some("list") => Ok(if m.is_empty() {
+                "(empty)".to_string()
+            } else {
+                m.iter()
+                    .map(|(k, v)| format!("{k} = {v}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }),
+            _ => Err("memory: `action` must be set, get, list or delete".into()),
+        }
     }
 }
 
@@ -114,6 +212,58 @@ mod tests {
         assert_eq!(pending_inline_call("<<x=3="), None);
         assert_eq!(pending_inline_call("<<="), None);
         assert_eq!(pending_inline_call("<<1+1=2>> then 5="), None);
+    }
+
+    #[test]
+    fn memory_sets_gets_lists_and_refuses_bad_calls() {
+        let m = Memory::default();
+        assert_eq!(m.call(&json!({"action": "list"})), Ok("(empty)".into()));
+        assert_eq!(
+            m.call(&json!({"action": "set", "name": "x", "value": "42"})),
+            Ok("stored x".into())
+        );
+        assert_eq!(
+            m.call(&json!({"action": "set", "name": "y", "value": 7})),
+            Ok("stored y".into())
+        );
+        assert_eq!(
+            m.call(&json!({"action": "get", "name": "x"})),
+            Ok("42".into())
+        );
+        assert_eq!(
+            m.call(&json!({"action": "list"})),
+            Ok("x = 42\ny = 7".into())
+        );
+        assert_eq!(
+            m.call(&json!({"action": "delete", "name": "y"})),
+            Ok("deleted y".into())
+        );
+        assert!(m
+            .call(&json!({"action": "get", "name": "y"}))
+            .unwrap_err()
+            .contains("nothing stored"));
+        assert!(m
+            .call(&json!({"action": "set", "name": "z"}))
+            .unwrap_err()
+            .contains("needs a `value`"));
+        assert!(m
+            .call(&json!({"action": "jump"}))
+            .unwrap_err()
+            .contains("must be set"));
+        let big = "v".repeat(MEMORY_MAX_VALUE + 1);
+        assert!(m
+            .call(&json!({"action": "set", "name": "b", "value": big}))
+            .unwrap_err()
+            .contains("at most"));
+        for i in 0..MEMORY_MAX_ENTRIES - 1 {
+            m.call(&json!({"action": "set", "name": format!("k{i}"), "value": "1"}))
+                .unwrap();
+        }
+        assert!(m
+            .call(&json!({"action": "set", "name": "one-too-many", "value": "1"}))
+            .unwrap_err()
+            .contains("full"));
+        assert_eq!(m.get("x").as_deref(), Some("42"));
     }
 
     #[test]
