@@ -33,14 +33,7 @@ fn main() -> anyhow::Result<()> {
         messages.push(ChatMessage::user(q.clone()));
         let ids = model.tokenizer.encode(&template.render(&messages, true)?)?;
         // Reuse what the cache already holds: the conversation so far.
-        let keep = session
-            .tokens()
-            .iter()
-            .zip(&ids)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(ids.len() - 1);
-        session.rewind(keep)?;
+        let keep = session.rewind_to_prefix(&ids)?;
         let out = session.generate(&ids[keep..], &opts, |_, _| true)?;
         println!("> {q}\n{}\n", out.text.trim());
         messages.push(ChatMessage::assistant(out.text.trim().to_string()));

@@ -14,6 +14,14 @@ fn encoder(opts: &GpuOptions) -> BertEncoder {
     BertEncoder::load(gpu, &minilm_dir(), None, &mut |_, _| {}).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The message of loading `dir`, which must fail.
+fn load_error(gpu: &Arc<Gpu>, dir: &std::path::Path) -> String {
+    match BertEncoder::load(gpu.clone(), dir, None, &mut |_, _| {}) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
 fn floats(v: &serde_json::Value) -> Vec<f32> {
     v.as_array()
         .unwrap()
@@ -148,10 +156,7 @@ fn empty_text_and_bad_directories_are_clear_errors() {
     let gpu = enc.gpu.clone();
     let tmp = std::env::temp_dir().join(format!("lottery-bert-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let e = BertEncoder::load(gpu.clone(), &tmp, None, &mut |_, _| {})
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load_error(&gpu, &tmp);
     assert!(e.contains("not a model directory"), "{e}");
     std::fs::create_dir_all(&tmp).unwrap();
     for f in [
@@ -162,18 +167,12 @@ fn empty_text_and_bad_directories_are_clear_errors() {
     ] {
         std::fs::copy(minilm_dir().join(f), tmp.join(f)).unwrap();
     }
-    let e = BertEncoder::load(gpu.clone(), &tmp, None, &mut |_, _| {})
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load_error(&gpu, &tmp);
     assert!(e.contains("model.safetensors"), "{e}");
     // A truncated weights file: the header promises more bytes than exist.
     let full = std::fs::read(minilm_dir().join("model.safetensors")).unwrap();
     std::fs::write(tmp.join("model.safetensors"), &full[..full.len() / 2]).unwrap();
-    let e = BertEncoder::load(gpu.clone(), &tmp, None, &mut |_, _| {})
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load_error(&gpu, &tmp);
     assert!(e.contains("model.safetensors"), "{e}");
     // Math we do not implement is refused with the key.
     let cfg = std::fs::read_to_string(minilm_dir().join("config.json")).unwrap();
@@ -183,10 +182,7 @@ fn empty_text_and_bad_directories_are_clear_errors() {
     )
     .unwrap();
     std::fs::write(tmp.join("model.safetensors"), &full).unwrap();
-    let e = BertEncoder::load(gpu, &tmp, None, &mut |_, _| {})
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load_error(&gpu, &tmp);
     assert!(e.contains("hidden_act"), "{e}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }

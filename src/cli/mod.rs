@@ -475,14 +475,7 @@ fn chat(a: ChatArgs) -> Result<()> {
         msgs.push(ChatMessage::user(line.trim().to_string()));
         let ids = model.tokenizer.encode(&chat_prompt(&model, &msgs)?)?;
         // Reuse the cache for the shared prefix of the conversation.
-        let keep = session
-            .tokens()
-            .iter()
-            .zip(&ids)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(ids.len() - 1);
-        session.rewind(keep)?;
+        let keep = session.rewind_to_prefix(&ids)?;
         let mut out = std::io::stdout();
         let g = session.generate(&ids[keep..], &opts, |_, piece| {
             print!("{piece}");

@@ -191,14 +191,7 @@ async fn generate(
     }
     let s = slot.as_mut().ok_or_else(|| err("no session"))?;
     // Keep the longest cached prefix, but feed at least one new token.
-    let common = s
-        .tokens()
-        .iter()
-        .zip(&prompt)
-        .take_while(|(a, b)| a == b)
-        .count()
-        .min(prompt.len() - 1);
-    s.rewind(common).map_err(err)?;
+    let common = s.rewind_to_prefix(&prompt).map_err(err)?;
     let gen = GenerateOptions {
         max_tokens: f("n", 128.0) as usize,
         sampler: SamplerSettings {

@@ -365,6 +365,25 @@ impl Session {
         Ok(out)
     }
 
+    /// Keeps the longest prefix of the cache that `ids` starts with (leaving
+    /// at least one token of `ids` to feed) and returns its length: a chat
+    /// turn that re-renders the whole conversation then feeds only
+    /// `ids[kept..]`, never re-running what the cache holds.
+    pub fn rewind_to_prefix(&mut self, ids: &[u32]) -> Result<usize> {
+        if ids.is_empty() {
+            return Err(Error::Model("rewind_to_prefix: no tokens given".into()));
+        }
+        let keep = self
+            .tokens
+            .iter()
+            .zip(ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(ids.len() - 1);
+        self.rewind(keep)?;
+        Ok(keep)
+    }
+
     /// Forgets every token after `pos` (the cache entries are overwritten later).
     pub fn rewind(&mut self, pos: usize) -> Result<()> {
         if pos > self.tokens.len() {

@@ -562,29 +562,18 @@ impl KnowledgeBase {
             SearchDevice::Cpu => false,
             SearchDevice::Gpu => true,
         };
-        // In the browser a blocking readback is impossible: score on the CPU.
-        #[cfg(target_arch = "wasm32")]
-        let on_gpu = on_gpu && false;
-        let scores: Vec<f32> = if n == 0 {
+        let scores = if n == 0 {
             vec![]
         } else if on_gpu {
-            #[cfg(not(target_arch = "wasm32"))]
-            let s = self.gpu_scores(gpu, q)?;
-            #[cfg(target_arch = "wasm32")]
-            let s = Vec::new();
-            s
+            self.gpu_scores(gpu, q)?
         } else {
-            self.vectors()
-                .chunks_exact(dim)
-                .map(|v| v.iter().zip(q).map(|(a, b)| a * b).sum())
-                .collect()
+            self.cpu_scores(q)
         };
         let mut idx: Vec<usize> = (0..n).collect();
         let by_score = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
         let k = k.min(n);
         if k < n && k > 0 {
             idx.select_nth_unstable_by(k - 1, by_score);
-            idx.truncate(k);
         }
         idx.truncate(k);
         idx.sort_by(by_score);
@@ -595,6 +584,19 @@ impl KnowledgeBase {
                 chunk: self.chunks[i].clone(),
             })
             .collect())
+    }
+
+    fn cpu_scores(&self, q: &[f32]) -> Vec<f32> {
+        self.vectors()
+            .chunks_exact(self.manifest.encoder.dim)
+            .map(|v| v.iter().zip(q).map(|(a, b)| a * b).sum())
+            .collect()
+    }
+
+    /// In the browser a blocking readback is impossible: the CPU scores.
+    #[cfg(target_arch = "wasm32")]
+    fn gpu_scores(&self, _gpu: &Arc<Gpu>, q: &[f32]) -> Result<Vec<f32>> {
+        Ok(self.cpu_scores(q))
     }
 
     #[cfg(not(target_arch = "wasm32"))]
