@@ -3,7 +3,7 @@
 //! session mechanics the tool runtime relies on: decode vs teacher forcing,
 //! rewind, fork, and clear errors at the context limit.
 
-use lottery::engine::kv::KvDtype;
+use lottery::engine::kv::{KvDtype, KvTypes};
 use lottery::engine::reference::argmax;
 use lottery::engine::{Gpu, GpuOptions, WeightFormat};
 use lottery::models::arch::llama_cpu::LlamaCpu;
@@ -42,8 +42,23 @@ const PROMPT: [u32; 11] = [3, 17, 5, 39, 0, 22, 8, 8, 31, 12, 4];
 fn gpu_forward_matches_cpu_forward_every_format() {
     for fmt in WeightFormat::ALL {
         let (model, cpu) = load(fmt);
-        for kv in [KvDtype::F32, KvDtype::F16] {
-            let want = cpu.forward_kv(&PROMPT, kv == KvDtype::F16);
+        let mut kvs: Vec<KvTypes> = vec![KvDtype::F32.into(), KvDtype::F16.into()];
+        // Block cache types need head_dim 32k: the 256-wide models have 64.
+        if common::dims(fmt).0 / 4 % 32 == 0 {
+            kvs.extend([
+                KvDtype::Q8_0.into(),
+                KvTypes {
+                    k: KvDtype::Q4_0,
+                    v: KvDtype::Q5_0,
+                },
+                KvTypes {
+                    k: KvDtype::Q4_1,
+                    v: KvDtype::IQ4_NL,
+                },
+            ]);
+        }
+        for kv in kvs {
+            let want = cpu.forward_kv(&PROMPT, kv);
             // Batches of 4 exercise prefill continuing after earlier tokens.
             let mut s = Session::new(
                 model.clone(),
@@ -59,7 +74,13 @@ fn gpu_forward_matches_cpu_forward_every_format() {
             // With an f16 cache the reference rounds the same K/V, but a GPU
             // value a hair from an f16 rounding boundary can land one f16 ulp
             // (2^-11 relative) away, which moves logits by ~1e-3.
-            let tol = if kv == KvDtype::F32 { 1e-3 } else { 5e-3 };
+            // Block types: the reference quantizes the same rows (bit-exact
+            // with the GPU's append), so only that boundary effect remains.
+            let tol = match kv.k {
+                _ if kv == KvDtype::F32.into() => 1e-3,
+                _ if kv == KvDtype::F16.into() => 5e-3,
+                _ => 5e-3,
+            };
             let mut worst = 0f32;
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 let err = (g - w).abs();
@@ -101,7 +122,7 @@ fn greedy_decode_matches_cpu() {
         model,
         SessionOptions {
             ctx: 32,
-            kv: KvDtype::F32,
+            kv: KvDtype::F32.into(),
             ..Default::default()
         },
     )
@@ -132,7 +153,7 @@ fn rewind_and_fork_reproduce_the_continuation() {
         model,
         SessionOptions {
             ctx: 32,
-            kv: KvDtype::F32,
+            kv: KvDtype::F32.into(),
             ..Default::default()
         },
     )

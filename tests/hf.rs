@@ -217,7 +217,7 @@ fn tiny_hf_llama_matches_an_hf_convention_reference() {
                 model,
                 SessionOptions {
                     ctx: 16,
-                    kv: lottery::KvDtype::F32,
+                    kv: lottery::KvDtype::F32.into(),
                     max_batch: 4,
                     logit_rows: 4,
                 },
@@ -307,7 +307,7 @@ fn converted_real_model_gives_the_same_greedy_tokens() {
             ctx: 128,
             max_batch: 64,
             logit_rows: 64,
-            kv: lottery::KvDtype::F32,
+            kv: lottery::KvDtype::F32.into(),
         };
         let la = Session::new(gguf.clone(), lo.clone())
             .unwrap()

@@ -5,6 +5,7 @@
 
 use crate::formats::{self, GpuWeight};
 use crate::gpu::{Dispatch, Gpu, MatvecVariant, Step, StepBuffer};
+use crate::kv::{KvDtype, KvTypes};
 use crate::ops::{self, AttnShape, MatvecOpts, SampleUniform};
 use crate::reference::{self as cpu, Rng, SampleParams};
 use crate::{Result, WeightFormat};
@@ -566,26 +567,68 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         sampler_distribution_case(g),
     )
     .await;
+    // Quantize-on-write, bit for bit against the CPU quantizer, for every
+    // cache type (K and V take separate code paths).
+    let append_hd: &[u32] = if quick { &[64] } else { &[64, 96, 38] };
+    for t in KvDtype::ALL {
+        for &hd in append_hd {
+            if t.check(hd).is_err() {
+                continue;
+            }
+            case(
+                &mut out,
+                &tier,
+                "kv append",
+                t.name(),
+                &format!("hd {hd}: bit-exact with the CPU quantizer"),
+                kv_append_case(gpu, t, hd),
+            )
+            .await;
+        }
+    }
     // Attention on both kernel variants: prefill picks the CPU tile kernel
     // under `Rows`, decode the split one under both.
     let shapes: &[(u32, u32, u32)] = if quick {
-        &[(6, 2, 38)]
+        &[(6, 2, 38), (5, 1, 64)]
     } else {
-        &[(6, 2, 38), (5, 1, 64), (4, 4, 16)]
+        &[(6, 2, 38), (5, 1, 64), (4, 4, 16), (3, 1, 96)]
+    };
+    let q = KvDtype::Q8_0;
+    let mixes: Vec<KvTypes> = if quick {
+        vec![
+            KvDtype::F16.into(),
+            KvTypes {
+                k: q,
+                v: KvDtype::Q4_0,
+            },
+        ]
+    } else {
+        let mut m: Vec<KvTypes> = KvDtype::ALL.into_iter().map(KvTypes::from).collect();
+        m.push(KvTypes {
+            k: q,
+            v: KvDtype::Q4_0,
+        });
+        m.push(KvTypes {
+            k: KvDtype::F16,
+            v: KvDtype::IQ4_NL,
+        });
+        m
     };
     for variant in [MatvecVariant::Lanes, MatvecVariant::Rows] {
         gpu.matvec = variant;
         let vname = format!("{variant:?}").to_lowercase();
         for &(nh, nkv, hd) in shapes {
-            for kv_f16 in [false, true] {
-                let fmt = if kv_f16 { "kv f16" } else { "kv f32" };
+            for &kv in &mixes {
+                if kv.k.check(hd).is_err() || kv.v.check(hd).is_err() {
+                    continue;
+                }
                 case(
                     &mut out,
                     &tier,
                     "rope_kv+attention",
-                    fmt,
+                    &format!("kv {}", kv.label()),
                     &format!("{vname} heads {nh}/{nkv} hd {hd}: prefill+split decode"),
-                    attention_case(gpu, (nh, nkv, hd), kv_f16, quick),
+                    attention_case(gpu, (nh, nkv, hd), kv, quick),
                 )
                 .await;
             }
@@ -600,7 +643,7 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
 async fn attention_case(
     gpu: &Gpu,
     (n_head, n_kv_head, head_dim): (u32, u32, u32),
-    kv_f16: bool,
+    kv: KvTypes,
     quick: bool,
 ) -> Result<Check> {
     let sb = StepBuffer::new(gpu);
@@ -610,15 +653,15 @@ async fn attention_case(
         n_kv_head,
         head_dim,
         ctx: 90,
-        kv_f16,
+        kv,
     };
     let (nh, nkv, hd) = (n_head as usize, n_kv_head as usize, head_dim as usize);
     let w = s.qkv_width() as usize;
     let table = cpu::rope_table(s.ctx as usize, hd, 10000.0);
     let tt = gpu.upload("rope", &table.iter().flat_map(|c| *c).collect::<Vec<f32>>())?;
     let (kc, vc) = (
-        gpu.zeros("kc", s.cache_bytes())?,
-        gpu.zeros("vc", s.cache_bytes())?,
+        gpu.zeros("kc", s.k_cache_bytes())?,
+        gpu.zeros("vc", s.v_cache_bytes())?,
     );
     let max_t = 71u32;
     let qkv_t = gpu.zeros("qkv", max_t as u64 * w as u64 * 4)?;
@@ -668,15 +711,25 @@ async fn attention_case(
         }
         cpu::rope(&mut q, nh, hd, pos, &table);
         cpu::rope(&mut k, nkv, hd, pos, &table);
-        if kv_f16 {
-            for x in k.iter_mut().chain(v.iter_mut()) {
-                *x = half::f16::from_f32(*x).to_f32();
+        // Attention must see exactly the values the cache type keeps.
+        for (x, ty) in [(&mut k, kv.k), (&mut v, kv.v)] {
+            for r in x.chunks_exact_mut(hd) {
+                let rt = ty.round_trip(r)?;
+                r.copy_from_slice(&rt);
             }
         }
         all_k.extend_from_slice(&k);
         all_v.extend_from_slice(&v);
         let want = cpu::attention(&q, &all_k, &all_v, t, pos, nh, nkv, hd);
-        let tol = if kv_f16 { 2e-3 } else { 1e-4 };
+        // Stored types round: a rotated key a hair from a rounding boundary
+        // (GPU and CPU rotate in different orders) can land one step away
+        // (an f16 ulp, or a whole quantization step; never seen on lavapipe,
+        // where the worst error of every type is ~1e-6).
+        let tol = match (kv.k, kv.v) {
+            (KvDtype::F32, KvDtype::F32) => 1e-4,
+            (KvDtype::F16 | KvDtype::F32, KvDtype::F16 | KvDtype::F32) => 2e-3,
+            _ => 5e-3,
+        };
         let got: Vec<f32> = read(gpu, &out).await?;
         let c = compare(
             &format!("attention t={t} pos0={pos} chunk={chunk_len}"),
@@ -700,6 +753,69 @@ async fn attention_case(
         pos += t;
     }
     Ok(worst)
+}
+
+/// One rope_kv append of random rows through an identity rotation, read
+/// back and compared word for word with the CPU encoding of the same rows.
+async fn kv_append_case(gpu: &Gpu, ty: KvDtype, hd: u32) -> Result<Check> {
+    let sb = StepBuffer::new(gpu);
+    let (nh, nkv) = (2u32, 2u32);
+    let s = AttnShape {
+        n_head: nh,
+        n_kv_head: nkv,
+        head_dim: hd,
+        ctx: 12,
+        kv: KvTypes { k: ty, v: ty },
+    };
+    let mut rng = Rng::new(31 + hd as u64 + ty.shader_id() as u64);
+    let w = s.qkv_width() as usize;
+    let t = 9usize;
+    let mut qkv = rng.vec(t * w, 3.0);
+    // Edge rows: all zeros (scale 0), and one with ties in magnitude.
+    let k0 = (nh * hd) as usize;
+    qkv[k0..k0 + hd as usize].fill(0.0);
+    for (i, x) in qkv[w + k0..w + k0 + hd as usize].iter_mut().enumerate() {
+        *x = if i % 3 == 0 { -1.5 } else { 1.5 };
+    }
+    let table = vec![[1f32, 0f32]; s.ctx as usize * hd as usize / 2];
+    let tt = gpu.upload("rope", &table.iter().flat_map(|c| *c).collect::<Vec<f32>>())?;
+    let qkv_t = gpu.upload("qkv", &qkv)?;
+    let (kc, vc) = (
+        gpu.zeros("kc", s.k_cache_bytes())?,
+        gpu.zeros("vc", s.v_cache_bytes())?,
+    );
+    let d = ops::rope_kv(gpu, &sb, &s, &tt, &qkv_t, &kc, &vc, t as u32)?;
+    let pos0 = 2u32;
+    run(gpu, &sb, &step(t as u32, pos0), &[d])?;
+    let rw = ty.row_words(hd) as usize;
+    let mut bad = 0usize;
+    let mut first = None;
+    for (which, buf, off) in [("k", &kc, nh), ("v", &vc, nh + nkv)] {
+        let got: Vec<u32> = read(gpu, buf).await?;
+        for ti in 0..t {
+            for h in 0..nkv as usize {
+                let src = ti * w + (off as usize + h) * hd as usize;
+                let want = ty.encode_row(&qkv[src..src + hd as usize])?;
+                let row = h * s.ctx as usize + pos0 as usize + ti;
+                let g = &got[row * rw..(row + 1) * rw];
+                let n = g.iter().zip(&want).filter(|(a, b)| a != b).count();
+                if n > 0 && first.is_none() {
+                    first = Some(format!(
+                        "{which} token {ti} head {h}: {n} of {rw} words differ"
+                    ));
+                }
+                bad += n;
+            }
+        }
+    }
+    Ok(match first {
+        None => Check {
+            max_abs: 0.0,
+            max_rel: 0.0,
+            fail: None,
+        },
+        Some(f) => mismatch(format!("{f} ({bad} words in all)")),
+    })
 }
 
 async fn sample_once(

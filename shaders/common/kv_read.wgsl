@@ -1,39 +1,60 @@
-// The KV cache bindings (3: keys, 4: values) and readers shared by the
-// attention kernels: f32 words, or f16 pairs (native vec2<f16>, or u32
-// unpacked where shader-f16 is missing). Slot = (kv_head * ctx + pos) * head_dim.
-#if KV_F16
-#if NATIVE_F16
-@group(0) @binding(3) var<storage, read> kc: array<vec2<f16>>;
-@group(0) @binding(4) var<storage, read> vc: array<vec2<f16>>;
-#else
-@group(0) @binding(3) var<storage, read> kc: array<u32>;
-@group(0) @binding(4) var<storage, read> vc: array<u32>;
-#endif
-#else
-@group(0) @binding(3) var<storage, read> kc: array<u32>;
-@group(0) @binding(4) var<storage, read> vc: array<u32>;
-#endif
+// The KV cache bindings (3: keys, 4: values) and their decode, shared by the
+// attention kernels (which declare `p.head_dim`). `row` = kv_head * ctx + pos.
+// Quantized types are decoded here, at the read: there is no dequantized copy.
+#include "common/kv_types.wgsl"
 
-fn k_at(slot: u32, d: u32) -> f32 {
-#if KV_F16
-#if NATIVE_F16
-    return f32(kc[(slot + d) / 2u][d % 2u]);
-#else
-    return unpack2x16float(kc[(slot + d) / 2u])[d % 2u];
-#endif
-#else
-    return bitcast<f32>(kc[slot + d]);
-#endif
+@group(0) @binding(3) var<storage, read> kc: array<u32>;
+@group(0) @binding(4) var<storage, read> vc: array<u32>;
+
+// `is_k` is a constant at every call, so the branch folds away.
+fn kv_word(is_k: bool, i: u32) -> u32 {
+    if (is_k) {
+        return kc[i];
+    }
+    return vc[i];
 }
 
-fn v_at(slot: u32, d: u32) -> f32 {
-#if KV_F16
-#if NATIVE_F16
-    return f32(vc[(slot + d) / 2u][d % 2u]);
-#else
-    return unpack2x16float(vc[(slot + d) / 2u])[d % 2u];
-#endif
-#else
-    return bitcast<f32>(vc[slot + d]);
-#endif
+fn kv_at(ty: u32, is_k: bool, row: u32, d: u32) -> f32 {
+    let hd = p.head_dim;
+    let base = row * kv_row_words(ty, hd);
+    if (ty == KV_F32) {
+        return bitcast<f32>(kv_word(is_k, base + d));
+    }
+    if (ty == KV_F16) {
+        return unpack2x16float(kv_word(is_k, base + d / 2u))[d % 2u];
+    }
+    let b = d / 32u;
+    let j = d % 32u;
+    let nb = hd / 32u;
+    let qn = kv_block_quants(ty);
+    let sbase = base + nb * qn;
+    if (ty == KV_Q8_0) {
+        let q = kv_word(is_k, base + b * 8u + j / 4u);
+        let x = bitcast<i32>(q << (24u - 8u * (j % 4u))) >> 24u;
+        return f32(x) * unpack2x16float(kv_word(is_k, sbase + b / 2u))[b % 2u];
+    }
+    // 4-bit nibbles as ggml lays them out: byte i holds values i and i + 16.
+    let q = kv_word(is_k, base + b * qn + (j % 16u) / 4u);
+    let nib = (q >> (8u * (j % 4u) + 4u * (j / 16u))) & 15u;
+    if (ty == KV_Q4_1) {
+        let dm = unpack2x16float(kv_word(is_k, sbase + b));
+        return f32(nib) * dm.x + dm.y;
+    }
+    let d16 = unpack2x16float(kv_word(is_k, sbase + b / 2u))[b % 2u];
+    if (ty == KV_Q5_0) {
+        let h = (kv_word(is_k, base + b * 5u + 4u) >> j) & 1u;
+        return (f32(nib | (h << 4u)) - 16.0) * d16;
+    }
+    if (ty == KV_IQ4_NL) {
+        return KV_IQ4NL[nib] * d16;
+    }
+    return (f32(nib) - 8.0) * d16;
+}
+
+fn k_at(row: u32, d: u32) -> f32 {
+    return kv_at(K_TYPE, true, row, d);
+}
+
+fn v_at(row: u32, d: u32) -> f32 {
+    return kv_at(V_TYPE, false, row, d);
 }

@@ -58,10 +58,10 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         let n = min(TILE, end - k0);
         var s = -3.0e38;
         if (li < n) {
-            let slot = (kvh * p.ctx + k0 + li) * hd;
+            let kr = kvh * p.ctx + k0 + li;
             var dotv = 0.0;
             for (var d = 0u; d < hd; d++) {
-                dotv += qs[d] * k_at(slot, d);
+                dotv += qs[d] * k_at(kr, d);
             }
             s = dotv;
         }
@@ -88,7 +88,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             if (d < hd) {
                 var a = acc[i] * corr;
                 for (var j = 0u; j < n; j++) {
-                    a += sc[j] * v_at((kvh * p.ctx + k0 + j) * hd, d);
+                    a += sc[j] * v_at(kvh * p.ctx + k0 + j, d);
                 }
                 acc[i] = a;
             }

@@ -59,10 +59,10 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     // Keys visible to the tile's last token; row r sees keys <= its position.
     let end = step.pos0 + t0 + nt;
     for (var j = 0u; j < end; j++) {
-        let slot = (kvh * p.ctx + j) * hd;
+        let cr = kvh * p.ctx + j;
         for (var d = 0u; d < hd; d++) {
-            kr[d] = k_at(slot, d);
-            vr[d] = v_at(slot, d);
+            kr[d] = k_at(cr, d);
+            vr[d] = v_at(cr, d);
         }
         for (var r = 0u; r < rows; r++) {
             if (j > step.pos0 + t0 + r / g) {

@@ -4,7 +4,11 @@
 // GGUF convention for Llama (the converter permutes Q/K rows to match).
 // cos/sin come from a table built on the host in f64, because GPU sin/cos are
 // only accurate near zero and positions reach thousands of radians.
+// Invocations: one per q pair, then one per cache row (K rows, then V rows):
+// a row is written whole by one invocation, quantized on the way in with
+// ggml's reference quantizers (engine/src/formats, bit for bit).
 #include "common/step.wgsl"
+#include "common/kv_types.wgsl"
 
 struct Params {
     n_head: u32,
@@ -17,39 +21,145 @@ struct Params {
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> rope: array<vec2<f32>>; // [ctx, head_dim / 2] (cos, sin)
 @group(0) @binding(3) var<storage, read_write> qkv: array<f32>; // [n_tokens, (n_head + 2 n_kv_head) * head_dim]
-// [n_kv_head, ctx, head_dim] as f16 pairs (KV_F16) or f32 bits. The f16 tier
-// declares the same bytes as vec2<f16>; the portable tier packs into u32.
-#if KV_F16
-#if NATIVE_F16
-@group(0) @binding(4) var<storage, read_write> kc: array<vec2<f16>>;
-@group(0) @binding(5) var<storage, read_write> vc: array<vec2<f16>>;
-#else
 @group(0) @binding(4) var<storage, read_write> kc: array<u32>;
 @group(0) @binding(5) var<storage, read_write> vc: array<u32>;
-#endif
-#else
-@group(0) @binding(4) var<storage, read_write> kc: array<u32>;
-@group(0) @binding(5) var<storage, read_write> vc: array<u32>;
-#endif
 
-fn store_pair(is_k: bool, kvh: u32, pos: u32, j: u32, a: f32, b: f32) {
-    let slot = (kvh * p.ctx + pos) * p.head_dim;
-#if KV_F16
-#if NATIVE_F16
-    let v = vec2<f16>(vec2<f32>(a, b));
-#else
-    let v = pack2x16float(vec2<f32>(a, b));
-#endif
-    if (is_k) { kc[slot / 2u + j] = v; } else { vc[slot / 2u + j] = v; }
-#else
+const MAX_HD: u32 = 256u;
+var<private> xr: array<f32, MAX_HD>;
+
+fn put(is_k: bool, i: u32, w: u32) {
     if (is_k) {
-        kc[slot + 2u * j] = bitcast<u32>(a);
-        kc[slot + 2u * j + 1u] = bitcast<u32>(b);
+        kc[i] = w;
     } else {
-        vc[slot + 2u * j] = bitcast<u32>(a);
-        vc[slot + 2u * j + 1u] = bitcast<u32>(b);
+        vc[i] = w;
     }
-#endif
+}
+
+// C's roundf (half away from zero), as ggml's q8_0 quantizer uses.
+fn round_away(x: f32) -> f32 {
+    let t = trunc(x);
+    if (abs(x - t) >= 0.5) {
+        return t + sign(x);
+    }
+    return t;
+}
+
+// The block's value of largest magnitude, sign kept (first one on ties).
+fn signed_max(x0: u32) -> f32 {
+    var m = 0.0;
+    for (var i = 0u; i < 32u; i++) {
+        if (abs(xr[x0 + i]) > abs(m)) {
+            m = xr[x0 + i];
+        }
+    }
+    return m;
+}
+
+// Code (0..31) of value i of the block at x0 for the 4/5-bit types.
+fn code(ty: u32, v: f32, id: f32, lo: f32) -> u32 {
+    switch ty {
+        case 3u: { return u32(clamp(i32(v * id + 8.5), 0, 15)); }
+        case 4u: { return u32(clamp(i32((v - lo) * id + 0.5), 0, 15)); }
+        case 5u: { return u32(clamp(i32(v * id + 16.5), 0, 31)); }
+        default: {
+            let t = v * id;
+            var best = 0u;
+            var err = abs(KV_IQ4NL[0] - t);
+            for (var c = 1u; c < 16u; c++) {
+                let e = abs(KV_IQ4NL[c] - t);
+                if (e < err) {
+                    err = e;
+                    best = c;
+                }
+            }
+            return best;
+        }
+    }
+}
+
+fn store_row(ty: u32, is_k: bool, row: u32) {
+    let hd = p.head_dim;
+    let base = row * kv_row_words(ty, hd);
+    if (ty == KV_F32) {
+        for (var d = 0u; d < hd; d++) {
+            put(is_k, base + d, bitcast<u32>(xr[d]));
+        }
+        return;
+    }
+    if (ty == KV_F16) {
+        for (var j = 0u; j < hd / 2u; j++) {
+            put(is_k, base + j, pack2x16float(vec2<f32>(xr[2u * j], xr[2u * j + 1u])));
+        }
+        return;
+    }
+    let nb = hd / 32u;
+    let qn = kv_block_quants(ty);
+    let sbase = base + nb * qn;
+    var pending = 0.0;
+    for (var b = 0u; b < nb; b++) {
+        let x0 = b * 32u;
+        var d = 0.0;
+        if (ty == KV_Q8_0) {
+            var amax = 0.0;
+            for (var i = 0u; i < 32u; i++) {
+                amax = max(amax, abs(xr[x0 + i]));
+            }
+            d = amax / 127.0;
+            let id = select(0.0, 1.0 / d, d != 0.0);
+            for (var w = 0u; w < 8u; w++) {
+                var word = 0u;
+                for (var i = 0u; i < 4u; i++) {
+                    let q = i32(round_away(xr[x0 + 4u * w + i] * id));
+                    word |= (bitcast<u32>(q) & 255u) << (8u * i);
+                }
+                put(is_k, base + b * 8u + w, word);
+            }
+        } else {
+            var lo = 0.0;
+            if (ty == KV_Q4_1) {
+                lo = xr[x0];
+                var hi = xr[x0];
+                for (var i = 1u; i < 32u; i++) {
+                    lo = min(lo, xr[x0 + i]);
+                    hi = max(hi, xr[x0 + i]);
+                }
+                d = (hi - lo) / 15.0;
+            } else if (ty == KV_Q4_0) {
+                d = signed_max(x0) / -8.0;
+            } else if (ty == KV_Q5_0) {
+                d = signed_max(x0) / -16.0;
+            } else {
+                d = signed_max(x0) / -127.0;
+            }
+            let id = select(0.0, 1.0 / d, d != 0.0);
+            var qh = 0u;
+            for (var w = 0u; w < 4u; w++) {
+                var word = 0u;
+                for (var i = 0u; i < 4u; i++) {
+                    let j = 4u * w + i;
+                    let a = code(ty, xr[x0 + j], id, lo);
+                    let c = code(ty, xr[x0 + j + 16u], id, lo);
+                    word |= ((a & 15u) | ((c & 15u) << 4u)) << (8u * i);
+                    qh |= ((a >> 4u) << j) | ((c >> 4u) << (j + 16u));
+                }
+                put(is_k, base + b * qn + w, word);
+            }
+            if (ty == KV_Q5_0) {
+                put(is_k, base + b * 5u + 4u, qh);
+            }
+            if (ty == KV_Q4_1) {
+                put(is_k, sbase + b, pack2x16float(vec2<f32>(d, lo)));
+                continue;
+            }
+        }
+        // Two f16 scales per word: write when the pair (or the row) is complete.
+        if (b % 2u == 1u) {
+            put(is_k, sbase + b / 2u, pack2x16float(vec2<f32>(pending, d)));
+        } else if (b + 1u == nb) {
+            put(is_k, sbase + b / 2u, pack2x16float(vec2<f32>(d, 0.0)));
+        }
+        pending = d;
+    }
 }
 
 @compute @workgroup_size(64)
@@ -58,28 +168,37 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = gid.y;
     let half_dim = p.head_dim / 2u;
     let nq = p.n_head * half_dim;
-    let nk = p.n_kv_head * half_dim;
-    if (t >= step.n_tokens || i >= nq + 2u * nk) {
+    if (t >= step.n_tokens || i >= nq + 2u * p.n_kv_head) {
         return;
     }
     let pos = step.pos0 + t;
     let row = t * (p.n_head + 2u * p.n_kv_head) * p.head_dim;
-    let cs = rope[pos * half_dim + i % half_dim];
     if (i < nq) {
+        let cs = rope[pos * half_dim + i % half_dim];
         let o = row + 2u * i;
         let a = qkv[o];
         let b = qkv[o + 1u];
         qkv[o] = a * cs.x - b * cs.y;
         qkv[o + 1u] = a * cs.y + b * cs.x;
-    } else if (i < nq + nk) {
-        let ik = i - nq;
-        let o = row + 2u * nq + 2u * ik;
-        let a = qkv[o];
-        let b = qkv[o + 1u];
-        store_pair(true, ik / half_dim, pos, ik % half_dim, a * cs.x - b * cs.y, a * cs.y + b * cs.x);
+        return;
+    }
+    let r = i - nq;
+    let is_k = r < p.n_kv_head;
+    let kvh = select(r - p.n_kv_head, r, is_k);
+    let src = row + (p.n_head + r) * p.head_dim;
+    if (is_k) {
+        for (var j = 0u; j < half_dim; j++) {
+            let cs = rope[pos * half_dim + j];
+            let a = qkv[src + 2u * j];
+            let b = qkv[src + 2u * j + 1u];
+            xr[2u * j] = a * cs.x - b * cs.y;
+            xr[2u * j + 1u] = a * cs.y + b * cs.x;
+        }
+        store_row(K_TYPE, true, kvh * p.ctx + pos);
     } else {
-        let iv = i - nq - nk;
-        let o = row + 2u * (nq + nk) + 2u * iv;
-        store_pair(false, iv / half_dim, pos, iv % half_dim, qkv[o], qkv[o + 1u]);
+        for (var d = 0u; d < p.head_dim; d++) {
+            xr[d] = qkv[src + d];
+        }
+        store_row(V_TYPE, false, kvh * p.ctx + pos);
     }
 }

@@ -28,6 +28,10 @@ pub struct BenchArgs {
     /// pattern, peak multiply-add rate) and print the speed they allow.
     #[arg(long)]
     limits: bool,
+    /// Positions already in the cache before the timed prompt and decode
+    /// (long-context decode: how attention and the KV type scale).
+    #[arg(long, default_value_t = 0)]
+    ctx_fill: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -87,8 +91,15 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         |_, _| true,
     )?;
     let (mut ttft, mut prefill, mut decode) = (f64::MAX, 0f64, 0f64);
+    let kv = a.model.kv_types()?;
+    let c = &model.config;
+    let kv_per_token = kv.bytes_per_token(c.n_layer as u32, c.n_kv_head as u32, c.head_dim as u32);
+    let filler: Vec<u32> = base.iter().cycle().take(a.ctx_fill).copied().collect();
     for _ in 0..a.reps.max(1) {
         let mut s = a.model.session(&model)?;
+        if !filler.is_empty() {
+            s.feed(&filler)?;
+        }
         let g = s.generate(&prompt, &opts, |_, _| true)?;
         ttft = ttft.min(g.ttft_s);
         prefill = prefill.max(g.prefill_tokens_per_s());
@@ -145,8 +156,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "{}",
             serde_json::json!({
                 "adapter": ad.name, "backend": ad.backend, "driver": ad.driver,
-                "model": model.path.display().to_string(), "kv": a.model.kv,
-                "prompt_tokens": prompt.len(), "decode_tokens": a.decode_tokens,
+                "model": model.path.display().to_string(), "kv": kv.label(), "kv_bytes_per_token": kv_per_token,
+                "prompt_tokens": prompt.len(), "ctx_fill": a.ctx_fill, "decode_tokens": a.decode_tokens,
                 "ttft_s": ttft, "prefill_tokens_per_s": prefill, "decode_tokens_per_s": decode,
                 "weight_bytes_per_token": wbytes, "decode_weight_gb_per_s": gbs,
                 "copy_gb_per_s": copy, "fraction_of_copy_bandwidth": gbs / copy,
@@ -161,11 +172,21 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         );
     } else {
         println!("adapter      {} ({}, {})", ad.name, ad.backend, ad.driver);
-        println!("model        {} (kv {})", model.path.display(), a.model.kv);
         println!(
-            "ttft         {:.3} s for {} prompt tokens",
+            "model        {} (kv {}, {} KV bytes per token)",
+            model.path.display(),
+            kv.label(),
+            kv_per_token
+        );
+        println!(
+            "ttft         {:.3} s for {} prompt tokens{}",
             ttft,
-            prompt.len()
+            prompt.len(),
+            if a.ctx_fill > 0 {
+                format!(" after {} cached positions", a.ctx_fill)
+            } else {
+                String::new()
+            }
         );
         println!("prefill      {:.1} tokens/s", prefill);
         println!(

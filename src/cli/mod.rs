@@ -5,8 +5,8 @@ use clap::{Args, Parser, Subcommand};
 use lottery::engine::Tier;
 use lottery::models::load::GgufFile;
 use lottery::{
-    ChatMessage, GenerateOptions, Gpu, GpuOptions, KvDtype, Model, SamplerSettings, Session,
-    SessionOptions,
+    ChatMessage, GenerateOptions, Gpu, GpuOptions, KvDtype, KvTypes, Model, SamplerSettings,
+    Session, SessionOptions,
 };
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -99,6 +99,8 @@ impl GpuArgs {
     }
 }
 
+const KV_TYPES: [&str; 7] = ["f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "iq4_nl"];
+
 #[derive(Args, Clone)]
 pub struct ModelArgs {
     /// GGUF file or HF checkpoint directory (default: $LOTTERY_MODEL or
@@ -110,9 +112,16 @@ pub struct ModelArgs {
     pub quantize: Option<String>,
     #[command(flatten)]
     pub gpu: GpuArgs,
-    /// KV cache storage.
-    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
+    /// KV cache storage for keys and values: f32, f16, q8_0, q4_0, q4_1,
+    /// q5_0 or iq4_nl (block types need head_dim a multiple of 32).
+    #[arg(long, default_value = "f16", value_parser = KV_TYPES)]
     pub kv: String,
+    /// Storage for keys only (overrides --kv; keys are the more sensitive).
+    #[arg(long, value_parser = KV_TYPES)]
+    pub kv_k: Option<String>,
+    /// Storage for values only (overrides --kv).
+    #[arg(long, value_parser = KV_TYPES)]
+    pub kv_v: Option<String>,
     /// Context length (0: the model's, at most 4096).
     #[arg(long, default_value_t = 0)]
     pub ctx: u32,
@@ -166,8 +175,18 @@ impl ModelArgs {
         Ok(Arc::new(model))
     }
 
+    /// The K and V storage types --kv, --kv-k and --kv-v select.
+    pub fn kv_types(&self) -> Result<KvTypes> {
+        let parse = |s: &str| KvDtype::parse(s).ok_or_else(|| anyhow!("unknown KV type `{s}`"));
+        let both = parse(&self.kv)?;
+        Ok(KvTypes {
+            k: self.kv_k.as_deref().map(parse).transpose()?.unwrap_or(both),
+            v: self.kv_v.as_deref().map(parse).transpose()?.unwrap_or(both),
+        })
+    }
+
     pub fn session(&self, model: &Arc<Model>) -> Result<Session> {
-        let kv = KvDtype::parse(&self.kv).ok_or_else(|| anyhow!("--kv must be f16 or f32"))?;
+        let kv = self.kv_types()?;
         Ok(Session::new(
             model.clone(),
             SessionOptions {
@@ -570,7 +589,7 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
             a.chunk
         ));
     }
-    let kv = KvDtype::parse(&a.model.kv).ok_or_else(|| anyhow!("--kv must be f16 or f32"))?;
+    let kv = a.model.kv_types()?;
     let vocab = model.config.vocab;
     let mut s = Session::new(
         model.clone(),

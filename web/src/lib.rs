@@ -164,17 +164,17 @@ async fn generate(
     if prompt.is_empty() {
         return Err(err("the prompt is empty"));
     }
-    let kv = match o["kv"].as_str().unwrap_or("f16") {
-        "f32" => lottery_engine::kv::KvDtype::F32,
-        _ => lottery_engine::kv::KvDtype::F16,
-    };
+    let kv_name = o["kv"].as_str().unwrap_or("f16");
+    let kv: lottery_engine::kv::KvTypes = lottery_engine::kv::KvDtype::parse(kv_name)
+        .ok_or_else(|| err(&format!("unknown KV type `{kv_name}`")))?
+        .into();
     // 0: the model's context (at most 4096).
     let ctx = f("ctx", 0.0) as u32;
     let mut slot = inner.session.borrow_mut();
     let reuse = slot.as_ref().is_some_and(|s| {
         Arc::ptr_eq(&s.model, &model)
             && (ctx == 0 || s.context_len() == ctx as usize)
-            && s.kv_dtype() == kv
+            && s.kv_types() == kv
     });
     if !reuse {
         *slot = Some(

@@ -5,6 +5,7 @@
 
 use crate::formats::GpuWeight;
 use crate::gpu::{Dispatch, Gpu, Grid, MatvecVariant, StepBuffer, Tensor};
+use crate::kv::{KvDtype, KvTypes};
 use crate::shader::Defines;
 use crate::{Error, Result};
 
@@ -60,8 +61,8 @@ pub struct AttnShape {
     pub head_dim: u32,
     /// Cache capacity in positions.
     pub ctx: u32,
-    /// Keys stored as f16 pairs (else f32).
-    pub kv_f16: bool,
+    /// Storage types of the cached keys and values.
+    pub kv: KvTypes,
 }
 
 impl AttnShape {
@@ -69,10 +70,13 @@ impl AttnShape {
     pub fn qkv_width(&self) -> u32 {
         (self.n_head + 2 * self.n_kv_head) * self.head_dim
     }
-    /// Bytes of one layer's K (or V) cache.
-    pub fn cache_bytes(&self) -> u64 {
-        let per = if self.kv_f16 { 2 } else { 4 };
-        self.n_kv_head as u64 * self.ctx as u64 * self.head_dim as u64 * per
+    /// Bytes of one layer's K cache.
+    pub fn k_cache_bytes(&self) -> u64 {
+        self.n_kv_head as u64 * self.ctx as u64 * self.kv.k.row_words(self.head_dim) as u64 * 4
+    }
+    /// Bytes of one layer's V cache.
+    pub fn v_cache_bytes(&self) -> u64 {
+        self.n_kv_head as u64 * self.ctx as u64 * self.kv.v.row_words(self.head_dim) as u64 * 4
     }
     fn check(&self) -> Result<()> {
         if self.n_kv_head == 0
@@ -88,15 +92,19 @@ impl AttnShape {
                 ),
             });
         }
-        Ok(())
+        self.kv.k.check(self.head_dim)?;
+        self.kv.v.check(self.head_dim)
     }
-    fn kv_define(&self) -> &'static str {
-        if self.kv_f16 {
-            "1"
-        } else {
-            "0"
-        }
+    fn kv_defines(&self) -> Defines {
+        kv_defines(self.kv)
     }
+}
+
+fn kv_defines(kv: KvTypes) -> Defines {
+    defines(&[
+        ("K_TYPE", &kv.k.shader_id().to_string()),
+        ("V_TYPE", &kv.v.shader_id().to_string()),
+    ])
 }
 
 #[repr(C)]
@@ -348,16 +356,16 @@ pub fn rope_kv(
     s.check()?;
     need("rope_kv", table, s.ctx as u64 * s.head_dim as u64 / 2 * 8)?;
     need("rope_kv", qkv, max_tokens as u64 * s.qkv_width() as u64 * 4)?;
-    need("rope_kv", kc, s.cache_bytes())?;
-    need("rope_kv", vc, s.cache_bytes())?;
+    need("rope_kv", kc, s.k_cache_bytes())?;
+    need("rope_kv", vc, s.v_cache_bytes())?;
     let p = Params4 {
         a: s.n_head,
         b: s.n_kv_head,
         c: s.head_dim,
         d: s.ctx,
     };
-    let d = defines(&[("KV_F16", s.kv_define())]);
-    let x = ((s.n_head + 2 * s.n_kv_head) * s.head_dim / 2).div_ceil(64);
+    let d = s.kv_defines();
+    let x = (s.n_head * s.head_dim / 2 + 2 * s.n_kv_head).div_ceil(64);
     launch(
         gpu,
         &format!("rope_kv {}", kc.label),
@@ -394,10 +402,10 @@ pub fn attention(
     prefill: bool,
 ) -> Result<Vec<Dispatch>> {
     s.check()?;
-    need("attention", kc, s.cache_bytes())?;
-    need("attention", vc, s.cache_bytes())?;
+    need("attention", kc, s.k_cache_bytes())?;
+    need("attention", vc, s.v_cache_bytes())?;
     let g = s.n_head / s.n_kv_head;
-    let d = defines(&[("KV_F16", s.kv_define())]);
+    let d = s.kv_defines();
     // Decode keeps the split kernel on every adapter: with one query token
     // the tile kernel has only n_kv_head invocations of work, and measured
     // on lavapipe it was no faster (BENCHMARKS.md).
@@ -920,10 +928,22 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
     for gelu in ["0", "1"] {
         v.push(("ops/bias_act.wgsl", defines(&[("GELU", gelu)])));
     }
-    for kv in ["0", "1"] {
-        v.push(("ops/rope_kv.wgsl", defines(&[("KV_F16", kv)])));
-        v.push(("ops/attention.wgsl", defines(&[("KV_F16", kv)])));
-        v.push(("ops/attention_rows.wgsl", defines(&[("KV_F16", kv)])));
+    // Every type as K and as V (the code paths are separate per operand).
+    for t in KvDtype::ALL {
+        let other = if t == KvDtype::F16 {
+            KvDtype::Q8_0
+        } else {
+            KvDtype::F16
+        };
+        for kv in [KvTypes { k: t, v: other }, KvTypes { k: other, v: t }] {
+            for p in [
+                "ops/rope_kv.wgsl",
+                "ops/attention.wgsl",
+                "ops/attention_rows.wgsl",
+            ] {
+                v.push((p, kv_defines(kv)));
+            }
+        }
     }
     for p in [
         "ops/rmsnorm.wgsl",

@@ -23,6 +23,7 @@ sources!(
     "common/proj.wgsl",
     "common/kscale.wgsl",
     "common/q5.wgsl",
+    "common/kv_types.wgsl",
     "common/kv_read.wgsl",
     "formats/f32.wgsl",
     "formats/f16.wgsl",

@@ -5,6 +5,7 @@
 use super::llama::{tensor_f32, LlamaConfig};
 use crate::load::gguf::GgufFile;
 use crate::Result;
+use lottery_engine::kv::{KvDtype, KvTypes};
 use lottery_engine::reference as r;
 
 struct Layer {
@@ -63,12 +64,12 @@ impl LlamaCpu {
 
     /// Logits [n_tokens, vocab] for every position of `ids` (teacher forcing).
     pub fn forward(&self, ids: &[u32]) -> Vec<f32> {
-        self.forward_kv(ids, false)
+        self.forward_kv(ids, KvDtype::F32.into())
     }
 
-    /// As [`forward`](Self::forward); `kv_f16` rounds keys (after rotation)
-    /// and values to f16 as the GPU's f16 cache stores them.
-    pub fn forward_kv(&self, ids: &[u32], kv_f16: bool) -> Vec<f32> {
+    /// As [`forward`](Self::forward), with keys (after rotation) and values
+    /// passed through the cache types' encode and decode, as the GPU stores them.
+    pub fn forward_kv(&self, ids: &[u32], kv: KvTypes) -> Vec<f32> {
         let c = &self.cfg;
         let (t, d, hd) = (ids.len(), c.d_model, c.head_dim);
         let kvw = c.n_kv_head * hd;
@@ -84,9 +85,12 @@ impl LlamaCpu {
             let mut v = r::matmul(&xn, &l.wv, t, kvw, d);
             r::rope(&mut q, c.n_head, hd, 0, &table);
             r::rope(&mut k, c.n_kv_head, hd, 0, &table);
-            if kv_f16 {
-                for x in k.iter_mut().chain(v.iter_mut()) {
-                    *x = half::f16::from_f32(*x).to_f32();
+            for (x, ty) in [(&mut k, kv.k), (&mut v, kv.v)] {
+                for r in x.chunks_exact_mut(hd) {
+                    // A reference for tests: a head size the type cannot
+                    // store is the caller's mistake, not input.
+                    let rt = ty.round_trip(r).expect("cache type fits head_dim");
+                    r.copy_from_slice(&rt);
                 }
             }
             let a = r::attention(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd);

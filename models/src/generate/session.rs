@@ -7,7 +7,7 @@ use crate::arch::llama::{self, Activations, Head, DECODE_CHUNK, HISTORY};
 use crate::model::Model;
 use crate::{Error, Result};
 use lottery_engine::gpu::{record, Dispatch, Step, StepBuffer, Tensor};
-use lottery_engine::kv::{KvCache, KvDtype};
+use lottery_engine::kv::{KvCache, KvDtype, KvTypes};
 use lottery_engine::ops::{AttnShape, SampleUniform};
 use lottery_engine::reference::Rng;
 use std::sync::Arc;
@@ -17,7 +17,8 @@ use web_time::Instant;
 pub struct SessionOptions {
     /// Context length (cache capacity); 0 = min(model's training context, 4096).
     pub ctx: u32,
-    pub kv: KvDtype,
+    /// Storage types of the cached keys and values.
+    pub kv: KvTypes,
     /// Tokens per prefill batch.
     pub max_batch: u32,
     /// Rows of teacher-forced logits [`Session::logits`] can return per batch; 0 disables it.
@@ -28,7 +29,7 @@ impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
             ctx: 0,
-            kv: KvDtype::F16,
+            kv: KvDtype::F16.into(),
             max_batch: 128,
             logit_rows: 0,
         }
@@ -75,7 +76,7 @@ impl Session {
             n_kv_head: c.n_kv_head as u32,
             head_dim: c.head_dim as u32,
             ctx: opts.ctx,
-            kv_f16: opts.kv == KvDtype::F16,
+            kv: opts.kv,
         };
         let kv = KvCache::new(gpu, c.n_layer, shape)?;
         let logit_rows = opts.logit_rows.max(1).min(opts.max_batch);
@@ -129,7 +130,7 @@ impl Session {
     pub fn context_len(&self) -> usize {
         self.opts.ctx as usize
     }
-    pub fn kv_dtype(&self) -> KvDtype {
+    pub fn kv_types(&self) -> KvTypes {
         self.opts.kv
     }
     pub fn kv_bytes(&self) -> u64 {

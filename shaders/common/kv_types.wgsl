@@ -1,0 +1,40 @@
+// Cache storage types (engine/src/kv: KvDtype::shader_id) and the row
+// layout: a row is one (kv head, position) of head_dim values. Block types
+// put the quant words of every 32-value block first, then the f16 scales two
+// per word (q4_1: one (d, m) word per block).
+const KV_F32: u32 = 0u;
+const KV_F16: u32 = 1u;
+const KV_Q8_0: u32 = 2u;
+const KV_Q4_0: u32 = 3u;
+const KV_Q4_1: u32 = 4u;
+const KV_Q5_0: u32 = 5u;
+const KV_IQ4_NL: u32 = 6u;
+
+const K_TYPE: u32 = {{K_TYPE}}u;
+const V_TYPE: u32 = {{V_TYPE}}u;
+
+var<private> KV_IQ4NL: array<f32, 16> = array<f32, 16>(-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0,
+                                                        1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
+
+// Quant words per 32-value block.
+fn kv_block_quants(ty: u32) -> u32 {
+    switch ty {
+        case 2u: { return 8u; }
+        case 5u: { return 5u; }
+        default: { return 4u; }
+    }
+}
+
+fn kv_row_words(ty: u32, hd: u32) -> u32 {
+    if (ty == KV_F32) {
+        return hd;
+    }
+    if (ty == KV_F16) {
+        return (hd + 1u) / 2u;
+    }
+    let nb = hd / 32u;
+    if (ty == KV_Q4_1) {
+        return nb * 5u;
+    }
+    return nb * kv_block_quants(ty) + (nb + 1u) / 2u;
+}
