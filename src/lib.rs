@@ -15,7 +15,7 @@
 pub use lottery_engine as engine;
 pub use lottery_models as models;
 
-pub use engine::kv::{KvDtype, KvTypes};
+pub use engine::kv::{KvDtype, KvPolicy, KvTypes};
 pub use engine::{Gpu, GpuOptions};
 pub use models::arch::bert::{BertEncoder, Embedding};
 pub use models::kb::{ChunkOptions, Hit, KnowledgeBase, SearchDevice};

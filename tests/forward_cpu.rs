@@ -3,7 +3,7 @@
 //! session mechanics the tool runtime relies on: decode vs teacher forcing,
 //! rewind, fork, and clear errors at the context limit.
 
-use lottery::engine::kv::{KvDtype, KvTypes};
+use lottery::engine::kv::{KvDtype, KvPolicy, KvTypes};
 use lottery::engine::reference::argmax;
 use lottery::engine::{Gpu, GpuOptions, WeightFormat};
 use lottery::models::arch::llama_cpu::LlamaCpu;
@@ -67,6 +67,7 @@ fn gpu_forward_matches_cpu_forward_every_format() {
                     kv,
                     max_batch: 4,
                     logit_rows: 4,
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -234,4 +235,45 @@ fn context_and_token_errors_are_clear() {
         "{:?}",
         r.map(|g| g.ids)
     );
+}
+
+/// A sink + window ring that wraps several times: batched logits at every
+/// position and a decode step follow the CPU forward under the same mask;
+/// rewinding into what the ring evicted is an error, within it works.
+#[test]
+fn sink_window_ring_matches_cpu_mask() {
+    let (model, cpu) = load(WeightFormat::Q8_0);
+    let policy = KvPolicy::SinkWindow { sink: 2, window: 6 };
+    let ids: Vec<u32> = (0..40u32).map(|i| (i * 7 + 3) % VOCAB as u32).collect();
+    let want = cpu.forward_masked(&ids, KvDtype::F32.into(), &|q, k| policy.visible(q, k));
+    let mut s = Session::new(
+        model,
+        SessionOptions {
+            ctx: 16,
+            kv: KvDtype::F32.into(),
+            kv_policy: policy,
+            max_batch: 4,
+            logit_rows: 4,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.max_positions(), 64, "a ring reaches the trained context");
+    let got = s.logits(&ids[..39]).unwrap();
+    let mut worst = 0f32;
+    for (g, w) in got.iter().zip(&want) {
+        worst = worst.max((g - w).abs());
+        assert!((g - w).abs() <= 1e-3 * (1.0 + w.abs()), "{g} vs {w}");
+    }
+    eprintln!("ring logits: max error {worst:.2e}");
+    assert_eq!(s.kv_kept(), 8);
+    // The decode graph (split attention over the ring) on the last token.
+    let last = &want[39 * VOCAB..];
+    let next = s.feed(&ids[39..]).unwrap();
+    assert_eq!(next as usize, argmax(last));
+    // 40 positions through 16 slots: rewinding to 20 would need 15.. back.
+    let err = s.rewind(20).unwrap_err().to_string();
+    assert!(err.contains("evicted"), "{err}");
+    s.rewind(37).unwrap();
+    let again = s.feed(&ids[37..]).unwrap();
+    assert_eq!(again, next);
 }

@@ -23,6 +23,7 @@ fn check_logits(kv: KvDtype, tol: f32, gap_min: f32) {
                 ctx: 1024,
                 max_batch: 64,
                 logit_rows: 64,
+                ..Default::default()
             },
         )
         .unwrap();

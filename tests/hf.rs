@@ -220,6 +220,7 @@ fn tiny_hf_llama_matches_an_hf_convention_reference() {
                     kv: lottery::KvDtype::F32.into(),
                     max_batch: 4,
                     logit_rows: 4,
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -308,6 +309,7 @@ fn converted_real_model_gives_the_same_greedy_tokens() {
             max_batch: 64,
             logit_rows: 64,
             kv: lottery::KvDtype::F32.into(),
+            ..Default::default()
         };
         let la = Session::new(gguf.clone(), lo.clone())
             .unwrap()

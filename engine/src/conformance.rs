@@ -5,7 +5,7 @@
 
 use crate::formats::{self, GpuWeight};
 use crate::gpu::{Dispatch, Gpu, MatvecVariant, Step, StepBuffer};
-use crate::kv::{KvDtype, KvTypes};
+use crate::kv::{KvCache, KvDtype, KvPolicy, KvTypes};
 use crate::ops::{self, AttnShape, MatvecOpts, SampleUniform};
 use crate::reference::{self as cpu, Rng, SampleParams};
 use crate::{Result, WeightFormat};
@@ -64,14 +64,20 @@ fn compare(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) -> Check
 
 /// A step of `n_tokens` starting at `pos0`, attention in one chunk.
 pub fn step(n_tokens: u32, pos0: u32) -> Step {
-    Step {
+    let mut st = Step {
         n_tokens,
         pos0,
         kv_len: pos0 + n_tokens,
         chunk_len: pos0 + n_tokens,
         n_chunks: 1,
         ..Default::default()
-    }
+    };
+    // Callers without a cache ignore these; attention ones get a full cache
+    // of at least this many slots.
+    KvPolicy::Full
+        .plan(pos0, n_tokens, pos0 + n_tokens, false)
+        .apply(&mut st);
+    st
 }
 
 /// Random weights in `fmt` and their exact dequantized values.
@@ -628,11 +634,29 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
                     "rope_kv+attention",
                     &format!("kv {}", kv.label()),
                     &format!("{vname} heads {nh}/{nkv} hd {hd}: prefill+split decode"),
-                    attention_case(gpu, (nh, nkv, hd), kv, quick),
+                    attention_case(gpu, (nh, nkv, hd), kv, KvPolicy::Full, quick),
                 )
                 .await;
             }
         }
+        // A ring that wraps several times, against the reference's mask.
+        let ring = KvPolicy::SinkWindow {
+            sink: 3,
+            window: 20,
+        };
+        let kv = KvTypes {
+            k: KvDtype::Q8_0,
+            v: KvDtype::F16,
+        };
+        case(
+            &mut out,
+            &tier,
+            "rope_kv+attention",
+            &format!("kv {}", kv.label()),
+            &format!("{vname} heads 5/1 hd 64: {}", ring.label()),
+            attention_case(gpu, (5, 1, 64), kv, ring, quick),
+        )
+        .await;
     }
     gpu.matvec = default_variant;
     out
@@ -644,33 +668,48 @@ async fn attention_case(
     gpu: &Gpu,
     (n_head, n_kv_head, head_dim): (u32, u32, u32),
     kv: KvTypes,
+    policy: KvPolicy,
     quick: bool,
 ) -> Result<Check> {
     let sb = StepBuffer::new(gpu);
     let mut rng = Rng::new(7 + head_dim as u64);
+    let ring = policy.evicts();
     let s = AttnShape {
         n_head,
         n_kv_head,
         head_dim,
-        ctx: 90,
+        // The ring: 40 slots for 57 positions.
+        ctx: if ring { 40 } else { 90 },
         kv,
     };
     let (nh, nkv, hd) = (n_head as usize, n_kv_head as usize, head_dim as usize);
     let w = s.qkv_width() as usize;
-    let table = cpu::rope_table(s.ctx as usize, hd, 10000.0);
+    let table = cpu::rope_table(90, hd, 10000.0);
     let tt = gpu.upload("rope", &table.iter().flat_map(|c| *c).collect::<Vec<f32>>())?;
-    let (kc, vc) = (
-        gpu.zeros("kc", s.k_cache_bytes())?,
-        gpu.zeros("vc", s.v_cache_bytes())?,
-    );
+    let cache = KvCache::new(gpu, 1, s)?;
     let max_t = 71u32;
     let qkv_t = gpu.zeros("qkv", max_t as u64 * w as u64 * 4)?;
     let part = gpu.zeros("part", ops::attention_part_bytes(&s, max_t as u64 * 8))?;
     let out = gpu.zeros("out", max_t as u64 * (nh * hd) as u64 * 4)?;
     let graph = |prefill: bool| -> Result<Vec<Dispatch>> {
-        let mut d = vec![ops::rope_kv(gpu, &sb, &s, &tt, &qkv_t, &kc, &vc, max_t)?];
+        let mut d = vec![ops::rope_kv(
+            gpu,
+            &sb,
+            &s,
+            &tt,
+            &qkv_t,
+            cache.bind(0),
+            max_t,
+        )?];
         d.extend(ops::attention(
-            gpu, &sb, &s, &qkv_t, &kc, &vc, &part, &out, prefill,
+            gpu,
+            &sb,
+            &s,
+            &qkv_t,
+            cache.bind(0),
+            &part,
+            &out,
+            prefill,
         )?);
         Ok(d)
     };
@@ -682,7 +721,21 @@ async fn attention_case(
         max_rel: 0.0,
         fail: None,
     };
-    let steps: &[(usize, u32)] = if quick {
+    let steps: &[(usize, u32)] = if ring {
+        // Batches of at most slots - sink - window + 1 = 18, none straddling the sink.
+        &[
+            (3, 0),
+            (15, 0),
+            (1, 16),
+            (1, 16),
+            (13, 0),
+            (1, 7),
+            (17, 0),
+            (1, 5),
+            (1, 5),
+            (4, 0),
+        ]
+    } else if quick {
         &[(21, 0), (1, 16), (5, 0)]
     } else {
         // A second prefill after decode steps checks the causal offset.
@@ -694,7 +747,7 @@ async fn attention_case(
             .write_buffer(&qkv_t.buffer, 0, bytemuck::cast_slice(&qkv));
         let kv_len = (pos + t) as u32;
         let chunk_len = if chunk == 0 { kv_len } else { chunk };
-        let st = Step {
+        let mut st = Step {
             n_tokens: t as u32,
             pos0: pos as u32,
             kv_len,
@@ -702,6 +755,9 @@ async fn attention_case(
             n_chunks: kv_len.div_ceil(chunk_len),
             ..Default::default()
         };
+        let plan = policy.plan(pos as u32, t as u32, s.ctx, chunk != 0);
+        plan.apply(&mut st);
+        st.n_chunks = plan.n_visit.div_ceil(chunk_len);
         run(gpu, &sb, &st, if chunk == 0 { &prefill } else { &decode })?;
         let (mut q, mut k, mut v) = (vec![], vec![], vec![]);
         for r in qkv.chunks_exact(w) {
@@ -720,7 +776,9 @@ async fn attention_case(
         }
         all_k.extend_from_slice(&k);
         all_v.extend_from_slice(&v);
-        let want = cpu::attention(&q, &all_k, &all_v, t, pos, nh, nkv, hd);
+        let want = cpu::attention_masked(&q, &all_k, &all_v, t, pos, nh, nkv, hd, &|q, k| {
+            policy.visible(q, k)
+        });
         // Stored types round: a rotated key a hair from a rounding boundary
         // (GPU and CPU rotate in different orders) can land one step away
         // (an f16 ulp, or a whole quantization step; never seen on lavapipe,
@@ -780,17 +838,15 @@ async fn kv_append_case(gpu: &Gpu, ty: KvDtype, hd: u32) -> Result<Check> {
     let table = vec![[1f32, 0f32]; s.ctx as usize * hd as usize / 2];
     let tt = gpu.upload("rope", &table.iter().flat_map(|c| *c).collect::<Vec<f32>>())?;
     let qkv_t = gpu.upload("qkv", &qkv)?;
-    let (kc, vc) = (
-        gpu.zeros("kc", s.k_cache_bytes())?,
-        gpu.zeros("vc", s.v_cache_bytes())?,
-    );
-    let d = ops::rope_kv(gpu, &sb, &s, &tt, &qkv_t, &kc, &vc, t as u32)?;
+    let cache = KvCache::new(gpu, 1, s)?;
+    let (kc, vc) = (&cache.k[0], &cache.v[0]);
+    let d = ops::rope_kv(gpu, &sb, &s, &tt, &qkv_t, cache.bind(0), t as u32)?;
     let pos0 = 2u32;
     run(gpu, &sb, &step(t as u32, pos0), &[d])?;
     let rw = ty.row_words(hd) as usize;
     let mut bad = 0usize;
     let mut first = None;
-    for (which, buf, off) in [("k", &kc, nh), ("v", &vc, nh + nkv)] {
+    for (which, buf, off) in [("k", kc, nh), ("v", vc, nh + nkv)] {
         let got: Vec<u32> = read(gpu, buf).await?;
         for ti in 0..t {
             for h in 0..nkv as usize {

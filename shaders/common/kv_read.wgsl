@@ -5,6 +5,18 @@
 
 @group(0) @binding(3) var<storage, read> kc: array<u32>;
 @group(0) @binding(4) var<storage, read> vc: array<u32>;
+@group(0) @binding(6) var<storage, read> kv_pos: array<u32>; // [ctx]: position per slot (u32 max: empty)
+
+// Whether the key at position k is visible to a query at position q: causal,
+// and the step's sink + window rule (engine/src/kv/policy.rs).
+fn kv_visible(k: u32, q: u32) -> bool {
+    return k <= q && (step.window == 0u || k < step.sink || k + step.window > q);
+}
+
+// Whether it is visible to any query position in [q0, q1].
+fn kv_visible_any(k: u32, q0: u32, q1: u32) -> bool {
+    return k <= q1 && (step.window == 0u || k < step.sink || k + step.window > q0);
+}
 
 // `is_k` is a constant at every call, so the branch folds away.
 fn kv_word(is_k: bool, i: u32) -> u32 {

@@ -9,4 +9,12 @@ struct Step {
     rand_u: f32,    // uniform random number in [0, 1) for the sampler
     n_history: u32, // valid entries in the repetition-penalty history
     _pad: u32,
+    slot_base: u32,  // cache slot of batch token t: slot_base + (slot_off + t) % slot_mod
+    slot_off: u32,
+    slot_mod: u32,
+    n_visit: u32,    // slots attention visits, through the page list
+    visit_base: u32, // in-order slots: token t needs none past visit_base + t
+    sink: u32,       // mask besides causality: keep k < sink or k + window > q
+    window: u32,     // 0: no window
+    page: u32,       // slots per page-list entry
 }

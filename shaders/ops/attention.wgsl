@@ -23,11 +23,14 @@ struct Params {
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;
 #include "common/kv_read.wgsl"
 @group(0) @binding(5) var<storage, read_write> part: array<f32>; // [n_tokens, n_head, n_chunks, head_dim + 2]
+@group(0) @binding(7) var<storage, read> pages: array<u32>; // [n_kv_head, max_pages]: pages to visit
 
 const TILE: u32 = 64u;
 const MAX_HD: u32 = 256u;
 var<workgroup> qs: array<f32, MAX_HD>;
 var<workgroup> sc: array<f32, TILE>;
+var<workgroup> slots: array<u32, TILE>; // slot of each visited key (NONE: masked)
+const NONE: u32 = 0xffffffffu;
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -40,8 +43,10 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     for (var d = li; d < hd; d += TILE) {
         qs[d] = qkv[row + h * hd + d] * p.scale;
     }
+    let qpos = step.pos0 + t;
     let start = c * step.chunk_len;
-    let end = min(start + step.chunk_len, step.pos0 + t + 1u);
+    let end = min(start + step.chunk_len, min(step.n_visit, step.visit_base + t + 1u));
+    let max_pages = (p.ctx + step.page - 1u) / step.page;
     var m = -3.0e38;
     var l = 0.0;
     var acc: array<f32, 4>; // this thread's output dims li, li + 64, ...
@@ -57,15 +62,23 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         }
         let n = min(TILE, end - k0);
         var s = -3.0e38;
+        var seen = false;
+        var slot = NONE;
         if (li < n) {
-            let kr = kvh * p.ctx + k0 + li;
-            var dotv = 0.0;
-            for (var d = 0u; d < hd; d++) {
-                dotv += qs[d] * k_at(kr, d);
+            let i = k0 + li;
+            slot = pages[kvh * max_pages + i / step.page] * step.page + i % step.page;
+            seen = slot < p.ctx && kv_visible(kv_pos[slot], qpos);
+            if (seen) {
+                let kr = kvh * p.ctx + slot;
+                var dotv = 0.0;
+                for (var d = 0u; d < hd; d++) {
+                    dotv += qs[d] * k_at(kr, d);
+                }
+                s = dotv;
             }
-            s = dotv;
         }
         sc[li] = s;
+        slots[li] = select(NONE, slot, seen);
         workgroupBarrier();
         var tmax = -3.0e38;
         for (var j = 0u; j < n; j++) {
@@ -75,7 +88,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         let corr = exp(m - m_new);
         workgroupBarrier();
         if (li < n) {
-            sc[li] = exp(s - m_new);
+            sc[li] = select(0.0, exp(s - m_new), seen);
         }
         workgroupBarrier();
         var psum = 0.0;
@@ -88,7 +101,9 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             if (d < hd) {
                 var a = acc[i] * corr;
                 for (var j = 0u; j < n; j++) {
-                    a += sc[j] * v_at(kvh * p.ctx + k0 + j, d);
+                    if (slots[j] != NONE) {
+                        a += sc[j] * v_at(kvh * p.ctx + slots[j], d);
+                    }
                 }
                 acc[i] = a;
             }

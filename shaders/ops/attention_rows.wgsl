@@ -56,16 +56,21 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         m[r] = -3.0e38;
         l[r] = 0.0;
     }
-    // Keys visible to the tile's last token; row r sees keys <= its position.
-    let end = step.pos0 + t0 + nt;
+    // Slots the tile's last token may need (in-order slots stop at its own;
+    // a ring visits all). Each row masks by the slot's position.
+    let end = min(step.n_visit, step.visit_base + t0 + nt);
     for (var j = 0u; j < end; j++) {
+        let kp = kv_pos[j];
+        if (!kv_visible_any(kp, step.pos0 + t0, step.pos0 + t0 + nt - 1u)) {
+            continue;
+        }
         let cr = kvh * p.ctx + j;
         for (var d = 0u; d < hd; d++) {
             kr[d] = k_at(cr, d);
             vr[d] = v_at(cr, d);
         }
         for (var r = 0u; r < rows; r++) {
-            if (j > step.pos0 + t0 + r / g) {
+            if (!kv_visible(kp, step.pos0 + t0 + r / g)) {
                 continue;
             }
             var s = 0.0;

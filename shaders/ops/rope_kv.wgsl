@@ -1,6 +1,7 @@
 // Rotary embedding on the fused QKV activations of a batch, and the append of
 // K and V to the cache: q is rotated in place, k is rotated on its way into
-// the cache, v is copied. Rotation pairs are adjacent (x[2j], x[2j+1]), the
+// the cache, v is copied, each into the slot the step's policy plan gives
+// (slot = position unless the cache is a ring). Rotation pairs are adjacent (x[2j], x[2j+1]), the
 // GGUF convention for Llama (the converter permutes Q/K rows to match).
 // cos/sin come from a table built on the host in f64, because GPU sin/cos are
 // only accurate near zero and positions reach thousands of radians.
@@ -23,6 +24,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> qkv: array<f32>; // [n_tokens, (n_head + 2 n_kv_head) * head_dim]
 @group(0) @binding(4) var<storage, read_write> kc: array<u32>;
 @group(0) @binding(5) var<storage, read_write> vc: array<u32>;
+@group(0) @binding(6) var<storage, read_write> kv_pos: array<u32>; // [ctx]: position held by each slot
 
 const MAX_HD: u32 = 256u;
 var<private> xr: array<f32, MAX_HD>;
@@ -183,6 +185,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let r = i - nq;
+    let slot = step.slot_base + (step.slot_off + t) % step.slot_mod;
+    if (r == 0u) {
+        kv_pos[slot] = pos;
+    }
     let is_k = r < p.n_kv_head;
     let kvh = select(r - p.n_kv_head, r, is_k);
     let src = row + (p.n_head + r) * p.head_dim;
@@ -194,11 +200,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             xr[2u * j] = a * cs.x - b * cs.y;
             xr[2u * j + 1u] = a * cs.y + b * cs.x;
         }
-        store_row(K_TYPE, true, kvh * p.ctx + pos);
+        store_row(K_TYPE, true, kvh * p.ctx + slot);
     } else {
         for (var d = 0u; d < p.head_dim; d++) {
             xr[d] = qkv[src + d];
         }
-        store_row(V_TYPE, false, kvh * p.ctx + pos);
+        store_row(V_TYPE, false, kvh * p.ctx + slot);
     }
 }

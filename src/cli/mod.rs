@@ -5,8 +5,8 @@ use clap::{Args, Parser, Subcommand};
 use lottery::engine::Tier;
 use lottery::models::load::GgufFile;
 use lottery::{
-    ChatMessage, GenerateOptions, Gpu, GpuOptions, KvDtype, KvTypes, Model, SamplerSettings,
-    Session, SessionOptions,
+    ChatMessage, GenerateOptions, Gpu, GpuOptions, KvDtype, KvPolicy, KvTypes, Model,
+    SamplerSettings, Session, SessionOptions,
 };
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -122,6 +122,11 @@ pub struct ModelArgs {
     /// Storage for values only (overrides --kv).
     #[arg(long, value_parser = KV_TYPES)]
     pub kv_v: Option<String>,
+    /// Which positions the cache keeps: full; sink-window:S,W (the first S
+    /// and last W positions in a ring, so generation runs past --ctx); or
+    /// quest:P,T (attend to the T best pages of P positions per decode step).
+    #[arg(long, default_value = "full")]
+    pub kv_policy: String,
     /// Context length (0: the model's, at most 4096).
     #[arg(long, default_value_t = 0)]
     pub ctx: u32,
@@ -185,6 +190,10 @@ impl ModelArgs {
         })
     }
 
+    pub fn kv_policy(&self) -> Result<KvPolicy> {
+        Ok(KvPolicy::parse(&self.kv_policy)?)
+    }
+
     pub fn session(&self, model: &Arc<Model>) -> Result<Session> {
         let kv = self.kv_types()?;
         Ok(Session::new(
@@ -192,6 +201,7 @@ impl ModelArgs {
             SessionOptions {
                 ctx: self.ctx,
                 kv,
+                kv_policy: self.kv_policy()?,
                 ..Default::default()
             },
         )?)
@@ -596,6 +606,7 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
         SessionOptions {
             ctx: a.chunk as u32,
             kv,
+            kv_policy: a.model.kv_policy()?,
             max_batch: 64,
             logit_rows: 64,
         },

@@ -487,6 +487,19 @@ pub struct Step {
     pub rand_u: f32,
     pub n_history: u32,
     pub _pad: u32,
+    /// Cache slot of batch token t: slot_base + (slot_off + t) % slot_mod.
+    pub slot_base: u32,
+    pub slot_off: u32,
+    pub slot_mod: u32,
+    /// Slots attention visits (through the page list), and the causal bound
+    /// of in-order slots: token t needs none past visit_base + t.
+    pub n_visit: u32,
+    pub visit_base: u32,
+    /// Position mask besides causality: keep k < sink or k + window > q (window 0: all).
+    pub sink: u32,
+    pub window: u32,
+    /// Slots per entry of the page list.
+    pub page: u32,
 }
 
 /// The uniform buffer behind [`Step`].

@@ -12,9 +12,13 @@
 //! blocks are not word aligned, and a row written by one invocation keeps
 //! neighbouring rows' words apart, so no write needs atomics.
 
+pub mod policy;
+
+pub use policy::{KvPolicy, KvStep, NO_POS};
+
 use crate::formats::{self, WeightFormat};
 use crate::gpu::{Gpu, Tensor};
-use crate::ops::AttnShape;
+use crate::ops::{AttnShape, KvBind};
 use crate::{Error, Result};
 
 /// How keys (or values) are stored.
@@ -253,6 +257,14 @@ pub struct KvCache {
     pub shape: AttnShape,
     pub k: Vec<Tensor>,
     pub v: Vec<Tensor>,
+    /// Position held by each slot ([ctx] u32, [`NO_POS`] when empty),
+    /// shared by every layer and head (policies here keep the same
+    /// positions in all of them).
+    pub pos: Tensor,
+    /// Pages attention visits per KV head ([n_kv_head, ctx] u32): all zeros
+    /// is the identity list (one page of every slot); Quest's selection
+    /// overwrites it per layer within a step.
+    pub pages: Tensor,
 }
 
 impl KvCache {
@@ -263,17 +275,36 @@ impl KvCache {
             k.push(gpu.zeros(&format!("kv.k.{l}"), shape.k_cache_bytes())?);
             v.push(gpu.zeros(&format!("kv.v.{l}"), shape.v_cache_bytes())?);
         }
-        Ok(KvCache { shape, k, v })
+        let pos = gpu.upload("kv.pos", &vec![NO_POS; shape.ctx as usize])?;
+        let pages = gpu.zeros("kv.pages", shape.n_kv_head as u64 * shape.ctx as u64 * 4)?;
+        Ok(KvCache {
+            shape,
+            k,
+            v,
+            pos,
+            pages,
+        })
+    }
+
+    /// Layer `l` as the kernels bind it.
+    pub fn bind(&self, l: usize) -> KvBind<'_> {
+        KvBind {
+            k: &self.k[l],
+            v: &self.v[l],
+            pos: &self.pos,
+            pages: &self.pages,
+        }
     }
 
     /// Total bytes on the GPU.
     pub fn bytes(&self) -> u64 {
-        self.k.iter().chain(&self.v).map(|t| t.bytes).sum()
+        self.k.iter().chain(&self.v).map(|t| t.bytes).sum::<u64>() + self.pos.bytes
     }
 
-    /// Copies positions [0, len) of every layer into `dst` (same shape): the
-    /// cheap fork/restore a tool loop uses to branch without re-running the prompt.
-    pub fn copy_prefix_to(&self, gpu: &Gpu, dst: &KvCache, len: u32) {
+    /// Copies slots [0, used) of every layer, and their positions, into `dst`
+    /// (same shape): the cheap fork a tool loop uses to branch without
+    /// re-running the prompt.
+    pub fn copy_prefix_to(&self, gpu: &Gpu, dst: &KvCache, used: u32) {
         let hd = self.shape.head_dim;
         let (rk, rv) = (
             self.shape.kv.k.row_words(hd) as u64 * 4,
@@ -284,11 +315,14 @@ impl KvCache {
         for ((src, dst), row) in pairs.chain(self.v.iter().zip(&dst.v).map(|p| (p, rv))) {
             for h in 0..self.shape.n_kv_head as u64 {
                 let off = h * self.shape.ctx as u64 * row;
-                let bytes = len as u64 * row;
+                let bytes = used as u64 * row;
                 if bytes > 0 {
                     enc.copy_buffer_to_buffer(&src.buffer, off, &dst.buffer, off, bytes);
                 }
             }
+        }
+        if used > 0 {
+            enc.copy_buffer_to_buffer(&self.pos.buffer, 0, &dst.pos.buffer, 0, used as u64 * 4);
         }
         gpu.queue.submit([enc.finish()]);
     }

@@ -342,22 +342,42 @@ pub fn matmul(
         .collect()
 }
 
-/// Rotates q (in place) and k of the fused qkv [n_tokens, qkv_width] and appends k, v to the cache.
+/// One layer's cache as the kernels bind it: keys, values, the position
+/// each slot holds (u32, [ctx]) and the page list attention visits
+/// ([n_kv_head, max_pages] u32; see `kv::policy`).
+#[derive(Clone, Copy)]
+pub struct KvBind<'a> {
+    pub k: &'a Tensor,
+    pub v: &'a Tensor,
+    pub pos: &'a Tensor,
+    pub pages: &'a Tensor,
+}
+
+impl KvBind<'_> {
+    fn check(&self, op: &'static str, s: &AttnShape) -> Result<()> {
+        need(op, self.k, s.k_cache_bytes())?;
+        need(op, self.v, s.v_cache_bytes())?;
+        need(op, self.pos, s.ctx as u64 * 4)?;
+        need(op, self.pages, s.n_kv_head as u64 * 4)
+    }
+}
+
+/// Rotates q (in place) and k of the fused qkv [n_tokens, qkv_width] and
+/// appends k, v to the cache slots the step's plan gives.
 pub fn rope_kv(
     gpu: &Gpu,
     step: &StepBuffer,
     s: &AttnShape,
     table: &Tensor,
     qkv: &Tensor,
-    kc: &Tensor,
-    vc: &Tensor,
+    kv: KvBind,
     max_tokens: u32,
 ) -> Result<Dispatch> {
     s.check()?;
+    let (kc, vc) = (kv.k, kv.v);
     need("rope_kv", table, s.ctx as u64 * s.head_dim as u64 / 2 * 8)?;
     need("rope_kv", qkv, max_tokens as u64 * s.qkv_width() as u64 * 4)?;
-    need("rope_kv", kc, s.k_cache_bytes())?;
-    need("rope_kv", vc, s.v_cache_bytes())?;
+    kv.check("rope_kv", s)?;
     let p = Params4 {
         a: s.n_head,
         b: s.n_kv_head,
@@ -373,7 +393,7 @@ pub fn rope_kv(
         &d,
         step,
         &p,
-        &[table, qkv, kc, vc],
+        &[table, qkv, kc, vc, kv.pos],
         Grid::PerToken(x),
     )
 }
@@ -395,15 +415,14 @@ pub fn attention(
     step: &StepBuffer,
     s: &AttnShape,
     qkv: &Tensor,
-    kc: &Tensor,
-    vc: &Tensor,
+    kv: KvBind,
     part: &Tensor,
     out: &Tensor,
     prefill: bool,
 ) -> Result<Vec<Dispatch>> {
     s.check()?;
-    need("attention", kc, s.k_cache_bytes())?;
-    need("attention", vc, s.v_cache_bytes())?;
+    kv.check("attention", s)?;
+    let (kc, vc) = (kv.k, kv.v);
     let g = s.n_head / s.n_kv_head;
     let d = s.kv_defines();
     // Decode keeps the split kernel on every adapter: with one query token
@@ -442,7 +461,7 @@ pub fn attention(
             &d,
             step,
             &p,
-            &[qkv, kc, vc, out],
+            &[qkv, kc, vc, out, kv.pos],
             Grid::TokenTiles {
                 x: s.n_kv_head,
                 tile: 16 * tokens,
@@ -475,7 +494,7 @@ pub fn attention(
             &d,
             step,
             &p,
-            &[qkv, kc, vc, part],
+            &[qkv, kc, vc, part, kv.pos, kv.pages],
             Grid::PerTokenChunk(s.n_head),
         )?,
         attention_combine(gpu, step, s, part, out)?,

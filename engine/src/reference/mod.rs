@@ -124,6 +124,23 @@ pub fn attention(
     n_kv: usize,
     hd: usize,
 ) -> Vec<f32> {
+    attention_masked(q, k, v, t, pos0, n_head, n_kv, hd, &|q, k| k <= q)
+}
+
+/// [`attention`] over the positions `visible(query_pos, key_pos)` allows
+/// (a cache policy's mask; k, v still hold every position).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_masked(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    t: usize,
+    pos0: usize,
+    n_head: usize,
+    n_kv: usize,
+    hd: usize,
+    visible: &dyn Fn(usize, usize) -> bool,
+) -> Vec<f32> {
     let mut out = vec![0f32; t * n_head * hd];
     let group = n_head / n_kv;
     let scale = 1.0 / (hd as f64).sqrt();
@@ -132,8 +149,10 @@ pub fn attention(
         for h in 0..n_head {
             let kh = h / group;
             let qr = &q[ti * n_head * hd + h * hd..][..hd];
-            let scores: Vec<f64> = (0..=last)
-                .map(|p| {
+            let keys: Vec<usize> = (0..=last).filter(|&p| visible(last, p)).collect();
+            let scores: Vec<f64> = keys
+                .iter()
+                .map(|&p| {
                     let kr = &k[p * n_kv * hd + kh * hd..][..hd];
                     qr.iter()
                         .zip(kr)
@@ -147,7 +166,7 @@ pub fn attention(
             let sum: f64 = e.iter().sum();
             for d in 0..hd {
                 let mut acc = 0f64;
-                for (p, w) in e.iter().enumerate() {
+                for (&p, w) in keys.iter().zip(&e) {
                     acc += w * v[p * n_kv * hd + kh * hd + d] as f64;
                 }
                 out[ti * n_head * hd + h * hd + d] = (acc / sum) as f32;

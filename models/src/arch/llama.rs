@@ -444,10 +444,23 @@ pub fn build_graph(
         }
         g.extend(proj(&lw.wqkv, &a.xn, &a.qkv, false)?);
         g.push(ops::rope_kv(
-            gpu, step, s, rope, &a.qkv, &kv.k[l], &kv.v[l], max_batch,
+            gpu,
+            step,
+            s,
+            rope,
+            &a.qkv,
+            kv.bind(l),
+            max_batch,
         )?);
         g.extend(ops::attention(
-            gpu, step, s, &a.qkv, &kv.k[l], &kv.v[l], &a.part, &a.attn, batched,
+            gpu,
+            step,
+            s,
+            &a.qkv,
+            kv.bind(l),
+            &a.part,
+            &a.attn,
+            batched,
         )?);
         if let Some(cs) = calib {
             let w = (c.n_head * c.head_dim) as u32;

@@ -70,6 +70,17 @@ impl LlamaCpu {
     /// As [`forward`](Self::forward), with keys (after rotation) and values
     /// passed through the cache types' encode and decode, as the GPU stores them.
     pub fn forward_kv(&self, ids: &[u32], kv: KvTypes) -> Vec<f32> {
+        self.forward_masked(ids, kv, &|q, k| k <= q)
+    }
+
+    /// As [`forward_kv`](Self::forward_kv), attending only where
+    /// `visible(query_pos, key_pos)` (a cache policy's mask).
+    pub fn forward_masked(
+        &self,
+        ids: &[u32],
+        kv: KvTypes,
+        visible: &dyn Fn(usize, usize) -> bool,
+    ) -> Vec<f32> {
         let c = &self.cfg;
         let (t, d, hd) = (ids.len(), c.d_model, c.head_dim);
         let kvw = c.n_kv_head * hd;
@@ -93,7 +104,7 @@ impl LlamaCpu {
                     r.copy_from_slice(&rt);
                 }
             }
-            let a = r::attention(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd);
+            let a = r::attention_masked(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd, visible);
             let o = r::matmul(&a, &l.wo, t, d, d);
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
             let xn = r::rmsnorm(&x, &l.ffn_norm, d, c.eps);

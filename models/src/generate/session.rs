@@ -7,7 +7,7 @@ use crate::arch::llama::{self, Activations, Head, DECODE_CHUNK, HISTORY};
 use crate::model::Model;
 use crate::{Error, Result};
 use lottery_engine::gpu::{record, Dispatch, Step, StepBuffer, Tensor};
-use lottery_engine::kv::{KvCache, KvDtype, KvTypes};
+use lottery_engine::kv::{KvCache, KvDtype, KvPolicy, KvTypes};
 use lottery_engine::ops::{AttnShape, SampleUniform};
 use lottery_engine::reference::Rng;
 use std::sync::Arc;
@@ -19,6 +19,8 @@ pub struct SessionOptions {
     pub ctx: u32,
     /// Storage types of the cached keys and values.
     pub kv: KvTypes,
+    /// Which positions the cache keeps and attention visits.
+    pub kv_policy: KvPolicy,
     /// Tokens per prefill batch.
     pub max_batch: u32,
     /// Rows of teacher-forced logits [`Session::logits`] can return per batch; 0 disables it.
@@ -30,6 +32,7 @@ impl Default for SessionOptions {
         SessionOptions {
             ctx: 0,
             kv: KvDtype::F16.into(),
+            kv_policy: KvPolicy::Full,
             max_batch: 128,
             logit_rows: 0,
         }
@@ -39,6 +42,9 @@ impl Default for SessionOptions {
 pub struct Session {
     pub model: Arc<Model>,
     opts: SessionOptions,
+    /// Positions the session can reach: the context, or for a policy that
+    /// evicts, the rope table (the model's trained context).
+    max_pos: u32,
     kv: KvCache,
     act: Activations,
     step: StepBuffer,
@@ -70,7 +76,16 @@ impl Session {
                 )));
             }
         }
-        opts.max_batch = opts.max_batch.clamp(1, opts.ctx);
+        opts.max_batch = opts
+            .kv_policy
+            .check(opts.ctx, opts.max_batch.clamp(1, opts.ctx))?;
+        // A ring's positions run past its slots, up to the trained context
+        // (positions are rotated into the keys; there is no re-positioning).
+        let max_pos = if opts.kv_policy.evicts() {
+            (c.ctx_train.min(1 << 17) as u32).max(opts.ctx)
+        } else {
+            opts.ctx
+        };
         let shape = AttnShape {
             n_head: c.n_head as u32,
             n_kv_head: c.n_kv_head as u32,
@@ -82,7 +97,7 @@ impl Session {
         let logit_rows = opts.logit_rows.max(1).min(opts.max_batch);
         let act = Activations::new(gpu, c, &shape, opts.max_batch, logit_rows)?;
         let step = StepBuffer::new(gpu);
-        let rope = llama::rope_table(gpu, c, opts.ctx)?;
+        let rope = llama::rope_table(gpu, c, max_pos)?;
         let sampler = sampler_uniform(c.vocab, &SamplerSettings::default());
         let w = &model.weights;
         let build = |batch: u32, batched: bool, head: Head| {
@@ -105,6 +120,7 @@ impl Session {
         });
         Ok(Session {
             opts,
+            max_pos,
             kv,
             act,
             step,
@@ -127,14 +143,29 @@ impl Session {
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
     }
+    /// Cache slots (the context a full cache holds).
     pub fn context_len(&self) -> usize {
         self.opts.ctx as usize
+    }
+    /// Positions the session can reach (more than the slots for a ring).
+    pub fn max_positions(&self) -> usize {
+        self.max_pos as usize
     }
     pub fn kv_types(&self) -> KvTypes {
         self.opts.kv
     }
+    pub fn kv_policy(&self) -> KvPolicy {
+        self.opts.kv_policy
+    }
+    /// Bytes the cache holds on the GPU.
     pub fn kv_bytes(&self) -> u64 {
         self.kv.bytes()
+    }
+    /// Positions the next token can attend to (fewer than fed once a policy evicts).
+    pub fn kv_kept(&self) -> usize {
+        self.opts
+            .kv_policy
+            .kept(self.tokens.len() as u32, self.opts.ctx) as usize
     }
 
     /// Sets how the next tokens are chosen (and reseeds the generator).
@@ -160,11 +191,11 @@ impl Session {
             )));
         }
         let needed = self.tokens.len() + ids.len();
-        if needed > self.opts.ctx as usize {
+        if needed > self.max_pos as usize {
             return Err(Error::ContextFull {
                 in_cache: self.tokens.len(),
                 new: ids.len(),
-                ctx: self.opts.ctx as usize,
+                ctx: self.max_pos as usize,
                 ctx_train: self.model.config.ctx_train,
             });
         }
@@ -179,7 +210,15 @@ impl Session {
             .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids));
         let pos0 = self.tokens.len() as u32;
         let kv_len = pos0 + ids.len() as u32;
-        let chunk_len = if batched { kv_len } else { DECODE_CHUNK };
+        let plan = self
+            .opts
+            .kv_policy
+            .plan(pos0, ids.len() as u32, self.opts.ctx, !batched);
+        let chunk_len = if batched {
+            plan.n_visit.max(1)
+        } else {
+            DECODE_CHUNK
+        };
         let n_history = if self.sampler.repetition_penalty != 1.0 {
             let h = &self.tokens[self.tokens.len().saturating_sub(HISTORY)..];
             gpu.queue
@@ -188,16 +227,17 @@ impl Session {
         } else {
             0
         };
-        let st = Step {
+        let mut st = Step {
             n_tokens: ids.len() as u32,
             pos0,
             kv_len,
             chunk_len,
-            n_chunks: kv_len.div_ceil(chunk_len),
+            n_chunks: plan.n_visit.div_ceil(chunk_len),
             rand_u: self.rng.uniform(),
             n_history,
-            _pad: 0,
+            ..Default::default()
         };
+        plan.apply(&mut st);
         gpu.queue
             .write_buffer(&self.step.0.buffer, 0, bytemuck::bytes_of(&st));
         st
@@ -242,8 +282,11 @@ impl Session {
         }
         self.check_ids(ids)?;
         let mut next = 0;
-        for chunk in ids.chunks(self.opts.max_batch as usize) {
-            next = self.run_batch_async(chunk).await?;
+        let mut done = 0;
+        while done < ids.len() {
+            let n = self.next_batch(ids.len() - done, self.opts.max_batch);
+            next = self.run_batch_async(&ids[done..done + n]).await?;
+            done += n;
         }
         Ok(next)
     }
@@ -262,7 +305,11 @@ impl Session {
         let vocab = self.model.config.vocab;
         let rows = self.opts.logit_rows.min(self.opts.max_batch) as usize;
         let mut out = Vec::with_capacity(ids.len() * vocab);
-        for chunk in ids.chunks(rows) {
+        let mut done = 0;
+        while done < ids.len() {
+            let n = self.next_batch(ids.len() - done, rows as u32);
+            let chunk = &ids[done..done + n];
+            done += n;
             // All rows go through the batched path, even a single token.
             let st = self.begin(chunk, true);
             if let Some(g) = &self.all_logits {
@@ -393,15 +440,28 @@ impl Session {
                 self.tokens.len()
             )));
         }
+        self.opts
+            .kv_policy
+            .check_rewind(self.tokens.len() as u32, pos as u32, self.opts.ctx)?;
         self.tokens.truncate(pos);
         Ok(())
+    }
+
+    /// Tokens of the next batch: at most `limit`, cut where the policy needs.
+    fn next_batch(&self, remaining: usize, limit: u32) -> usize {
+        self.opts
+            .kv_policy
+            .next_batch(self.tokens.len(), remaining, limit as usize)
     }
 
     /// A new session with a copy of this one's cache and tokens.
     pub fn fork(&self) -> Result<Session> {
         let mut s = Session::new(self.model.clone(), self.opts.clone())?;
-        self.kv
-            .copy_prefix_to(&self.model.gpu, &s.kv, self.tokens.len() as u32);
+        let used = self
+            .opts
+            .kv_policy
+            .used(self.tokens.len() as u32, self.opts.ctx);
+        self.kv.copy_prefix_to(&self.model.gpu, &s.kv, used);
         s.tokens = self.tokens.clone();
         s.set_sampler(&self.sampler);
         Ok(s)

@@ -1,0 +1,236 @@
+//! Which cached positions attention visits, in one place. The attention
+//! kernels never branch on a policy: every step they get where this batch's
+//! rows go (a slot formula), how many slots to visit (through a page list),
+//! and a position mask (causal, plus an optional sink + window rule), and
+//! they read each slot's position from the cache's position buffer.
+
+use crate::gpu::Step;
+use crate::{Error, Result};
+
+/// Empty-slot marker in the position buffer (never visible).
+pub const NO_POS: u32 = u32::MAX;
+
+/// How the cache keeps and selects positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvPolicy {
+    /// Every position, in order (the default).
+    Full,
+    /// StreamingLLM: the first `sink` positions and the last `window`, in a
+    /// ring buffer, so generation runs past the cache's capacity.
+    SinkWindow { sink: u32, window: u32 },
+    /// Quest: keeps everything; each decode step attends to the `top` pages
+    /// of `page` positions whose key bounds score highest against the query,
+    /// plus the first and the current page. Saves reads, not memory.
+    Quest { page: u32, top: u32 },
+}
+
+/// The per-step values of a policy (fields of [`Step`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvStep {
+    pub slot_base: u32,
+    pub slot_off: u32,
+    pub slot_mod: u32,
+    pub n_visit: u32,
+    pub visit_base: u32,
+    pub sink: u32,
+    pub window: u32,
+    pub page: u32,
+}
+
+impl KvStep {
+    pub fn apply(&self, st: &mut Step) {
+        st.slot_base = self.slot_base;
+        st.slot_off = self.slot_off;
+        st.slot_mod = self.slot_mod;
+        st.n_visit = self.n_visit;
+        st.visit_base = self.visit_base;
+        st.sink = self.sink;
+        st.window = self.window;
+        st.page = self.page;
+    }
+}
+
+impl KvPolicy {
+    /// `full`, `sink-window:S,W`, `quest:P,T`.
+    pub fn parse(s: &str) -> Result<KvPolicy> {
+        let bad = |why: &str| Error::Shape {
+            op: "kv policy",
+            msg: format!("`{s}`: {why} (expected full, sink-window:S,W or quest:P,T)"),
+        };
+        let (name, args) = s.split_once(':').unwrap_or((s, ""));
+        let nums: Vec<u32> = if args.is_empty() {
+            Vec::new()
+        } else {
+            args.split(',')
+                .map(|a| {
+                    a.trim()
+                        .parse::<u32>()
+                        .map_err(|_| bad("arguments are whole numbers"))
+                })
+                .collect::<Result<_>>()?
+        };
+        let p = match (name, nums.as_slice()) {
+            ("full", []) => KvPolicy::Full,
+            ("sink-window", [s, w]) => KvPolicy::SinkWindow {
+                sink: *s,
+                window: *w,
+            },
+            ("quest", [p, t]) => KvPolicy::Quest { page: *p, top: *t },
+            ("quest", []) => KvPolicy::Quest { page: 16, top: 16 },
+            _ => return Err(bad("unknown policy or wrong number of arguments")),
+        };
+        match p {
+            KvPolicy::SinkWindow { window: 0, .. } => {
+                Err(bad("the window must hold at least one position"))
+            }
+            KvPolicy::Quest { page, top } if page == 0 || top == 0 => {
+                Err(bad("page size and page budget must be positive"))
+            }
+            _ => Ok(p),
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            KvPolicy::Full => "full".into(),
+            KvPolicy::SinkWindow { sink, window } => format!("sink-window:{sink},{window}"),
+            KvPolicy::Quest { page, top } => format!("quest:{page},{top}"),
+        }
+    }
+
+    /// Whether positions leave the cache (so the context can exceed its slots).
+    pub fn evicts(&self) -> bool {
+        matches!(self, KvPolicy::SinkWindow { .. })
+    }
+
+    /// Checks the policy against a cache of `slots` and returns the largest
+    /// prefill batch it allows (a ring must keep every batch token's window).
+    pub fn check(&self, slots: u32, max_batch: u32) -> Result<u32> {
+        match *self {
+            KvPolicy::Full => Ok(max_batch),
+            KvPolicy::SinkWindow { sink, window } => {
+                let need = sink as u64 + window as u64;
+                if need > slots as u64 {
+                    return Err(Error::Shape {
+                        op: "kv policy",
+                        msg: format!(
+                            "sink-window:{sink},{window} needs {need} cache slots; the context holds {slots}"
+                        ),
+                    });
+                }
+                Ok(max_batch.min(slots - sink - window + 1).max(1))
+            }
+            KvPolicy::Quest { page, .. } => {
+                if page > slots {
+                    return Err(Error::Shape {
+                        op: "kv policy",
+                        msg: format!("quest pages of {page} exceed the context of {slots}"),
+                    });
+                }
+                Ok(max_batch)
+            }
+        }
+    }
+
+    /// Tokens of the next batch at position `pos0`, at most `limit`: a ring
+    /// batch never straddles the end of the sink.
+    pub fn next_batch(&self, pos0: usize, remaining: usize, limit: usize) -> usize {
+        let n = remaining.min(limit).max(1);
+        match *self {
+            KvPolicy::SinkWindow { sink, .. } if pos0 < sink as usize => {
+                n.min(sink as usize - pos0)
+            }
+            _ => n,
+        }
+    }
+
+    /// Slots a cache of `slots` has in use once `n_pos` positions went through it.
+    pub fn used(&self, n_pos: u32, slots: u32) -> u32 {
+        n_pos.min(slots)
+    }
+
+    /// Positions attention can still see for the next token after `n_pos`.
+    pub fn kept(&self, n_pos: u32, slots: u32) -> u32 {
+        match *self {
+            KvPolicy::SinkWindow { sink, window } => {
+                n_pos.min(sink) + n_pos.saturating_sub(sink).min(window)
+            }
+            _ => n_pos.min(slots),
+        }
+    }
+
+    /// The step values for a batch of `n` tokens at `pos0` (`decode`: one
+    /// token through the split kernel, where Quest selects pages).
+    pub fn plan(&self, pos0: u32, n: u32, slots: u32, decode: bool) -> KvStep {
+        let end = pos0 + n;
+        let used = self.used(end, slots);
+        let mut st = KvStep {
+            slot_base: 0,
+            slot_off: pos0,
+            slot_mod: u32::MAX,
+            n_visit: used,
+            // In-order slots: a batch token never needs a slot past its own.
+            visit_base: pos0,
+            sink: 0,
+            window: 0,
+            // One page of every slot: the identity page list (entry 0 is 0).
+            page: slots,
+        };
+        match *self {
+            KvPolicy::Full => {}
+            KvPolicy::SinkWindow { sink, window } => {
+                st.sink = sink;
+                st.window = window;
+                if pos0 >= sink {
+                    let ring = slots - sink;
+                    st.slot_base = sink;
+                    st.slot_off = (pos0 - sink) % ring;
+                    st.slot_mod = ring;
+                    // Wrapped slots are out of order: visit them all.
+                    st.visit_base = used;
+                }
+            }
+            KvPolicy::Quest { page, top } => {
+                let pages = end.div_ceil(page);
+                if decode && pages > top + 2 {
+                    st.page = page;
+                    st.n_visit = (top + 2) * page;
+                    st.visit_base = st.n_visit;
+                }
+            }
+        }
+        st
+    }
+
+    /// Whether the cache can go back to `to` positions from `now`: a ring
+    /// has overwritten what the next token's window would need.
+    pub fn check_rewind(&self, now: u32, to: u32, slots: u32) -> Result<()> {
+        if let KvPolicy::SinkWindow { sink, window } = *self {
+            let ring = slots - sink;
+            let oldest = now.saturating_sub(ring).max(sink);
+            let need = (to + 1).saturating_sub(window).max(sink);
+            if to > sink && need < oldest {
+                return Err(Error::Shape {
+                    op: "kv rewind",
+                    msg: format!(
+                        "rewinding to {to} needs positions from {need}, but the ring \
+                         (sink-window:{sink},{window}) has evicted everything before {oldest}"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The positions a query at `q` attends to under this policy, given all
+    /// `0..=q` were fed (the CPU reference's mask). Quest is not a mask: it
+    /// depends on the query; its reference lives with its test.
+    pub fn visible(&self, q: usize, k: usize) -> bool {
+        match *self {
+            KvPolicy::SinkWindow { sink, window } => {
+                k <= q && (k < sink as usize || k + window as usize > q)
+            }
+            _ => k <= q,
+        }
+    }
+}
