@@ -47,13 +47,11 @@ fn gpu_forward_matches_cpu_forward_every_format() {
         if common::dims(fmt).0 / 4 % 32 == 0 {
             kvs.extend([
                 KvDtype::Q8_0.into(),
+                KvTypes::new(KvDtype::Q4_0, KvDtype::Q5_0),
+                KvTypes::new(KvDtype::Q4_1, KvDtype::IQ4_NL),
                 KvTypes {
-                    k: KvDtype::Q4_0,
-                    v: KvDtype::Q5_0,
-                },
-                KvTypes {
-                    k: KvDtype::Q4_1,
-                    v: KvDtype::IQ4_NL,
+                    rotate: false,
+                    ..KvTypes::new(KvDtype::Q4_0, KvDtype::Q8_0)
                 },
             ]);
         }

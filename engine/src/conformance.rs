@@ -5,7 +5,7 @@
 
 use crate::formats::{self, GpuWeight};
 use crate::gpu::{Dispatch, Gpu, MatvecVariant, Step, StepBuffer};
-use crate::kv::{KvCache, KvDtype, KvPolicy, KvTypes};
+use crate::kv::{self, KvCache, KvDtype, KvPolicy, KvTypes};
 use crate::ops::{self, AttnShape, MatvecOpts, SampleUniform};
 use crate::reference::{self as cpu, Rng, SampleParams};
 use crate::{Result, WeightFormat};
@@ -601,22 +601,15 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
     };
     let q = KvDtype::Q8_0;
     let mixes: Vec<KvTypes> = if quick {
-        vec![
-            KvDtype::F16.into(),
-            KvTypes {
-                k: q,
-                v: KvDtype::Q4_0,
-            },
-        ]
+        vec![KvDtype::F16.into(), KvTypes::new(q, KvDtype::Q4_0)]
     } else {
         let mut m: Vec<KvTypes> = KvDtype::ALL.into_iter().map(KvTypes::from).collect();
+        m.push(KvTypes::new(q, KvDtype::Q4_0));
+        m.push(KvTypes::new(KvDtype::F16, KvDtype::IQ4_NL));
+        // The same cache without the rotation.
         m.push(KvTypes {
-            k: q,
-            v: KvDtype::Q4_0,
-        });
-        m.push(KvTypes {
-            k: KvDtype::F16,
-            v: KvDtype::IQ4_NL,
+            rotate: false,
+            ..KvTypes::new(KvDtype::Q4_0, KvDtype::Q5_0)
         });
         m
     };
@@ -644,10 +637,7 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
             sink: 3,
             window: 20,
         };
-        let kv = KvTypes {
-            k: KvDtype::Q8_0,
-            v: KvDtype::F16,
-        };
+        let kv = KvTypes::new(KvDtype::Q8_0, KvDtype::Q4_1);
         case(
             &mut out,
             &tier,
@@ -768,11 +758,13 @@ async fn attention_case(
         cpu::rope(&mut q, nh, hd, pos, &table);
         cpu::rope(&mut k, nkv, hd, pos, &table);
         // Attention must see exactly the values the cache type keeps.
-        for (x, ty) in [(&mut k, kv.k), (&mut v, kv.v)] {
-            for r in x.chunks_exact_mut(hd) {
-                let rt = ty.round_trip(r)?;
-                r.copy_from_slice(&rt);
-            }
+        for r in k.chunks_exact_mut(hd) {
+            let e = kv.effective_k(r)?;
+            r.copy_from_slice(&e);
+        }
+        for r in v.chunks_exact_mut(hd) {
+            let e = kv.effective_v(r)?;
+            r.copy_from_slice(&e);
         }
         all_k.extend_from_slice(&k);
         all_v.extend_from_slice(&v);
@@ -802,7 +794,13 @@ async fn attention_case(
             .take(t)
             .flat_map(|r| r[..nh * hd].to_vec())
             .collect();
-        let cq = compare("rotated q", &got_q, &q, 1e-5, 1e-5);
+        // Turned keys turn the queries too (the kernels then see Hq).
+        let want_q: Vec<f32> = if kv.rot_k(head_dim) {
+            q.chunks_exact(hd).flat_map(kv::hadamard).collect()
+        } else {
+            q.clone()
+        };
+        let cq = compare("rotated q", &got_q, &want_q, 1e-5, 1e-5);
         for c in [c, cq] {
             worst.max_abs = worst.max_abs.max(c.max_abs);
             worst.max_rel = worst.max_rel.max(c.max_rel);
@@ -823,7 +821,7 @@ async fn kv_append_case(gpu: &Gpu, ty: KvDtype, hd: u32) -> Result<Check> {
         n_kv_head: nkv,
         head_dim: hd,
         ctx: 12,
-        kv: KvTypes { k: ty, v: ty },
+        kv: KvTypes::both(ty),
     };
     let mut rng = Rng::new(31 + hd as u64 + ty.shader_id() as u64);
     let w = s.qkv_width() as usize;
@@ -851,7 +849,13 @@ async fn kv_append_case(gpu: &Gpu, ty: KvDtype, hd: u32) -> Result<Check> {
         for ti in 0..t {
             for h in 0..nkv as usize {
                 let src = ti * w + (off as usize + h) * hd as usize;
-                let want = ty.encode_row(&qkv[src..src + hd as usize])?;
+                let x = &qkv[src..src + hd as usize];
+                // Block types store rows turned by H (engine/src/kv).
+                let want = if s.kv.rot_k(hd) {
+                    ty.encode_row(&kv::hadamard(x))?
+                } else {
+                    ty.encode_row(x)?
+                };
                 let row = h * s.ctx as usize + pos0 as usize + ti;
                 let g = &got[row * rw..(row + 1) * rw];
                 let n = g.iter().zip(&want).filter(|(a, b)| a != b).count();

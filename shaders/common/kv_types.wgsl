@@ -12,6 +12,16 @@ const KV_IQ4_NL: u32 = 6u;
 
 const K_TYPE: u32 = {{K_TYPE}}u;
 const V_TYPE: u32 = {{V_TYPE}}u;
+// Rows turned by the normalised Walsh-Hadamard matrix before quantization
+// (engine/src/kv: KvTypes::rotate): q and k for K_ROT, v and the attention
+// output for V_ROT. H[i][j] = (-1)^popcount(i & j) * ROT_SCALE.
+const K_ROT: bool = {{K_ROT}};
+const V_ROT: bool = {{V_ROT}};
+const ROT_SCALE: f32 = {{ROT_SCALE}};
+
+fn had_odd(i: u32, j: u32) -> bool {
+    return (countOneBits(i & j) & 1u) == 1u;
+}
 
 var<private> KV_IQ4NL: array<f32, 16> = array<f32, 16>(-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0,
                                                         1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);

@@ -1,6 +1,7 @@
 // Merges the per-chunk partial attention results of each (head, token):
 // out = sum_c exp(m_c - M) acc_c / sum_c exp(m_c - M) l_c.
 #include "common/step.wgsl"
+#include "common/kv_types.wgsl"
 
 struct Params {
     n_head: u32,
@@ -13,6 +14,9 @@ struct Params {
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> part: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>; // [n_tokens, n_head * head_dim]
+
+const MAX_HD: u32 = 256u;
+var<workgroup> merged: array<f32, MAX_HD>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -36,6 +40,21 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             let o = base + c * stride;
             a += exp(part[o] - mx) * part[o + 2u + d];
         }
-        out[(t * p.n_head + h) * hd + d] = a / l;
+        if (V_ROT) {
+            merged[d] = a / l;
+        } else {
+            out[(t * p.n_head + h) * hd + d] = a / l;
+        }
+    }
+    if (V_ROT) {
+        // Values were stored turned by H: turn the output back.
+        workgroupBarrier();
+        for (var d = li; d < hd; d += 64u) {
+            var a = 0.0;
+            for (var j = 0u; j < hd; j++) {
+                a += select(merged[j], -merged[j], had_odd(d, j));
+            }
+            out[(t * p.n_head + h) * hd + d] = a * ROT_SCALE;
+        }
     }
 }

@@ -97,7 +97,16 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         let h = kvh * g + r % g;
         let inv = 1.0 / l[r];
         for (var d = 0u; d < hd; d++) {
-            out[(t * p.n_head + h) * hd + d] = acc[r * hd + d] * inv;
+            var a = acc[r * hd + d];
+            if (V_ROT) {
+                // Values were stored turned by H: turn the output back.
+                a = 0.0;
+                for (var j = 0u; j < hd; j++) {
+                    a += select(acc[r * hd + j], -acc[r * hd + j], had_odd(d, j));
+                }
+                a *= ROT_SCALE;
+            }
+            out[(t * p.n_head + h) * hd + d] = a * inv;
         }
     }
 }

@@ -5,7 +5,7 @@
 // GGUF convention for Llama (the converter permutes Q/K rows to match).
 // cos/sin come from a table built on the host in f64, because GPU sin/cos are
 // only accurate near zero and positions reach thousands of radians.
-// Invocations: one per q pair, then one per cache row (K rows, then V rows):
+// Invocations: one per q head row, then one per cache row (K rows, then V rows):
 // a row is written whole by one invocation, quantized on the way in with
 // ggml's reference quantizers (engine/src/formats, bit for bit).
 #include "common/step.wgsl"
@@ -28,6 +28,21 @@ struct Params {
 
 const MAX_HD: u32 = 256u;
 var<private> xr: array<f32, MAX_HD>;
+var<private> hr: array<f32, MAX_HD>;
+
+// xr <- H xr, summed in the order engine/src/kv::hadamard uses (bit-exact).
+fn hadamard_xr(hd: u32) {
+    for (var d = 0u; d < hd; d++) {
+        var a = 0.0;
+        for (var j = 0u; j < hd; j++) {
+            a += select(xr[j], -xr[j], had_odd(d, j));
+        }
+        hr[d] = a * ROT_SCALE;
+    }
+    for (var d = 0u; d < hd; d++) {
+        xr[d] = hr[d];
+    }
+}
 
 fn put(is_k: bool, i: u32, w: u32) {
     if (is_k) {
@@ -169,19 +184,27 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
     let t = gid.y;
     let half_dim = p.head_dim / 2u;
-    let nq = p.n_head * half_dim;
+    let nq = p.n_head;
     if (t >= step.n_tokens || i >= nq + 2u * p.n_kv_head) {
         return;
     }
     let pos = step.pos0 + t;
     let row = t * (p.n_head + 2u * p.n_kv_head) * p.head_dim;
     if (i < nq) {
-        let cs = rope[pos * half_dim + i % half_dim];
-        let o = row + 2u * i;
-        let a = qkv[o];
-        let b = qkv[o + 1u];
-        qkv[o] = a * cs.x - b * cs.y;
-        qkv[o + 1u] = a * cs.y + b * cs.x;
+        let o = row + i * p.head_dim;
+        for (var j = 0u; j < half_dim; j++) {
+            let cs = rope[pos * half_dim + j];
+            let a = qkv[o + 2u * j];
+            let b = qkv[o + 2u * j + 1u];
+            xr[2u * j] = a * cs.x - b * cs.y;
+            xr[2u * j + 1u] = a * cs.y + b * cs.x;
+        }
+        if (K_ROT) {
+            hadamard_xr(p.head_dim);
+        }
+        for (var d = 0u; d < p.head_dim; d++) {
+            qkv[o + d] = xr[d];
+        }
         return;
     }
     let r = i - nq;
@@ -200,10 +223,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             xr[2u * j] = a * cs.x - b * cs.y;
             xr[2u * j + 1u] = a * cs.y + b * cs.x;
         }
+        if (K_ROT) {
+            hadamard_xr(p.head_dim);
+        }
         store_row(K_TYPE, true, kvh * p.ctx + slot);
     } else {
         for (var d = 0u; d < p.head_dim; d++) {
             xr[d] = qkv[src + d];
+        }
+        if (V_ROT) {
+            hadamard_xr(p.head_dim);
         }
         store_row(V_TYPE, false, kvh * p.ctx + slot);
     }

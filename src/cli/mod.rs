@@ -122,6 +122,11 @@ pub struct ModelArgs {
     /// Storage for values only (overrides --kv).
     #[arg(long, value_parser = KV_TYPES)]
     pub kv_v: Option<String>,
+    /// Store block-type K/V rows as they are, not turned by a Hadamard
+    /// rotation first (the rotation spreads outlier channels; keep it on
+    /// unless comparing).
+    #[arg(long)]
+    pub kv_no_rotate: bool,
     /// Which positions the cache keeps: full; sink-window:S,W (the first S
     /// and last W positions in a ring, so generation runs past --ctx); or
     /// quest:P,T (attend to the T best pages of P positions per decode step).
@@ -185,6 +190,7 @@ impl ModelArgs {
         let parse = |s: &str| KvDtype::parse(s).ok_or_else(|| anyhow!("unknown KV type `{s}`"));
         let both = parse(&self.kv)?;
         Ok(KvTypes {
+            rotate: !self.kv_no_rotate,
             k: self.kv_k.as_deref().map(parse).transpose()?.unwrap_or(both),
             v: self.kv_v.as_deref().map(parse).transpose()?.unwrap_or(both),
         })

@@ -72,7 +72,7 @@ impl KvDtype {
         self as u32
     }
 
-    fn blocked(self) -> bool {
+    pub fn blocked(self) -> bool {
         !matches!(self, Self::F32 | Self::F16)
     }
 
@@ -216,15 +216,48 @@ impl KvDtype {
 }
 
 /// Storage types of keys and of values (keys are the more sensitive).
+///
+/// `rotate`: block types store rows turned by the orthonormal Walsh-Hadamard
+/// matrix H (head_dim a power of two), which spreads the outlier channels
+/// keys have over the whole row before quantization. Scores are unchanged
+/// (q is turned too: Hq . Hk = q . k), and the attention output of turned
+/// values is turned back (H H = I), so only the quantization error changes.
+/// The same idea as llama.cpp's default for quantized caches (PR 21038).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KvTypes {
     pub k: KvDtype,
     pub v: KvDtype,
+    pub rotate: bool,
 }
 
 impl KvTypes {
+    pub fn new(k: KvDtype, v: KvDtype) -> KvTypes {
+        KvTypes { k, v, rotate: true }
+    }
+
     pub fn both(t: KvDtype) -> KvTypes {
-        KvTypes { k: t, v: t }
+        KvTypes::new(t, t)
+    }
+
+    /// Whether keys (and so queries) are stored turned by H at this head size.
+    pub fn rot_k(self, head_dim: u32) -> bool {
+        self.rotate && self.k.blocked() && head_dim.is_power_of_two()
+    }
+
+    /// Whether values (and so the attention output) are turned by H.
+    pub fn rot_v(self, head_dim: u32) -> bool {
+        self.rotate && self.v.blocked() && head_dim.is_power_of_two()
+    }
+
+    /// What attention effectively sees of a key row `x` (the CPU reference):
+    /// H decode(encode(H x)) when turned, else decode(encode(x)).
+    pub fn effective_k(self, x: &[f32]) -> Result<Vec<f32>> {
+        effective(self.k, self.rot_k(x.len() as u32), x)
+    }
+
+    /// As [`effective_k`](Self::effective_k) for a value row.
+    pub fn effective_v(self, x: &[f32]) -> Result<Vec<f32>> {
+        effective(self.v, self.rot_v(x.len() as u32), x)
     }
 
     /// Cache bytes per token for a model of `n_layer` layers.
@@ -237,11 +270,49 @@ impl KvTypes {
 
     /// "q8_0" when both agree, else "q8_0/q4_0" (K/V).
     pub fn label(self) -> String {
-        if self.k == self.v {
+        let t = if self.k == self.v {
             self.k.name().to_string()
         } else {
             format!("{}/{}", self.k.name(), self.v.name())
+        };
+        if !self.rotate && (self.k.blocked() || self.v.blocked()) {
+            format!("{t} (no rotation)")
+        } else {
+            t
         }
+    }
+}
+
+/// The normalised Walsh-Hadamard transform of `x` (length a power of two),
+/// summed in the order the append kernel uses, so the CPU encoding of a
+/// turned row is bit-exact with the GPU's.
+pub fn hadamard(x: &[f32]) -> Vec<f32> {
+    let scale = rot_scale(x.len() as u32);
+    (0..x.len())
+        .map(|d| {
+            let mut a = 0f32;
+            for (j, v) in x.iter().enumerate() {
+                a += if (d & j).count_ones() % 2 == 1 {
+                    -v
+                } else {
+                    *v
+                };
+            }
+            a * scale
+        })
+        .collect()
+}
+
+/// 1/sqrt(head_dim) as the kernels get it.
+pub fn rot_scale(head_dim: u32) -> f32 {
+    (1.0 / (head_dim as f64).sqrt()) as f32
+}
+
+fn effective(t: KvDtype, rot: bool, x: &[f32]) -> Result<Vec<f32>> {
+    if rot {
+        Ok(hadamard(&t.round_trip(&hadamard(x))?))
+    } else {
+        t.round_trip(x)
     }
 }
 

@@ -96,14 +96,20 @@ impl AttnShape {
         self.kv.v.check(self.head_dim)
     }
     fn kv_defines(&self) -> Defines {
-        kv_defines(self.kv)
+        kv_defines(self.kv, self.head_dim)
     }
 }
 
-fn kv_defines(kv: KvTypes) -> Defines {
+fn kv_defines(kv: KvTypes, head_dim: u32) -> Defines {
     defines(&[
         ("K_TYPE", &kv.k.shader_id().to_string()),
         ("V_TYPE", &kv.v.shader_id().to_string()),
+        ("K_ROT", if kv.rot_k(head_dim) { "true" } else { "false" }),
+        ("V_ROT", if kv.rot_v(head_dim) { "true" } else { "false" }),
+        (
+            "ROT_SCALE",
+            &format!("{:e}", crate::kv::rot_scale(head_dim)),
+        ),
     ])
 }
 
@@ -524,7 +530,7 @@ fn attention_combine(
         gpu,
         "attention_combine",
         "ops/attention_combine.wgsl",
-        &Defines::new(),
+        &s.kv_defines(),
         step,
         &p,
         &[part, out],
@@ -954,19 +960,22 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
         } else {
             KvDtype::F16
         };
-        for kv in [KvTypes { k: t, v: other }, KvTypes { k: other, v: t }] {
+        for kv in [KvTypes::new(t, other), KvTypes::new(other, t)] {
             for p in [
                 "ops/rope_kv.wgsl",
                 "ops/attention.wgsl",
                 "ops/attention_rows.wgsl",
+                "ops/attention_combine.wgsl",
             ] {
-                v.push((p, kv_defines(kv)));
+                // 64: turned rows; 96: not a power of two, so not turned.
+                for hd in [64, 96] {
+                    v.push((p, kv_defines(kv, hd)));
+                }
             }
         }
     }
     for p in [
         "ops/rmsnorm.wgsl",
-        "ops/attention_combine.wgsl",
         "ops/swiglu.wgsl",
         "ops/sample.wgsl",
         "ops/sumsq.wgsl",

@@ -96,13 +96,15 @@ impl LlamaCpu {
             let mut v = r::matmul(&xn, &l.wv, t, kvw, d);
             r::rope(&mut q, c.n_head, hd, 0, &table);
             r::rope(&mut k, c.n_kv_head, hd, 0, &table);
-            for (x, ty) in [(&mut k, kv.k), (&mut v, kv.v)] {
-                for r in x.chunks_exact_mut(hd) {
-                    // A reference for tests: a head size the type cannot
-                    // store is the caller's mistake, not input.
-                    let rt = ty.round_trip(r).expect("cache type fits head_dim");
-                    r.copy_from_slice(&rt);
-                }
+            // A reference for tests: a head size the type cannot store is
+            // the caller's mistake, not input.
+            for r in k.chunks_exact_mut(hd) {
+                let e = kv.effective_k(r).expect("cache type fits head_dim");
+                r.copy_from_slice(&e);
+            }
+            for r in v.chunks_exact_mut(hd) {
+                let e = kv.effective_v(r).expect("cache type fits head_dim");
+                r.copy_from_slice(&e);
             }
             let a = r::attention_masked(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd, visible);
             let o = r::matmul(&a, &l.wo, t, d, d);
