@@ -647,6 +647,18 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
             attention_case(gpu, (5, 1, 64), kv, ring, quick),
         )
         .await;
+        // Quest's bounds, page choice and paged attention against the CPU's choice.
+        let quest = KvPolicy::Quest { page: 8, top: 3 };
+        let kv = KvTypes::new(KvDtype::F16, KvDtype::Q4_0);
+        case(
+            &mut out,
+            &tier,
+            "rope_kv+attention",
+            &format!("kv {}", kv.label()),
+            &format!("{vname} heads 4/2 hd 64: {}", quest.label()),
+            attention_case(gpu, (4, 2, 64), kv, quest, quick),
+        )
+        .await;
     }
     gpu.matvec = default_variant;
     out
@@ -676,7 +688,7 @@ async fn attention_case(
     let w = s.qkv_width() as usize;
     let table = cpu::rope_table(90, hd, 10000.0);
     let tt = gpu.upload("rope", &table.iter().flat_map(|c| *c).collect::<Vec<f32>>())?;
-    let cache = KvCache::new(gpu, 1, s)?;
+    let cache = KvCache::new(gpu, 1, s, policy)?;
     let max_t = 71u32;
     let qkv_t = gpu.zeros("qkv", max_t as u64 * w as u64 * 4)?;
     let part = gpu.zeros("part", ops::attention_part_bytes(&s, max_t as u64 * 8))?;
@@ -691,6 +703,28 @@ async fn attention_case(
             cache.bind(0),
             max_t,
         )?];
+        if let KvPolicy::Quest { page, top } = policy {
+            d.push(ops::kv_bounds(
+                gpu,
+                &sb,
+                &s,
+                cache.bind(0),
+                &cache.bounds[0],
+                page,
+            )?);
+            if !prefill {
+                d.push(ops::quest_select(
+                    gpu,
+                    &sb,
+                    &s,
+                    &qkv_t,
+                    &cache.bounds[0],
+                    &cache.pages,
+                    page,
+                    top,
+                )?);
+            }
+        }
         d.extend(ops::attention(
             gpu,
             &sb,
@@ -711,7 +745,10 @@ async fn attention_case(
         max_rel: 0.0,
         fail: None,
     };
-    let steps: &[(usize, u32)] = if ring {
+    let steps: &[(usize, u32)] = if matches!(policy, KvPolicy::Quest { .. }) {
+        // Decode steps past 7 pages of 8: the selection is active.
+        &[(60, 0), (1, 16), (1, 16), (1, 7), (1, 5), (3, 0), (1, 16)]
+    } else if ring {
         // Batches of at most slots - sink - window + 1 = 18, none straddling the sink.
         &[
             (3, 0),
@@ -768,9 +805,21 @@ async fn attention_case(
         }
         all_k.extend_from_slice(&k);
         all_v.extend_from_slice(&v);
-        let want = cpu::attention_masked(&q, &all_k, &all_v, t, pos, nh, nkv, hd, &|q, k| {
-            policy.visible(q, k)
-        });
+        let want = if let (KvPolicy::Quest { page, top }, true) = (policy, chunk != 0) {
+            quest_reference(
+                &q,
+                &all_k,
+                &all_v,
+                pos,
+                (nh, nkv, hd),
+                page as usize,
+                top as usize,
+            )
+        } else {
+            cpu::attention_masked(&q, &all_k, &all_v, t, pos, nh, nkv, hd, &|_, q, k| {
+                policy.visible(q, k)
+            })
+        };
         // Stored types round: a rotated key a hair from a rounding boundary
         // (GPU and CPU rotate in different orders) can land one step away
         // (an f16 ulp, or a whole quantization step; never seen on lavapipe,
@@ -811,6 +860,58 @@ async fn attention_case(
     Ok(worst)
 }
 
+/// Quest's choice on the CPU for one decode token at `pos`: per KV head the
+/// `top` pages (after the first, before the current) whose key bounds score
+/// highest against the query heads sharing it, then attention over those
+/// pages, the first and the current.
+fn quest_reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    pos: usize,
+    (nh, nkv, hd): (usize, usize, usize),
+    page: usize,
+    top: usize,
+) -> Vec<f32> {
+    let g = nh / nkv;
+    let cur = pos / page;
+    let mut chosen = vec![vec![cur < top + 2; cur + 1]; nkv];
+    for (kvh, sel) in chosen.iter_mut().enumerate() {
+        sel[0] = true;
+        sel[cur] = true;
+        if cur < top + 2 {
+            continue;
+        }
+        let mut scores: Vec<(f32, usize)> = (1..cur)
+            .map(|pg| {
+                let mut best = f32::MIN;
+                for hh in 0..g {
+                    let qr = &q[(kvh * g + hh) * hd..][..hd];
+                    let mut s = 0f32;
+                    for (d, qd) in qr.iter().enumerate() {
+                        let (mut lo, mut hi) = (f32::MAX, f32::MIN);
+                        for p in pg * page..(pg + 1) * page {
+                            let x = k[p * nkv * hd + kvh * hd + d];
+                            lo = lo.min(x);
+                            hi = hi.max(x);
+                        }
+                        s += (qd * lo).max(qd * hi);
+                    }
+                    best = best.max(s);
+                }
+                (best, pg)
+            })
+            .collect();
+        scores.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for &(_, pg) in scores.iter().take(top) {
+            sel[pg] = true;
+        }
+    }
+    cpu::attention_masked(q, k, v, 1, pos, nh, nkv, hd, &|kvh, qp, kp| {
+        kp <= qp && chosen[kvh][kp / page]
+    })
+}
+
 /// One rope_kv append of random rows through an identity rotation, read
 /// back and compared word for word with the CPU encoding of the same rows.
 async fn kv_append_case(gpu: &Gpu, ty: KvDtype, hd: u32) -> Result<Check> {
@@ -836,7 +937,7 @@ async fn kv_append_case(gpu: &Gpu, ty: KvDtype, hd: u32) -> Result<Check> {
     let table = vec![[1f32, 0f32]; s.ctx as usize * hd as usize / 2];
     let tt = gpu.upload("rope", &table.iter().flat_map(|c| *c).collect::<Vec<f32>>())?;
     let qkv_t = gpu.upload("qkv", &qkv)?;
-    let cache = KvCache::new(gpu, 1, s)?;
+    let cache = KvCache::new(gpu, 1, s, KvPolicy::Full)?;
     let (kc, vc) = (&cache.k[0], &cache.v[0]);
     let d = ops::rope_kv(gpu, &sb, &s, &tt, &qkv_t, cache.bind(0), t as u32)?;
     let pos0 = 2u32;

@@ -46,7 +46,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     let qpos = step.pos0 + t;
     let start = c * step.chunk_len;
     let end = min(start + step.chunk_len, min(step.n_visit, step.visit_base + t + 1u));
-    let max_pages = (p.ctx + step.page - 1u) / step.page;
+    let list = kvh * p.ctx; // each head's page list has room for ctx entries
     var m = -3.0e38;
     var l = 0.0;
     var acc: array<f32, 4>; // this thread's output dims li, li + 64, ...
@@ -66,7 +66,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         var slot = NONE;
         if (li < n) {
             let i = k0 + li;
-            slot = pages[kvh * max_pages + i / step.page] * step.page + i % step.page;
+            slot = pages[list + i / step.page] * step.page + i % step.page;
             seen = slot < p.ctx && kv_visible(kv_pos[slot], qpos);
             if (seen) {
                 let kr = kvh * p.ctx + slot;

@@ -440,12 +440,27 @@ impl Gpu {
         pipeline: &wgpu::ComputePipeline,
         buffers: &[&Tensor],
     ) -> wgpu::BindGroup {
+        let at: Vec<(u32, &Tensor)> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i as u32, *t))
+            .collect();
+        self.bind_at(label, pipeline, &at)
+    }
+
+    /// As [`bind`](Self::bind), with explicit binding numbers (for kernels
+    /// whose shared includes leave gaps).
+    pub fn bind_at(
+        &self,
+        label: &str,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[(u32, &Tensor)],
+    ) -> wgpu::BindGroup {
         let layout = pipeline.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
-            .enumerate()
             .map(|(i, t)| wgpu::BindGroupEntry {
-                binding: i as u32,
+                binding: *i,
                 resource: t.buffer.as_entire_binding(),
             })
             .collect();

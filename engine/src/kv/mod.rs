@@ -336,10 +336,14 @@ pub struct KvCache {
     /// is the identity list (one page of every slot); Quest's selection
     /// overwrites it per layer within a step.
     pub pages: Tensor,
+    pub policy: KvPolicy,
+    /// Quest's per-layer page bounds (empty for other policies).
+    pub bounds: Vec<Tensor>,
 }
 
 impl KvCache {
-    pub fn new(gpu: &Gpu, n_layer: usize, shape: AttnShape) -> Result<KvCache> {
+    pub fn new(gpu: &Gpu, n_layer: usize, shape: AttnShape, policy: KvPolicy) -> Result<KvCache> {
+        policy.check(shape.ctx, 1)?;
         let mut k = Vec::with_capacity(n_layer);
         let mut v = Vec::with_capacity(n_layer);
         for l in 0..n_layer {
@@ -348,12 +352,23 @@ impl KvCache {
         }
         let pos = gpu.upload("kv.pos", &vec![NO_POS; shape.ctx as usize])?;
         let pages = gpu.zeros("kv.pages", shape.n_kv_head as u64 * shape.ctx as u64 * 4)?;
+        let mut bounds = Vec::new();
+        if let KvPolicy::Quest { page, .. } = policy {
+            for l in 0..n_layer {
+                bounds.push(gpu.zeros(
+                    &format!("kv.bounds.{l}"),
+                    crate::ops::quest_bounds_bytes(&shape, page),
+                )?);
+            }
+        }
         Ok(KvCache {
             shape,
             k,
             v,
             pos,
             pages,
+            policy,
+            bounds,
         })
     }
 
@@ -369,7 +384,13 @@ impl KvCache {
 
     /// Total bytes on the GPU.
     pub fn bytes(&self) -> u64 {
-        self.k.iter().chain(&self.v).map(|t| t.bytes).sum::<u64>() + self.pos.bytes
+        self.k
+            .iter()
+            .chain(&self.v)
+            .chain(&self.bounds)
+            .map(|t| t.bytes)
+            .sum::<u64>()
+            + self.pos.bytes
     }
 
     /// Copies slots [0, used) of every layer, and their positions, into `dst`
@@ -394,6 +415,9 @@ impl KvCache {
         }
         if used > 0 {
             enc.copy_buffer_to_buffer(&self.pos.buffer, 0, &dst.pos.buffer, 0, used as u64 * 4);
+        }
+        for (src, dst) in self.bounds.iter().zip(&dst.bounds) {
+            enc.copy_buffer_to_buffer(&src.buffer, 0, &dst.buffer, 0, src.bytes);
         }
         gpu.queue.submit([enc.finish()]);
     }

@@ -120,11 +120,17 @@ impl KvPolicy {
                 }
                 Ok(max_batch.min(slots - sink - window + 1).max(1))
             }
-            KvPolicy::Quest { page, .. } => {
-                if page > slots {
+            KvPolicy::Quest { page, top } => {
+                let pages = slots.div_ceil(page);
+                if top + 2 > pages || pages > crate::ops::QUEST_MAX_PAGES {
                     return Err(Error::Shape {
                         op: "kv policy",
-                        msg: format!("quest pages of {page} exceed the context of {slots}"),
+                        msg: format!(
+                            "quest:{page},{top} on a context of {slots}: {pages} pages, which must be \
+                             at least top + 2 = {} and at most {}",
+                            top + 2,
+                            crate::ops::QUEST_MAX_PAGES
+                        ),
                     });
                 }
                 Ok(max_batch)

@@ -53,6 +53,131 @@ fn launch<P: bytemuck::Pod>(
     })
 }
 
+/// As [`launch`], buffers at explicit binding numbers (from 2).
+#[allow(clippy::too_many_arguments)]
+fn launch_at<P: bytemuck::Pod>(
+    gpu: &Gpu,
+    label: &str,
+    path: &str,
+    defs: &Defines,
+    step: &StepBuffer,
+    params: &P,
+    buffers: &[(u32, &Tensor)],
+    grid: Grid,
+) -> Result<Dispatch> {
+    let pipeline = gpu.pipeline(path, defs)?;
+    let p = gpu.uniform(label, params);
+    let mut all: Vec<(u32, &Tensor)> = vec![(0, &step.0), (1, &p)];
+    all.extend_from_slice(buffers);
+    let bind_group = gpu.bind_at(label, &pipeline, &all);
+    Ok(Dispatch {
+        label: label.to_string(),
+        pipeline,
+        bind_group,
+        grid,
+        _params: Some(p),
+    })
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct QuestParams {
+    n_head: u32,
+    n_kv: u32,
+    hd: u32,
+    ctx: u32,
+    page: u32,
+    top: u32,
+    _p: [u32; 2],
+}
+
+/// Quest's largest page table (pages per head) the selection kernel holds.
+pub const QUEST_MAX_PAGES: u32 = 2048;
+
+/// Bytes of one layer's Quest page bounds.
+pub fn quest_bounds_bytes(s: &AttnShape, page: u32) -> u64 {
+    s.n_kv_head as u64 * s.ctx.div_ceil(page) as u64 * 2 * s.head_dim as u64 * 4
+}
+
+/// Rebuilds the min/max key bounds of every page the batch touched.
+pub fn kv_bounds(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    s: &AttnShape,
+    kv: KvBind,
+    bounds: &Tensor,
+    page: u32,
+) -> Result<Dispatch> {
+    s.check()?;
+    kv.check("kv_bounds", s)?;
+    need("kv_bounds", bounds, quest_bounds_bytes(s, page))?;
+    let p = QuestParams {
+        n_head: s.n_head,
+        n_kv: s.n_kv_head,
+        hd: s.head_dim,
+        ctx: s.ctx,
+        page,
+        top: 0,
+        _p: [0; 2],
+    };
+    launch_at(
+        gpu,
+        &format!("kv_bounds {}", kv.k.label),
+        "ops/kv_bounds.wgsl",
+        &s.kv_defines(),
+        step,
+        &p,
+        &[(3, kv.k), (4, kv.v), (6, kv.pos), (7, bounds)],
+        Grid::PerToken((s.n_kv_head * s.head_dim).div_ceil(64)),
+    )
+}
+
+/// Picks the `top` pages a decode token attends to (plus the first and
+/// its own) into the cache's page list.
+pub fn quest_select(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    s: &AttnShape,
+    qkv: &Tensor,
+    bounds: &Tensor,
+    pages: &Tensor,
+    page: u32,
+    top: u32,
+) -> Result<Dispatch> {
+    s.check()?;
+    need("quest_select", bounds, quest_bounds_bytes(s, page))?;
+    need("quest_select", pages, s.n_kv_head as u64 * s.ctx as u64 * 4)?;
+    if s.ctx.div_ceil(page) > QUEST_MAX_PAGES || top + 2 > s.ctx.div_ceil(page) {
+        return Err(Error::Shape {
+            op: "quest_select",
+            msg: format!(
+                "a context of {} in pages of {page} must make at most {QUEST_MAX_PAGES} pages and more than top + 2 = {}",
+                s.ctx,
+                top + 2
+            ),
+        });
+    }
+    let p = QuestParams {
+        n_head: s.n_head,
+        n_kv: s.n_kv_head,
+        hd: s.head_dim,
+        ctx: s.ctx,
+        page,
+        top,
+        _p: [0; 2],
+    };
+    launch(
+        gpu,
+        "quest_select",
+        "ops/quest_select.wgsl",
+        &Defines::new(),
+        step,
+        &p,
+        &[qkv, bounds, pages],
+        Grid::Fixed([s.n_kv_head, 1, 1]),
+    )
+}
+
 /// Attention geometry shared by the rope, attention and combine kernels.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnShape {
@@ -966,6 +1091,7 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
                 "ops/attention.wgsl",
                 "ops/attention_rows.wgsl",
                 "ops/attention_combine.wgsl",
+                "ops/kv_bounds.wgsl",
             ] {
                 // 64: turned rows; 96: not a power of two, so not turned.
                 for hd in [64, 96] {
@@ -976,6 +1102,7 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
     }
     for p in [
         "ops/rmsnorm.wgsl",
+        "ops/quest_select.wgsl",
         "ops/swiglu.wgsl",
         "ops/sample.wgsl",
         "ops/sumsq.wgsl",

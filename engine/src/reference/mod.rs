@@ -124,11 +124,11 @@ pub fn attention(
     n_kv: usize,
     hd: usize,
 ) -> Vec<f32> {
-    attention_masked(q, k, v, t, pos0, n_head, n_kv, hd, &|q, k| k <= q)
+    attention_masked(q, k, v, t, pos0, n_head, n_kv, hd, &|_, q, k| k <= q)
 }
 
-/// [`attention`] over the positions `visible(query_pos, key_pos)` allows
-/// (a cache policy's mask; k, v still hold every position).
+/// [`attention`] over the positions `visible(kv_head, query_pos, key_pos)`
+/// allows (a cache policy's mask; k, v still hold every position).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_masked(
     q: &[f32],
@@ -139,7 +139,7 @@ pub fn attention_masked(
     n_head: usize,
     n_kv: usize,
     hd: usize,
-    visible: &dyn Fn(usize, usize) -> bool,
+    visible: &dyn Fn(usize, usize, usize) -> bool,
 ) -> Vec<f32> {
     let mut out = vec![0f32; t * n_head * hd];
     let group = n_head / n_kv;
@@ -149,7 +149,7 @@ pub fn attention_masked(
         for h in 0..n_head {
             let kh = h / group;
             let qr = &q[ti * n_head * hd + h * hd..][..hd];
-            let keys: Vec<usize> = (0..=last).filter(|&p| visible(last, p)).collect();
+            let keys: Vec<usize> = (0..=last).filter(|&p| visible(kh, last, p)).collect();
             let scores: Vec<f64> = keys
                 .iter()
                 .map(|&p| {

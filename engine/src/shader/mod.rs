@@ -44,6 +44,8 @@ sources!(
     "ops/matmul.wgsl",
     "ops/matmul_rows.wgsl",
     "ops/rope_kv.wgsl",
+    "ops/kv_bounds.wgsl",
+    "ops/quest_select.wgsl",
     "ops/attention.wgsl",
     "ops/attention_rows.wgsl",
     "ops/attention_combine.wgsl",

@@ -6,7 +6,7 @@ use crate::load::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::{Error, Result};
 use lottery_engine::formats::{self, GpuWeight};
 use lottery_engine::gpu::{Dispatch, Gpu, StepBuffer, Tensor};
-use lottery_engine::kv::KvCache;
+use lottery_engine::kv::{KvCache, KvPolicy};
 use lottery_engine::ops::{self, AttnShape, MatvecOpts, SampleUniform};
 use lottery_engine::WeightFormat;
 
@@ -452,6 +452,28 @@ pub fn build_graph(
             kv.bind(l),
             max_batch,
         )?);
+        if let KvPolicy::Quest { page, top } = kv.policy {
+            g.push(ops::kv_bounds(
+                gpu,
+                step,
+                s,
+                kv.bind(l),
+                &kv.bounds[l],
+                page,
+            )?);
+            if !batched {
+                g.push(ops::quest_select(
+                    gpu,
+                    step,
+                    s,
+                    &a.qkv,
+                    &kv.bounds[l],
+                    &kv.pages,
+                    page,
+                    top,
+                )?);
+            }
+        }
         g.extend(ops::attention(
             gpu,
             step,

@@ -106,7 +106,9 @@ impl LlamaCpu {
                 let e = kv.effective_v(r).expect("cache type fits head_dim");
                 r.copy_from_slice(&e);
             }
-            let a = r::attention_masked(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd, visible);
+            let a = r::attention_masked(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd, &|_, q, k| {
+                visible(q, k)
+            });
             let o = r::matmul(&a, &l.wo, t, d, d);
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
             let xn = r::rmsnorm(&x, &l.ffn_norm, d, c.eps);

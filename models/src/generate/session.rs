@@ -93,7 +93,7 @@ impl Session {
             ctx: opts.ctx,
             kv: opts.kv,
         };
-        let kv = KvCache::new(gpu, c.n_layer, shape)?;
+        let kv = KvCache::new(gpu, c.n_layer, shape, opts.kv_policy)?;
         let logit_rows = opts.logit_rows.max(1).min(opts.max_batch);
         let act = Activations::new(gpu, c, &shape, opts.max_batch, logit_rows)?;
         let step = StepBuffer::new(gpu);
