@@ -3,6 +3,7 @@
 
 pub mod arch;
 pub mod error;
+pub mod eval;
 pub mod generate;
 pub mod kb;
 pub mod load;

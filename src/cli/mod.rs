@@ -16,6 +16,7 @@ use std::time::Instant;
 mod bench;
 mod doctor;
 mod embed;
+mod eval;
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +64,8 @@ enum Cmd {
     Search(embed::SearchArgs),
     /// Sentence-embedding throughput and knowledge-base search time.
     BenchEmbed(embed::BenchEmbedArgs),
+    /// Capability tasks (passkey, KV retrieval) under one model and cache setting.
+    Eval(eval::EvalArgs),
 }
 
 /// Which adapter and capability tier to run on (shared by every command that
@@ -376,6 +379,7 @@ pub fn main() -> Result<()> {
         Cmd::Index(a) => embed::index(a),
         Cmd::Search(a) => embed::search(a),
         Cmd::BenchEmbed(a) => embed::bench_embed(a),
+        Cmd::Eval(a) => eval::run(a),
         Cmd::Adapters => {
             for (i, a) in lottery::engine::gpu::list_adapters(None)?
                 .iter()
