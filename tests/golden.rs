@@ -19,7 +19,7 @@ fn check_logits(kv: KvDtype, tol: f32, gap_min: f32) {
         let mut s = Session::new(
             model.clone(),
             SessionOptions {
-                kv,
+                kv: kv.into(),
                 ctx: 1024,
                 max_batch: 64,
                 logit_rows: 64,
@@ -93,7 +93,7 @@ fn check_greedy(kv: KvDtype, gap_min: f64) {
         let mut s = Session::new(
             model.clone(),
             SessionOptions {
-                kv,
+                kv: kv.into(),
                 ctx: 1024,
                 ..Default::default()
             },

@@ -17,7 +17,7 @@ fn logits(model: &Arc<Model>, ids: &[u32]) -> Vec<f32> {
             ctx: 256,
             max_batch: 64,
             logit_rows: 64,
-            ..Default::default()..Default::default()
+            ..Default::default()
         },
     )
     .unwrap();

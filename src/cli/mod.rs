@@ -470,6 +470,13 @@ fn run(a: RunArgs) -> Result<()> {
                 "prefill_tokens_per_s": g.prefill_tokens_per_s(),
                 "decode_tokens_per_s": g.decode_tokens_per_s(),
             },
+            "kv": {
+                "types": session.kv_types().label(),
+                "policy": session.kv_policy().label(),
+                "bytes": session.kv_bytes(),
+                "positions": session.position(),
+                "positions_kept": session.kv_kept(),
+            },
             "adapter": model.gpu.adapter.name,
             "backend": model.gpu.adapter.backend,
         });
