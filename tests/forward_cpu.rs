@@ -48,7 +48,12 @@ fn gpu_forward_matches_cpu_forward_every_format() {
             kvs.extend([
                 KvDtype::Q8_0.into(),
                 KvTypes::new(KvDtype::Q4_0, KvDtype::Q5_0),
-                KvTypes::new(KvDtype::Q4_1, KvDtype::IQ4_NL),
+                // Not IQ4_NL here: its scale search is discontinuous, so the
+                // GPU's and the CPU's slightly different activations can pick
+                // different scales for a block; its encoding is checked bit
+                // for bit, and attention over it exactly, in the conformance
+                // suite (kv append, rope_kv+attention).
+                KvTypes::new(KvDtype::Q4_1, KvDtype::Q8_0),
                 KvTypes {
                     rotate: false,
                     ..KvTypes::new(KvDtype::Q4_0, KvDtype::Q8_0)

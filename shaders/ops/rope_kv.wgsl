@@ -78,20 +78,73 @@ fn code(ty: u32, v: f32, id: f32, lo: f32) -> u32 {
         case 3u: { return u32(clamp(i32(v * id + 8.5), 0, 15)); }
         case 4u: { return u32(clamp(i32((v - lo) * id + 0.5), 0, 15)); }
         case 5u: { return u32(clamp(i32(v * id + 16.5), 0, 31)); }
-        default: {
-            let t = v * id;
-            var best = 0u;
-            var err = abs(KV_IQ4NL[0] - t);
-            for (var c = 1u; c < 16u; c++) {
-                let e = abs(KV_IQ4NL[c] - t);
-                if (e < err) {
-                    err = e;
-                    best = c;
-                }
-            }
-            return best;
+        default: { return iq4nl_index(v * id); }
+    }
+}
+
+// The code-book entry nearest x: ggml's bisection, ties to the upper entry.
+fn iq4nl_index(x: f32) -> u32 {
+    if (x <= KV_IQ4NL[0]) {
+        return 0u;
+    }
+    if (x >= KV_IQ4NL[15]) {
+        return 15u;
+    }
+    var lo = 0u;
+    var hi = 15u;
+    while (hi - lo > 1u) {
+        let mid = (lo + hi) / 2u;
+        if (x < KV_IQ4NL[mid]) {
+            hi = mid;
+        } else {
+            lo = mid;
         }
     }
+    if (x - KV_IQ4NL[hi - 1u] < KV_IQ4NL[hi] - x) {
+        return hi - 1u;
+    }
+    return hi;
+}
+
+// Least-squares fit (weights x^2) of the codes chosen at inverse scale id:
+// (sum w q x, sum w q q), summed in engine/src/formats::iq4nl_scale's order.
+fn iq4nl_fit(x0: u32, id: f32) -> vec2<f32> {
+    var sqx = 0.0;
+    var sq2 = 0.0;
+    for (var i = 0u; i < 32u; i++) {
+        let v = xr[x0 + i];
+        let q = KV_IQ4NL[iq4nl_index(id * v)];
+        let w = v * v;
+        sqx += w * q * v;
+        sq2 += w * q * q;
+    }
+    return vec2<f32>(sqx, sq2);
+}
+
+// ggml's IQ4_NL block scale: the best fit over the max scale and 15 nearby.
+fn iq4nl_scale(x0: u32) -> f32 {
+    var amax = 0.0;
+    var mx = 0.0;
+    for (var i = 0u; i < 32u; i++) {
+        if (abs(xr[x0 + i]) > amax) {
+            amax = abs(xr[x0 + i]);
+            mx = xr[x0 + i];
+        }
+    }
+    if (amax < 1e-15) {
+        return 0.0;
+    }
+    var f = iq4nl_fit(x0, 1.0 / (mx / 127.0));
+    var d = f.x / f.y;
+    var best = d * f.x;
+    for (var t = -7; t <= 7; t++) {
+        f = iq4nl_fit(x0, f32(t - 127) / mx);
+        if (f.y > 0.0 && f.x * f.x > best * f.y) {
+            d = f.x / f.y;
+            best = d * f.x;
+        }
+    }
+    return d;
 }
 
 fn store_row(ty: u32, is_k: bool, row: u32) {
@@ -146,7 +199,7 @@ fn store_row(ty: u32, is_k: bool, row: u32) {
             } else if (ty == KV_Q5_0) {
                 d = signed_max(x0) / -16.0;
             } else {
-                d = signed_max(x0) / -127.0;
+                d = iq4nl_scale(x0);
             }
             let id = select(0.0, 1.0 / d, d != 0.0);
             var qh = 0u;

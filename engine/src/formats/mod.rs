@@ -328,27 +328,11 @@ pub fn quantize(fmt: WeightFormat, x: &[f32]) -> Result<Vec<u8>> {
         }
         WeightFormat::IQ4_NL => {
             for b in x.chunks_exact(32) {
-                // Nearest code-book value for a scale that maps the largest
-                // magnitude onto the book's end (ggml refines this scale with a
-                // search; this simpler choice stays inside the error budget).
-                let max = b
-                    .iter()
-                    .fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
-                let d = max / -127.0;
+                let d = iq4nl_scale(b);
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                let q = |v: f32| -> u8 {
-                    let t = v * id;
-                    (0..16u8)
-                        .min_by(|a, b| {
-                            (IQ4NL_VALUES[*a as usize] as f32 - t)
-                                .abs()
-                                .total_cmp(&(IQ4NL_VALUES[*b as usize] as f32 - t).abs())
-                        })
-                        .unwrap_or(0)
-                };
                 out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
                 for i in 0..16 {
-                    out.push(q(b[i]) | (q(b[i + 16]) << 4));
+                    out.push(iq4nl_index(id * b[i]) | (iq4nl_index(id * b[i + 16]) << 4));
                 }
             }
         }
@@ -482,6 +466,71 @@ pub fn quantize(fmt: WeightFormat, x: &[f32]) -> Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+/// The code-book entry nearest `x` (ggml's `best_index_int8`: a bisection,
+/// ties to the upper entry), as the cache's append kernel computes it.
+pub fn iq4nl_index(x: f32) -> u8 {
+    let v = |i: usize| IQ4NL_VALUES[i] as f32;
+    if x <= v(0) {
+        return 0;
+    }
+    if x >= v(15) {
+        return 15;
+    }
+    let (mut lo, mut hi) = (0usize, 15usize);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if x < v(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    if x - v(hi - 1) < v(hi) - x {
+        (hi - 1) as u8
+    } else {
+        hi as u8
+    }
+}
+
+/// The scale of a 32-value IQ4_NL block as ggml's reference quantizer
+/// chooses it: the least-squares scale (weights x^2) of the codes for the
+/// plain max scale and for 15 nearby scales, the best fit kept. Written
+/// step for step as shaders/ops/rope_kv.wgsl does it, so the cache's GPU
+/// encoding matches bit for bit.
+pub fn iq4nl_scale(b: &[f32]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for v in b {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = *v;
+        }
+    }
+    if amax < 1e-15 {
+        return 0.0;
+    }
+    let fit = |id: f32| -> (f32, f32) {
+        let (mut sqx, mut sq2) = (0f32, 0f32);
+        for v in b {
+            let q = IQ4NL_VALUES[iq4nl_index(id * v) as usize] as f32;
+            let w = v * v;
+            sqx += w * q * v;
+            sq2 += w * q * q;
+        }
+        (sqx, sq2)
+    };
+    let (sqx, sq2) = fit(1.0 / (max / 127.0));
+    let mut d = sqx / sq2;
+    let mut best = d * sqx;
+    for t in -7i32..=7 {
+        let (sqx, sq2) = fit((t - 127) as f32 / max);
+        if sq2 > 0.0 && sqx * sqx > best * sq2 {
+            d = sqx / sq2;
+            best = d * sqx;
+        }
+    }
+    d
 }
 
 /// Sub-block `j`'s 6-bit scale and min from the 12 packed bytes of a
