@@ -20,7 +20,8 @@ pub enum KvPolicy {
     SinkWindow { sink: u32, window: u32 },
     /// Quest: keeps everything; each decode step attends to the `top` pages
     /// of `page` positions whose key bounds score highest against the query,
-    /// plus the first and the current page. Saves reads, not memory.
+    /// plus the first and the current page. Saves reads, not memory. Batches
+    /// of two or more tokens (prefill) attend to everything, as in the paper.
     Quest { page: u32, top: u32 },
 }
 
