@@ -302,6 +302,11 @@ fn rewind_fork_feed_under_every_cache_type_and_policy() {
             KvPolicy::Quest { page: 4, top: 3 },
         ),
         (
+            64,
+            KvTypes::new(KvDtype::KIVI2, KvDtype::KIVI2),
+            KvPolicy::Full,
+        ),
+        (
             32,
             KvDtype::Q5_0.into(),
             KvPolicy::SinkWindow {
@@ -338,5 +343,12 @@ fn rewind_fork_feed_under_every_cache_type_and_policy() {
             "{what}: forks"
         );
         assert!(s.kv_bytes() > 0 && s.kv_kept() <= s.position());
+        if kv.k == KvDtype::KIVI2 {
+            // 46 positions: the first group of 32 is packed per channel.
+            let err = s.rewind(20).unwrap_err().to_string();
+            assert!(err.contains("multiple of 32"), "{err}");
+            assert_eq!(s.rewind_point(20), 0);
+            s.rewind(32).unwrap();
+        }
     }
 }

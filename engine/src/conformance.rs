@@ -576,6 +576,15 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
     // Quantize-on-write, bit for bit against the CPU quantizer, for every
     // cache type (K and V take separate code paths).
     let append_hd: &[u32] = if quick { &[64] } else { &[64, 96, 38] };
+    case(
+        &mut out,
+        &tier,
+        "kv append",
+        "kivi2 k",
+        "hd 64: packed groups and f16 rows, bit-exact",
+        kivi_append_case(gpu),
+    )
+    .await;
     for t in KvDtype::ALL {
         for &hd in append_hd {
             if t.check(hd).is_err() {
@@ -703,6 +712,9 @@ async fn attention_case(
             cache.bind(0),
             max_t,
         )?];
+        if kv.k == KvDtype::KIVI2 {
+            d.push(ops::kivi_pack(gpu, &sb, &s, &cache.k[0])?);
+        }
         if let KvPolicy::Quest { page, top } = policy {
             d.push(ops::kv_bounds(
                 gpu,
@@ -824,7 +836,18 @@ async fn attention_case(
             }
             for h in 0..nkv {
                 let row = h * s.ctx as usize + slot;
-                let sk = stored(&kw, rwk, kv.k, kv.rot_k(head_dim), row)?;
+                let sk = if kv.k == KvDtype::KIVI2 {
+                    kv::kivi_decode_k(
+                        &kw,
+                        head_dim,
+                        s.ctx,
+                        h as u32,
+                        slot as u32,
+                        (pos + t) as u32,
+                    )
+                } else {
+                    stored(&kw, rwk, kv.k, kv.rot_k(head_dim), row)?
+                };
                 let sv = stored(&vw, rwv, kv.v, kv.rot_v(head_dim), row)?;
                 if p >= pos {
                     let i = (p - pos) * nkv * hd + h * hd;
@@ -846,6 +869,9 @@ async fn attention_case(
                 KvDtype::F32 => 1e-5,
                 KvDtype::F16 => 4e-3,
                 KvDtype::Q8_0 => 0.05,
+                // Keys per channel against the CPU's per-token codes: two
+                // different 2-bit encodings of the same rows.
+                KvDtype::KIVI2 => 2.5,
                 _ => 0.6,
             }
         };
@@ -899,6 +925,69 @@ async fn attention_case(
         pos += t;
     }
     Ok(worst)
+}
+
+/// KIVI2 keys: 40 tokens through rope_kv (identity rotation) and kivi_pack:
+/// the first group of 32 packed per channel, word for word as the CPU packs
+/// the same f16 rows; the other 8 still f16 rows.
+async fn kivi_append_case(gpu: &Gpu) -> Result<Check> {
+    let sb = StepBuffer::new(gpu);
+    let (nh, nkv, hd) = (2u32, 2u32, 64u32);
+    let s = AttnShape {
+        n_head: nh,
+        n_kv_head: nkv,
+        head_dim: hd,
+        ctx: 64,
+        kv: KvTypes::new(KvDtype::KIVI2, KvDtype::F16),
+    };
+    let mut rng = Rng::new(77);
+    let w = s.qkv_width() as usize;
+    let t = 40usize;
+    let qkv = rng.vec(t * w, 3.0);
+    let table = vec![[1f32, 0f32]; s.ctx as usize * hd as usize / 2];
+    let tt = gpu.upload("rope", &table.iter().flat_map(|c| *c).collect::<Vec<f32>>())?;
+    let qkv_t = gpu.upload("qkv", &qkv)?;
+    let cache = KvCache::new(gpu, 1, s, KvPolicy::Full)?;
+    let d = [
+        ops::rope_kv(gpu, &sb, &s, &tt, &qkv_t, cache.bind(0), t as u32)?,
+        ops::kivi_pack(gpu, &sb, &s, &cache.k[0])?,
+    ];
+    run(gpu, &sb, &step(t as u32, 0), &d)?;
+    let got: Vec<u32> = read(gpu, &cache.k[0]).await?;
+    let f16 = |x: f32| half::f16::from_f32(x).to_f32();
+    let key =
+        |ti: usize, h: usize, d: usize| f16(qkv[ti * w + (nh as usize + h) * hd as usize + d]);
+    let hdu = hd as usize;
+    for h in 0..nkv as usize {
+        let hb = h * kv::kivi_head_words(hd, s.ctx) as usize;
+        for d in 0..hdu {
+            let col: Vec<f32> = (0..32).map(|ti| key(ti, h, d)).collect();
+            let (q, dd, m) = kv::kivi_quant(&col);
+            let cw = kv::kivi_words(&q);
+            let want = [cw[0], cw[1], dd as u32 | (m as u32) << 16];
+            let at = [hb + d * 2, hb + d * 2 + 1, hb + 2 * hdu + d];
+            for (a, w) in at.iter().zip(want) {
+                if got[*a] != w {
+                    return Ok(mismatch(format!(
+                        "head {h} channel {d}: packed word {a} differs"
+                    )));
+                }
+            }
+        }
+        for ti in 32..t {
+            let dec = kv::kivi_decode_k(&got, hd, s.ctx, h as u32, ti as u32, t as u32);
+            if (0..hdu).any(|d| dec[d] != key(ti, h, d)) {
+                return Ok(mismatch(format!(
+                    "head {h} token {ti}: residual row differs"
+                )));
+            }
+        }
+    }
+    Ok(Check {
+        max_abs: 0.0,
+        max_rel: 0.0,
+        fail: None,
+    })
 }
 
 /// Quest's choice on the CPU for one decode token at `pos`: per KV head the
@@ -987,6 +1076,10 @@ async fn kv_append_case(gpu: &Gpu, ty: KvDtype, hd: u32) -> Result<Check> {
     let mut bad = 0usize;
     let mut first = None;
     for (which, buf, off) in [("k", kc, nh), ("v", vc, nh + nkv)] {
+        // KIVI2 keys have their own layout (kivi_append_case).
+        if which == "k" && ty == KvDtype::KIVI2 {
+            continue;
+        }
         let got: Vec<u32> = read(gpu, buf).await?;
         for ti in 0..t {
             for h in 0..nkv as usize {

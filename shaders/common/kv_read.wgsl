@@ -26,8 +26,39 @@ fn kv_word(is_k: bool, i: u32) -> u32 {
     return vc[i];
 }
 
+// KIVI2 keys: packed per channel once the slot's group of 32 has filled
+// (every slot of it below the step's kv_len), else the f16 residual row.
+fn kivi_k_at(row: u32, d: u32) -> f32 {
+    let hd = p.head_dim;
+    let kvh = row / p.ctx;
+    let slot = row % p.ctx;
+    let hb = kvh * kivi_head_words(hd, p.ctx);
+    let g = slot / 32u;
+    if ((g + 1u) * 32u <= step.kv_len) {
+        let gb = hb + g * 3u * hd;
+        let j = slot % 32u;
+        let q = (kv_word(true, gb + d * 2u + j / 16u) >> (2u * (j % 16u))) & 3u;
+        let dm = unpack2x16float(kv_word(true, gb + 2u * hd + d));
+        return f32(q) * dm.x + dm.y;
+    }
+    let rb = hb + kivi_groups_words(hd, p.ctx) + (slot % KIVI_RES) * (hd / 2u);
+    return unpack2x16float(kv_word(true, rb + d / 2u))[d % 2u];
+}
+
 fn kv_at(ty: u32, is_k: bool, row: u32, d: u32) -> f32 {
     let hd = p.head_dim;
+    if (ty == KV_KIVI2) {
+        if (is_k) {
+            return kivi_k_at(row, d);
+        }
+        let nb = hd / 32u;
+        let b = d / 32u;
+        let j = d % 32u;
+        let vb = row * nb * 3u;
+        let q = (kv_word(false, vb + b * 2u + j / 16u) >> (2u * (j % 16u))) & 3u;
+        let dm = unpack2x16float(kv_word(false, vb + nb * 2u + b));
+        return f32(q) * dm.x + dm.y;
+    }
     let base = row * kv_row_words(ty, hd);
     if (ty == KV_F32) {
         return bitcast<f32>(kv_word(is_k, base + d));

@@ -9,6 +9,10 @@ const KV_Q4_0: u32 = 3u;
 const KV_Q4_1: u32 = 4u;
 const KV_Q5_0: u32 = 5u;
 const KV_IQ4_NL: u32 = 6u;
+const KV_KIVI2: u32 = 7u;
+// KIVI2 keys: f16 rows kept per KV head for tokens whose group of 32 tokens
+// has not filled (engine/src/kv: KIVI_RES).
+const KIVI_RES: u32 = 160u;
 
 const K_TYPE: u32 = {{K_TYPE}}u;
 const V_TYPE: u32 = {{V_TYPE}}u;
@@ -31,6 +35,7 @@ fn kv_block_quants(ty: u32) -> u32 {
     switch ty {
         case 2u: { return 8u; }
         case 5u: { return 5u; }
+        case 7u: { return 2u; }
         default: { return 4u; }
     }
 }
@@ -46,5 +51,19 @@ fn kv_row_words(ty: u32, hd: u32) -> u32 {
     if (ty == KV_Q4_1) {
         return nb * 5u;
     }
+    if (ty == KV_KIVI2) {
+        return nb * 3u;
+    }
     return nb * kv_block_quants(ty) + (nb + 1u) / 2u;
+}
+
+// A KIVI2 key cache per KV head: groups of 32 tokens, each 3 words per
+// channel (two code words, then one (step, min) word per channel after all
+// the code words), then KIVI_RES f16 rows for tokens of unfilled groups.
+fn kivi_groups_words(hd: u32, ctx: u32) -> u32 {
+    return ((ctx + 31u) / 32u) * 3u * hd;
+}
+
+fn kivi_head_words(hd: u32, ctx: u32) -> u32 {
+    return kivi_groups_words(hd, ctx) + KIVI_RES * (hd / 2u);
 }

@@ -147,8 +147,51 @@ fn iq4nl_scale(x0: u32) -> f32 {
     return d;
 }
 
+// KIVI2's 2-bit asymmetric code of xr[x0..x0+32]: the two code words into
+// kivi_w, the (step, min) f16 pair returned (engine/src/kv::kivi_quant).
+var<private> kivi_w: array<u32, 2>;
+fn kivi_quant(x0: u32) -> u32 {
+    var lo = xr[x0];
+    var hi = xr[x0];
+    for (var i = 0u; i < 32u; i++) {
+        lo = min(lo, xr[x0 + i]);
+        hi = max(hi, xr[x0 + i]);
+    }
+    let d = (hi - lo) / 3.0;
+    let id = select(0.0, 1.0 / d, d != 0.0);
+    kivi_w[0] = 0u;
+    kivi_w[1] = 0u;
+    for (var i = 0u; i < 32u; i++) {
+        let q = u32(clamp(i32((xr[x0 + i] - lo) * id + 0.5), 0, 3));
+        kivi_w[i / 16u] |= q << (2u * (i % 16u));
+    }
+    return pack2x16float(vec2<f32>(d, lo));
+}
+
 fn store_row(ty: u32, is_k: bool, row: u32) {
     let hd = p.head_dim;
+    if (ty == KV_KIVI2) {
+        if (is_k) {
+            // Keys wait in f16 until their group of 32 fills (kivi_pack).
+            let kvh = row / p.ctx;
+            let slot = row % p.ctx;
+            let rb = kvh * kivi_head_words(hd, p.ctx) + kivi_groups_words(hd, p.ctx)
+                + (slot % KIVI_RES) * (hd / 2u);
+            for (var j = 0u; j < hd / 2u; j++) {
+                put(true, rb + j, pack2x16float(vec2<f32>(xr[2u * j], xr[2u * j + 1u])));
+            }
+            return;
+        }
+        let nb = hd / 32u;
+        let vb = row * nb * 3u;
+        for (var b = 0u; b < nb; b++) {
+            let dm = kivi_quant(b * 32u);
+            put(false, vb + b * 2u, kivi_w[0]);
+            put(false, vb + b * 2u + 1u, kivi_w[1]);
+            put(false, vb + nb * 2u + b, dm);
+        }
+        return;
+    }
     let base = row * kv_row_words(ty, hd);
     if (ty == KV_F32) {
         for (var d = 0u; d < hd; d++) {

@@ -102,7 +102,9 @@ impl GpuArgs {
     }
 }
 
-const KV_TYPES: [&str; 7] = ["f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "iq4_nl"];
+const KV_TYPES: [&str; 8] = [
+    "f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "iq4_nl", "kivi2",
+];
 
 #[derive(Args, Clone)]
 pub struct ModelArgs {
@@ -116,7 +118,8 @@ pub struct ModelArgs {
     #[command(flatten)]
     pub gpu: GpuArgs,
     /// KV cache storage for keys and values: f32, f16, q8_0, q4_0, q4_1,
-    /// q5_0 or iq4_nl (block types need head_dim a multiple of 32).
+    /// q5_0, iq4_nl or kivi2 (2-bit: keys per channel over groups of 32
+    /// tokens, values per token; block types need head_dim a multiple of 32).
     #[arg(long, default_value = "f16", value_parser = KV_TYPES)]
     pub kv: String,
     /// Storage for keys only (overrides --kv; keys are the more sensitive).

@@ -33,10 +33,94 @@ pub enum KvDtype {
     Q4_1,
     Q5_0,
     IQ4_NL,
+    /// The 2-bit point, after KIVI (arXiv 2402.02750): as K, each channel
+    /// quantized over groups of 32 tokens (keys have outlier channels), the
+    /// newest tokens kept in f16 until their group fills; as V, each token
+    /// over blocks of 32 dims. Asymmetric 2-bit codes with an f16 (step,
+    /// min) pair per 32 values: 3 bits a value.
+    KIVI2,
+}
+
+/// f16 rows a KIVI2 key cache keeps per KV head for tokens whose group of
+/// 32 has not filled: the group being filled plus a whole batch.
+pub const KIVI_RES: u32 = 160;
+/// The largest batch a KIVI2 key cache takes (so the residual rows hold it).
+pub const KIVI_MAX_BATCH: u32 = KIVI_RES - 32;
+
+/// KIVI2's 2-bit asymmetric code of 32 values: (codes, step, min), the
+/// step and min as the f16 the cache stores. The append and pack kernels
+/// compute the same, bit for bit.
+pub fn kivi_quant(x: &[f32]) -> ([u8; 32], u16, u16) {
+    let lo = x.iter().fold(x[0], |m, v| m.min(*v));
+    let hi = x.iter().fold(x[0], |m, v| m.max(*v));
+    let d = (hi - lo) / 3.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut q = [0u8; 32];
+    for (o, v) in q.iter_mut().zip(x) {
+        *o = (((v - lo) * id + 0.5) as i32).clamp(0, 3) as u8;
+    }
+    (
+        q,
+        half::f16::from_f32(d).to_bits(),
+        half::f16::from_f32(lo).to_bits(),
+    )
+}
+
+/// Words per KV head of a KIVI2 key cache of `ctx` slots: packed groups,
+/// then the f16 residual rows.
+pub fn kivi_head_words(head_dim: u32, ctx: u32) -> u32 {
+    kivi_groups_words(head_dim, ctx) + KIVI_RES * head_dim / 2
+}
+
+fn kivi_groups_words(head_dim: u32, ctx: u32) -> u32 {
+    ctx.div_ceil(32) * 3 * head_dim
+}
+
+/// A KIVI2 key as attention reads it (the CPU reference of `kivi_k_at` in
+/// shaders/common/kv_read.wgsl): from its packed group once every slot of
+/// the group lies below `kv_len`, else from the f16 residual row.
+pub fn kivi_decode_k(
+    words: &[u32],
+    head_dim: u32,
+    ctx: u32,
+    kvh: u32,
+    slot: u32,
+    kv_len: u32,
+) -> Vec<f32> {
+    let hd = head_dim as usize;
+    let hb = (kvh * kivi_head_words(head_dim, ctx)) as usize;
+    let g = (slot / 32) as usize;
+    let f16 =
+        |w: u32, hi: bool| half::f16::from_bits((if hi { w >> 16 } else { w }) as u16).to_f32();
+    (0..hd)
+        .map(|d| {
+            if (g as u32 + 1) * 32 <= kv_len {
+                let gb = hb + g * 3 * hd;
+                let j = (slot % 32) as usize;
+                let q = (words[gb + d * 2 + j / 16] >> (2 * (j % 16))) & 3;
+                let dm = words[gb + 2 * hd + d];
+                q as f32 * f16(dm, false) + f16(dm, true)
+            } else {
+                let rb = hb
+                    + kivi_groups_words(head_dim, ctx) as usize
+                    + (slot % KIVI_RES) as usize * hd / 2;
+                f16(words[rb + d / 2], d % 2 == 1)
+            }
+        })
+        .collect()
+}
+
+/// The two code words of 32 2-bit codes (value j at bits 2 (j % 16) of word j / 16).
+pub fn kivi_words(q: &[u8; 32]) -> [u32; 2] {
+    let mut w = [0u32; 2];
+    for (j, c) in q.iter().enumerate() {
+        w[j / 16] |= (*c as u32) << (2 * (j % 16));
+    }
+    w
 }
 
 impl KvDtype {
-    pub const ALL: [KvDtype; 7] = [
+    pub const ALL: [KvDtype; 8] = [
         Self::F32,
         Self::F16,
         Self::Q8_0,
@@ -44,6 +128,7 @@ impl KvDtype {
         Self::Q4_1,
         Self::Q5_0,
         Self::IQ4_NL,
+        Self::KIVI2,
     ];
 
     pub fn parse(s: &str) -> Option<KvDtype> {
@@ -51,12 +136,17 @@ impl KvDtype {
     }
 
     pub fn name(self) -> &'static str {
-        self.format().name()
+        match self {
+            Self::KIVI2 => "kivi2",
+            _ => self.format().name(),
+        }
     }
 
-    /// The weight format with the same block quantizer and decode.
-    pub fn format(self) -> WeightFormat {
+    /// The weight format with the same block quantizer and decode (KIVI2
+    /// has none; it is never asked).
+    fn format(self) -> WeightFormat {
         match self {
+            Self::KIVI2 => WeightFormat::F16,
             Self::F32 => WeightFormat::F32,
             Self::F16 => WeightFormat::F16,
             Self::Q8_0 => WeightFormat::Q8_0,
@@ -74,6 +164,12 @@ impl KvDtype {
 
     pub fn blocked(self) -> bool {
         !matches!(self, Self::F32 | Self::F16)
+    }
+
+    /// ggml block types, the ones a Hadamard rotation helps (KIVI2 handles
+    /// outliers by its per-channel keys instead).
+    pub fn rotates(self) -> bool {
+        self.blocked() && self != Self::KIVI2
     }
 
     /// Whether rows of `head_dim` values can be stored in this type.
@@ -98,6 +194,7 @@ impl KvDtype {
             Self::Q4_0 | Self::IQ4_NL => (4, 1),
             Self::Q4_1 => (4, 2),
             Self::Q5_0 => (5, 1),
+            Self::KIVI2 => (2, 2),
             Self::F32 | Self::F16 => (0, 0),
         }
     }
@@ -125,6 +222,18 @@ impl KvDtype {
     pub fn encode_row(self, x: &[f32]) -> Result<Vec<u32>> {
         let hd = x.len() as u32;
         self.check(hd)?;
+        if self == Self::KIVI2 {
+            // Per token (the V layout): codes of every block, then (step, min).
+            let mut codes = Vec::new();
+            let mut scales = Vec::new();
+            for b in x.chunks_exact(32) {
+                let (q, d, m) = kivi_quant(b);
+                codes.extend(kivi_words(&q));
+                scales.push(d as u32 | (m as u32) << 16);
+            }
+            codes.extend(scales);
+            return Ok(codes);
+        }
         let bytes = formats::quantize(self.format(), x)?;
         let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         if !self.blocked() {
@@ -173,6 +282,18 @@ impl KvDtype {
             });
         }
         let mut out = vec![0f32; head_dim as usize];
+        if self == Self::KIVI2 {
+            let nb = head_dim as usize / 32;
+            for (j, o) in out.iter_mut().enumerate() {
+                let (b, i) = (j / 32, j % 32);
+                let q = (words[b * 2 + i / 16] >> (2 * (i % 16))) & 3;
+                let dm = words[nb * 2 + b];
+                let d = half::f16::from_bits(dm as u16).to_f32();
+                let m = half::f16::from_bits((dm >> 16) as u16).to_f32();
+                *o = q as f32 * d + m;
+            }
+            return Ok(out);
+        }
         let bytes: Vec<u8> = if !self.blocked() {
             words[..n].iter().flat_map(|w| w.to_le_bytes()).collect()
         } else {
@@ -241,12 +362,12 @@ impl KvTypes {
 
     /// Whether keys (and so queries) are stored turned by H at this head size.
     pub fn rot_k(self, head_dim: u32) -> bool {
-        self.rotate && self.k.blocked() && head_dim.is_power_of_two()
+        self.rotate && self.k.rotates() && head_dim.is_power_of_two()
     }
 
     /// Whether values (and so the attention output) are turned by H.
     pub fn rot_v(self, head_dim: u32) -> bool {
-        self.rotate && self.v.blocked() && head_dim.is_power_of_two()
+        self.rotate && self.v.rotates() && head_dim.is_power_of_two()
     }
 
     /// What attention effectively sees of a key row `x` (the CPU reference):
@@ -403,7 +524,18 @@ impl KvCache {
             self.shape.kv.v.row_words(hd) as u64 * 4,
         );
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        let pairs = self.k.iter().zip(&dst.k).map(|p| (p, rk));
+        if self.shape.kv.k == KvDtype::KIVI2 {
+            // Groups and residual rows are not laid out by slot: copy all.
+            for (src, dst) in self.k.iter().zip(&dst.k) {
+                enc.copy_buffer_to_buffer(&src.buffer, 0, &dst.buffer, 0, src.bytes);
+            }
+        }
+        let pairs = self
+            .k
+            .iter()
+            .zip(&dst.k)
+            .filter(|_| self.shape.kv.k != KvDtype::KIVI2)
+            .map(|p| (p, rk));
         for ((src, dst), row) in pairs.chain(self.v.iter().zip(&dst.v).map(|p| (p, rv))) {
             for h in 0..self.shape.n_kv_head as u64 {
                 let off = h * self.shape.ctx as u64 * row;

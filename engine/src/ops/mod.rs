@@ -197,6 +197,11 @@ impl AttnShape {
     }
     /// Bytes of one layer's K cache.
     pub fn k_cache_bytes(&self) -> u64 {
+        if self.kv.k == KvDtype::KIVI2 {
+            return self.n_kv_head as u64
+                * crate::kv::kivi_head_words(self.head_dim, self.ctx) as u64
+                * 4;
+        }
         self.n_kv_head as u64 * self.ctx as u64 * self.kv.k.row_words(self.head_dim) as u64 * 4
     }
     /// Bytes of one layer's V cache.
@@ -526,6 +531,29 @@ pub fn rope_kv(
         &p,
         &[table, qkv, kc, vc, kv.pos],
         Grid::PerToken(x),
+    )
+}
+
+/// KIVI2 keys: packs every group of 32 slots the batch filled (per channel,
+/// from the f16 residual rows). Runs after `rope_kv` when K is KIVI2.
+pub fn kivi_pack(gpu: &Gpu, step: &StepBuffer, s: &AttnShape, kc: &Tensor) -> Result<Dispatch> {
+    s.check()?;
+    need("kivi_pack", kc, s.k_cache_bytes())?;
+    let p = Params4 {
+        a: s.n_head,
+        b: s.n_kv_head,
+        c: s.head_dim,
+        d: s.ctx,
+    };
+    launch(
+        gpu,
+        &format!("kivi_pack {}", kc.label),
+        "ops/kivi_pack.wgsl",
+        &s.kv_defines(),
+        step,
+        &p,
+        &[kc],
+        Grid::PerToken((s.n_kv_head * s.head_dim).div_ceil(64)),
     )
 }
 
@@ -1092,6 +1120,7 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
                 "ops/attention_rows.wgsl",
                 "ops/attention_combine.wgsl",
                 "ops/kv_bounds.wgsl",
+                "ops/kivi_pack.wgsl",
             ] {
                 // 64: turned rows; 96: not a power of two, so not turned.
                 for hd in [64, 96] {

@@ -45,6 +45,7 @@ sources!(
     "ops/matmul_rows.wgsl",
     "ops/rope_kv.wgsl",
     "ops/kv_bounds.wgsl",
+    "ops/kivi_pack.wgsl",
     "ops/quest_select.wgsl",
     "ops/attention.wgsl",
     "ops/attention_rows.wgsl",

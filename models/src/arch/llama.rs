@@ -6,7 +6,7 @@ use crate::load::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::{Error, Result};
 use lottery_engine::formats::{self, GpuWeight};
 use lottery_engine::gpu::{Dispatch, Gpu, StepBuffer, Tensor};
-use lottery_engine::kv::{KvCache, KvPolicy};
+use lottery_engine::kv::{KvCache, KvDtype, KvPolicy};
 use lottery_engine::ops::{self, AttnShape, MatvecOpts, SampleUniform};
 use lottery_engine::WeightFormat;
 
@@ -452,6 +452,9 @@ pub fn build_graph(
             kv.bind(l),
             max_batch,
         )?);
+        if s.kv.k == KvDtype::KIVI2 {
+            g.push(ops::kivi_pack(gpu, step, s, &kv.k[l])?);
+        }
         if let KvPolicy::Quest { page, top } = kv.policy {
             g.push(ops::kv_bounds(
                 gpu,

@@ -79,6 +79,16 @@ impl Session {
         opts.max_batch = opts
             .kv_policy
             .check(opts.ctx, opts.max_batch.clamp(1, opts.ctx))?;
+        if opts.kv.k == KvDtype::KIVI2 {
+            if opts.kv_policy.evicts() {
+                return Err(Error::Model(format!(
+                    "a kivi2 key cache packs groups of 32 slots in order; {} reuses slots",
+                    opts.kv_policy.label()
+                )));
+            }
+            // The residual f16 rows hold a batch plus the unfilled group.
+            opts.max_batch = opts.max_batch.min(lottery_engine::kv::KIVI_MAX_BATCH);
+        }
         // A ring's positions run past its slots, up to the trained context
         // (positions are rotated into the keys; there is no re-positioning).
         let max_pos = if opts.kv_policy.evicts() {
@@ -428,6 +438,7 @@ impl Session {
             .take_while(|(a, b)| a == b)
             .count()
             .min(ids.len() - 1);
+        let keep = self.rewind_point(keep);
         self.rewind(keep)?;
         Ok(keep)
     }
@@ -443,8 +454,27 @@ impl Session {
         self.opts
             .kv_policy
             .check_rewind(self.tokens.len() as u32, pos as u32, self.opts.ctx)?;
+        if self.rewind_point(pos) != pos {
+            return Err(Error::Model(format!(
+                "rewind to {pos}: a kivi2 key cache has packed positions {}..{} per channel; \
+                 rewind to a multiple of 32 (or use another --kv-k)",
+                pos / 32 * 32,
+                pos / 32 * 32 + 32
+            )));
+        }
         self.tokens.truncate(pos);
         Ok(())
+    }
+
+    /// The nearest position at or before `pos` the cache can rewind to: a
+    /// kivi2 key cache cannot split a group of 32 it has already packed.
+    pub fn rewind_point(&self, pos: usize) -> usize {
+        let packed = self.tokens.len() / 32 * 32;
+        if self.opts.kv.k == KvDtype::KIVI2 && pos % 32 != 0 && pos < packed {
+            pos / 32 * 32
+        } else {
+            pos
+        }
     }
 
     /// Tokens of the next batch: at most `limit`, cut where the policy needs.
