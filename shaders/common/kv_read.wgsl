@@ -94,6 +94,65 @@ fn kv_at(ty: u32, is_k: bool, row: u32, d: u32) -> f32 {
     return (f32(nib) - 8.0) * d16;
 }
 
+// Values 4 d4 .. 4 d4 + 3 of a row (head_dim a multiple of 4): one load of
+// the words that hold them and of their block's scale, where kv_at would
+// load both once per value.
+fn kv4(ty: u32, is_k: bool, row: u32, d4: u32) -> vec4<f32> {
+    let hd = p.head_dim;
+    let d = 4u * d4;
+    if (ty == KV_KIVI2) {
+        return vec4<f32>(kv_at(ty, is_k, row, d), kv_at(ty, is_k, row, d + 1u),
+                         kv_at(ty, is_k, row, d + 2u), kv_at(ty, is_k, row, d + 3u));
+    }
+    let base = row * kv_row_words(ty, hd);
+    if (ty == KV_F32) {
+        return vec4<f32>(bitcast<f32>(kv_word(is_k, base + d)), bitcast<f32>(kv_word(is_k, base + d + 1u)),
+                         bitcast<f32>(kv_word(is_k, base + d + 2u)), bitcast<f32>(kv_word(is_k, base + d + 3u)));
+    }
+    if (ty == KV_F16) {
+        return vec4<f32>(unpack2x16float(kv_word(is_k, base + d / 2u)),
+                         unpack2x16float(kv_word(is_k, base + d / 2u + 1u)));
+    }
+    let b = d / 32u;
+    let j = d % 32u;
+    let nb = hd / 32u;
+    let qn = kv_block_quants(ty);
+    let sbase = base + nb * qn;
+    if (ty == KV_Q8_0) {
+        let q = kv_word(is_k, base + b * 8u + j / 4u);
+        let s = unpack2x16float(kv_word(is_k, sbase + b / 2u))[b % 2u];
+        let qi = bitcast<i32>(q);
+        let i8 = vec4<i32>(qi << 24u, qi << 16u, qi << 8u, qi) >> vec4<u32>(24u);
+        return vec4<f32>(i8) * s;
+    }
+    // Four values in a row share a word: the low nibbles of bytes j..j+3
+    // (j < 16) or their high nibbles (j >= 16).
+    let q = kv_word(is_k, base + b * qn + (j % 16u) / 4u) >> (4u * (j / 16u));
+    let n = vec4<u32>(q & 15u, (q >> 8u) & 15u, (q >> 16u) & 15u, (q >> 24u) & 15u);
+    if (ty == KV_Q4_1) {
+        let dm = unpack2x16float(kv_word(is_k, sbase + b));
+        return vec4<f32>(n) * dm.x + dm.y;
+    }
+    let s = unpack2x16float(kv_word(is_k, sbase + b / 2u))[b % 2u];
+    if (ty == KV_Q5_0) {
+        let h = kv_word(is_k, base + b * 5u + 4u) >> j;
+        let hb = vec4<u32>(h & 1u, (h >> 1u) & 1u, (h >> 2u) & 1u, (h >> 3u) & 1u) << vec4<u32>(4u);
+        return (vec4<f32>(n | hb) - 16.0) * s;
+    }
+    if (ty == KV_IQ4_NL) {
+        return vec4<f32>(KV_IQ4NL[n.x], KV_IQ4NL[n.y], KV_IQ4NL[n.z], KV_IQ4NL[n.w]) * s;
+    }
+    return (vec4<f32>(n) - 8.0) * s;
+}
+
+fn k4(row: u32, d4: u32) -> vec4<f32> {
+    return kv4(K_TYPE, true, row, d4);
+}
+
+fn v4(row: u32, d4: u32) -> vec4<f32> {
+    return kv4(V_TYPE, false, row, d4);
+}
+
 fn k_at(row: u32, d: u32) -> f32 {
     return kv_at(K_TYPE, true, row, d);
 }

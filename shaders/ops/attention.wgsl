@@ -71,8 +71,15 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             if (seen) {
                 let kr = kvh * p.ctx + slot;
                 var dotv = 0.0;
-                for (var d = 0u; d < hd; d++) {
-                    dotv += qs[d] * k_at(kr, d);
+                if (hd % 4u == 0u) {
+                    for (var d4 = 0u; d4 < hd / 4u; d4++) {
+                        let q = vec4<f32>(qs[4u * d4], qs[4u * d4 + 1u], qs[4u * d4 + 2u], qs[4u * d4 + 3u]);
+                        dotv += dot(q, k4(kr, d4));
+                    }
+                } else {
+                    for (var d = 0u; d < hd; d++) {
+                        dotv += qs[d] * k_at(kr, d);
+                    }
                 }
                 s = dotv;
             }

@@ -65,9 +65,20 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             continue;
         }
         let cr = kvh * p.ctx + j;
-        for (var d = 0u; d < hd; d++) {
-            kr[d] = k_at(cr, d);
-            vr[d] = v_at(cr, d);
+        if (hd % 4u == 0u) {
+            for (var d4 = 0u; d4 < hd / 4u; d4++) {
+                let k = k4(cr, d4);
+                let v = v4(cr, d4);
+                for (var i = 0u; i < 4u; i++) {
+                    kr[4u * d4 + i] = k[i];
+                    vr[4u * d4 + i] = v[i];
+                }
+            }
+        } else {
+            for (var d = 0u; d < hd; d++) {
+                kr[d] = k_at(cr, d);
+                vr[d] = v_at(cr, d);
+            }
         }
         for (var r = 0u; r < rows; r++) {
             if (!kv_visible(kp, step.pos0 + t0 + r / g)) {
