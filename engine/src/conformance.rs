@@ -990,10 +990,10 @@ async fn kivi_append_case(gpu: &Gpu) -> Result<Check> {
     })
 }
 
-/// Quest's choice on the CPU for one decode token at `pos`: per KV head the
-/// `top` pages (after the first, before the current) whose key bounds score
-/// highest against the query heads sharing it, then attention over those
-/// pages, the first and the current.
+/// Quest's choice on the CPU for one decode token at `pos`: per query head
+/// the `top` pages (after the first, before the current) whose key bounds
+/// score highest against its query, then attention over those pages, the
+/// first and the current.
 fn quest_reference(
     q: &[f32],
     k: &[f32],
@@ -1005,31 +1005,28 @@ fn quest_reference(
 ) -> Vec<f32> {
     let g = nh / nkv;
     let cur = pos / page;
-    let mut chosen = vec![vec![cur < top + 2; cur + 1]; nkv];
-    for (kvh, sel) in chosen.iter_mut().enumerate() {
+    let mut chosen = vec![vec![cur < top + 2; cur + 1]; nh];
+    for (h, sel) in chosen.iter_mut().enumerate() {
+        let kvh = h / g;
         sel[0] = true;
         sel[cur] = true;
         if cur < top + 2 {
             continue;
         }
+        let qr = &q[h * hd..][..hd];
         let mut scores: Vec<(f32, usize)> = (1..cur)
             .map(|pg| {
-                let mut best = f32::MIN;
-                for hh in 0..g {
-                    let qr = &q[(kvh * g + hh) * hd..][..hd];
-                    let mut s = 0f32;
-                    for (d, qd) in qr.iter().enumerate() {
-                        let (mut lo, mut hi) = (f32::MAX, f32::MIN);
-                        for p in pg * page..(pg + 1) * page {
-                            let x = k[p * nkv * hd + kvh * hd + d];
-                            lo = lo.min(x);
-                            hi = hi.max(x);
-                        }
-                        s += (qd * lo).max(qd * hi);
+                let mut s = 0f32;
+                for (d, qd) in qr.iter().enumerate() {
+                    let (mut lo, mut hi) = (f32::MAX, f32::MIN);
+                    for p in pg * page..(pg + 1) * page {
+                        let x = k[p * nkv * hd + kvh * hd + d];
+                        lo = lo.min(x);
+                        hi = hi.max(x);
                     }
-                    best = best.max(s);
+                    s += (qd * lo).max(qd * hi);
                 }
-                (best, pg)
+                (s, pg)
             })
             .collect();
         scores.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -1037,8 +1034,8 @@ fn quest_reference(
             sel[pg] = true;
         }
     }
-    cpu::attention_masked(q, k, v, 1, pos, nh, nkv, hd, &|kvh, qp, kp| {
-        kp <= qp && chosen[kvh][kp / page]
+    cpu::attention_masked(q, k, v, 1, pos, nh, nkv, hd, &|h, qp, kp| {
+        kp <= qp && chosen[h][kp / page]
     })
 }
 

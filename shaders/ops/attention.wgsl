@@ -23,7 +23,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;
 #include "common/kv_read.wgsl"
 @group(0) @binding(5) var<storage, read_write> part: array<f32>; // [n_tokens, n_head, n_chunks, head_dim + 2]
-@group(0) @binding(7) var<storage, read> pages: array<u32>; // [n_kv_head, max_pages]: pages to visit
+@group(0) @binding(7) var<storage, read> pages: array<u32>; // [n_head, ctx]: each query head's pages to visit
 
 const TILE: u32 = 64u;
 const MAX_HD: u32 = 256u;
@@ -46,7 +46,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     let qpos = step.pos0 + t;
     let start = c * step.chunk_len;
     let end = min(start + step.chunk_len, min(step.n_visit, step.visit_base + t + 1u));
-    let list = kvh * p.ctx; // each head's page list has room for ctx entries
+    let list = h * p.ctx; // each query head's page list has room for ctx entries
     var m = -3.0e38;
     var l = 0.0;
     var acc: array<f32, 4>; // this thread's output dims li, li + 64, ...

@@ -1,8 +1,9 @@
-// Quest's page choice for a decode step, one workgroup per KV head: each
+// Quest's page choice for a decode step, one workgroup per query head (as
+// in the paper: heads sharing a KV head still choose their own pages): each
 // earlier page (not the first, not the current) gets an upper bound of the
-// score any of its keys can reach, sum_d max(q_d min_d, q_d max_d), taken
-// over the query heads sharing the KV head; the `top` best (ties to the
-// lower page) join the first and the current page in the page list that
+// score any of its keys can reach for this head's query,
+// sum_d max(q_d min_d, q_d max_d); the `top` best (ties to the lower page)
+// join the first and the current page in the head's page list that
 // attention visits. Ranks are counted in parallel, no sort.
 #include "common/step.wgsl"
 
@@ -21,34 +22,30 @@ struct Params {
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> qkv: array<f32>; // the decode token's row (q turned like the keys)
 @group(0) @binding(3) var<storage, read> bounds: array<f32>; // [n_kv_head, ctx / page, 2, head_dim]
-@group(0) @binding(4) var<storage, read_write> pages: array<u32>; // [n_kv_head, ctx]
+@group(0) @binding(4) var<storage, read_write> pages: array<u32>; // [n_head, ctx]
 
 const MAX_PAGES: u32 = 2048u;
 var<workgroup> score: array<f32, MAX_PAGES>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let kvh = wg.x;
+    let h = wg.x;
     let hd = p.head_dim;
-    let g = p.n_head / p.n_kv_head;
+    let kvh = h / (p.n_head / p.n_kv_head);
     let max_pages = (p.ctx + p.page - 1u) / p.page;
     let cur = step.pos0 / p.page;
     for (var pg = 1u + li; pg < cur; pg += 64u) {
-        var best = -3.0e38;
         let o = (kvh * max_pages + pg) * 2u * hd;
-        for (var hh = 0u; hh < g; hh++) {
-            let q0 = (kvh * g + hh) * hd;
-            var s = 0.0;
-            for (var d = 0u; d < hd; d++) {
-                let q = qkv[q0 + d];
-                s += max(q * bounds[o + d], q * bounds[o + hd + d]);
-            }
-            best = max(best, s);
+        let q0 = h * hd;
+        var s = 0.0;
+        for (var d = 0u; d < hd; d++) {
+            let q = qkv[q0 + d];
+            s += max(q * bounds[o + d], q * bounds[o + hd + d]);
         }
-        score[pg] = best;
+        score[pg] = s;
     }
     workgroupBarrier();
-    let base = kvh * p.ctx;
+    let base = h * p.ctx;
     if (li == 0u) {
         pages[base] = 0u;
         pages[base + p.top + 1u] = cur;

@@ -28,6 +28,10 @@ pub struct EvalArgs {
     /// Seed of the case generators.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Run only these trials (0-based) of each task and length: a miss
+    /// reproduced alone.
+    #[arg(long, value_delimiter = ',')]
+    trials: Vec<usize>,
     /// Directory for cases.jsonl and report.json.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -53,7 +57,11 @@ fn cases(a: &EvalArgs) -> Result<Vec<Case>> {
             } else {
                 eval::kv_retrieval(l, a.cases, a.seed)
             };
-            all.extend(c.unwrap_or_default());
+            all.extend(
+                c.unwrap_or_default()
+                    .into_iter()
+                    .filter(|c| a.trials.is_empty() || a.trials.contains(&c.trial)),
+            );
         }
     }
     if all.is_empty() {

@@ -453,7 +453,7 @@ pub struct KvCache {
     /// shared by every layer and head (policies here keep the same
     /// positions in all of them).
     pub pos: Tensor,
-    /// Pages attention visits per KV head ([n_kv_head, ctx] u32): all zeros
+    /// Pages attention visits per query head ([n_head, ctx] u32): all zeros
     /// is the identity list (one page of every slot); Quest's selection
     /// overwrites it per layer within a step.
     pub pages: Tensor,
@@ -472,7 +472,7 @@ impl KvCache {
             v.push(gpu.zeros(&format!("kv.v.{l}"), shape.v_cache_bytes())?);
         }
         let pos = gpu.upload("kv.pos", &vec![NO_POS; shape.ctx as usize])?;
-        let pages = gpu.zeros("kv.pages", shape.n_kv_head as u64 * shape.ctx as u64 * 4)?;
+        let pages = gpu.zeros("kv.pages", shape.n_head as u64 * shape.ctx as u64 * 4)?;
         let mut bounds = Vec::new();
         if let KvPolicy::Quest { page, .. } = policy {
             for l in 0..n_layer {

@@ -132,8 +132,8 @@ pub fn kv_bounds(
     )
 }
 
-/// Picks the `top` pages a decode token attends to (plus the first and
-/// its own) into the cache's page list.
+/// Picks the `top` pages each query head of a decode token attends to
+/// (plus the first and its own) into the cache's page lists.
 pub fn quest_select(
     gpu: &Gpu,
     step: &StepBuffer,
@@ -146,7 +146,7 @@ pub fn quest_select(
 ) -> Result<Dispatch> {
     s.check()?;
     need("quest_select", bounds, quest_bounds_bytes(s, page))?;
-    need("quest_select", pages, s.n_kv_head as u64 * s.ctx as u64 * 4)?;
+    need("quest_select", pages, s.n_head as u64 * s.ctx as u64 * 4)?;
     if s.ctx.div_ceil(page) > QUEST_MAX_PAGES || top + 2 > s.ctx.div_ceil(page) {
         return Err(Error::Shape {
             op: "quest_select",
@@ -174,7 +174,7 @@ pub fn quest_select(
         step,
         &p,
         &[qkv, bounds, pages],
-        Grid::Fixed([s.n_kv_head, 1, 1]),
+        Grid::Fixed([s.n_head, 1, 1]),
     )
 }
 
@@ -494,7 +494,7 @@ impl KvBind<'_> {
         need(op, self.k, s.k_cache_bytes())?;
         need(op, self.v, s.v_cache_bytes())?;
         need(op, self.pos, s.ctx as u64 * 4)?;
-        need(op, self.pages, s.n_kv_head as u64 * 4)
+        need(op, self.pages, s.n_head as u64 * s.ctx as u64 * 4)
     }
 }
 

@@ -127,7 +127,7 @@ pub fn attention(
     attention_masked(q, k, v, t, pos0, n_head, n_kv, hd, &|_, q, k| k <= q)
 }
 
-/// [`attention`] over the positions `visible(kv_head, query_pos, key_pos)`
+/// [`attention`] over the positions `visible(query_head, query_pos, key_pos)`
 /// allows (a cache policy's mask; k, v still hold every position).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_masked(
@@ -149,7 +149,7 @@ pub fn attention_masked(
         for h in 0..n_head {
             let kh = h / group;
             let qr = &q[ti * n_head * hd + h * hd..][..hd];
-            let keys: Vec<usize> = (0..=last).filter(|&p| visible(kh, last, p)).collect();
+            let keys: Vec<usize> = (0..=last).filter(|&p| visible(h, last, p)).collect();
             let scores: Vec<f64> = keys
                 .iter()
                 .map(|&p| {
