@@ -746,6 +746,7 @@ async fn attention_case(
             &part,
             &out,
             prefill,
+            false,
         )?);
         Ok(d)
     };

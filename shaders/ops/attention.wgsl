@@ -13,7 +13,7 @@ struct Params {
     head_dim: u32,
     ctx: u32,
     scale: f32, // 1 / sqrt(head_dim)
-    _p0: u32,
+    all_slots: u32, // 1: ignore the page list, visit every used slot
     _p1: u32,
     _p2: u32,
 }
@@ -44,8 +44,14 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         qs[d] = qkv[row + h * hd + d] * p.scale;
     }
     let qpos = step.pos0 + t;
-    let start = c * step.chunk_len;
-    let end = min(start + step.chunk_len, min(step.n_visit, step.visit_base + t + 1u));
+    // A dense layer under Quest spreads all kv_len in-order slots over the
+    // step's chunks; others visit the step's page list.
+    let all = p.all_slots == 1u;
+    let n_visit = select(step.n_visit, step.kv_len, all);
+    let chunk_len = select(step.chunk_len, (step.kv_len + step.n_chunks - 1u) / step.n_chunks, all);
+    let visit_base = select(step.visit_base, step.pos0, all);
+    let start = c * chunk_len;
+    let end = min(start + chunk_len, min(n_visit, visit_base + t + 1u));
     let list = h * p.ctx; // each query head's page list has room for ctx entries
     var m = -3.0e38;
     var l = 0.0;
@@ -66,7 +72,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         var slot = NONE;
         if (li < n) {
             let i = k0 + li;
-            slot = pages[list + i / step.page] * step.page + i % step.page;
+            slot = select(pages[list + i / step.page] * step.page + i % step.page, i, all);
             seen = slot < p.ctx && kv_visible(kv_pos[slot], qpos);
             if (seen) {
                 let kr = kvh * p.ctx + slot;

@@ -568,6 +568,8 @@ const ROWS_MAX_HEAD_DIM: u32 = 128;
 /// (flash-decoding). GPUs (and decode) get a workgroup per (head, token,
 /// chunk) writing partial results to `part` and a combine pass; CPU adapters
 /// prefill with the barrier-free tile kernel that writes `out` directly.
+/// `all_slots`: this layer ignores the step's page list and visits every
+/// used slot (Quest keeps its first layers dense), in as many chunks.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     gpu: &Gpu,
@@ -578,6 +580,7 @@ pub fn attention(
     part: &Tensor,
     out: &Tensor,
     prefill: bool,
+    all_slots: bool,
 ) -> Result<Vec<Dispatch>> {
     s.check()?;
     kv.check("attention", s)?;
@@ -635,7 +638,8 @@ pub fn attention(
         hd: u32,
         ctx: u32,
         scale: f32,
-        _p: [u32; 3],
+        all_slots: u32,
+        _p: [u32; 2],
     }
     let p = P {
         n_head: s.n_head,
@@ -643,7 +647,8 @@ pub fn attention(
         hd: s.head_dim,
         ctx: s.ctx,
         scale: 1.0 / (s.head_dim as f32).sqrt(),
-        _p: [0; 3],
+        all_slots: all_slots as u32,
+        _p: [0; 2],
     };
     Ok(vec![
         launch(

@@ -318,6 +318,8 @@ pub struct Activations {
 
 /// Keys per attention split during decode.
 pub const DECODE_CHUNK: u32 = 256;
+/// Layers Quest leaves dense (every slot visited), as its paper does.
+pub const QUEST_DENSE_LAYERS: usize = 2;
 /// Tokens of repetition-penalty history the sampler sees.
 pub const HISTORY: usize = 64;
 
@@ -455,6 +457,9 @@ pub fn build_graph(
         if s.kv.k == KvDtype::KIVI2 {
             g.push(ops::kivi_pack(gpu, step, s, &kv.k[l])?);
         }
+        // Quest leaves its first layers dense, as the paper does: their
+        // attention is spread too widely for page selection.
+        let dense = matches!(kv.policy, KvPolicy::Quest { .. }) && l < QUEST_DENSE_LAYERS;
         if let KvPolicy::Quest { page, top } = kv.policy {
             g.push(ops::kv_bounds(
                 gpu,
@@ -464,7 +469,7 @@ pub fn build_graph(
                 &kv.bounds[l],
                 page,
             )?);
-            if !batched {
+            if !batched && !dense {
                 g.push(ops::quest_select(
                     gpu,
                     step,
@@ -486,6 +491,7 @@ pub fn build_graph(
             &a.part,
             &a.attn,
             batched,
+            dense,
         )?);
         if let Some(cs) = calib {
             let w = (c.n_head * c.head_dim) as u32;
