@@ -44,7 +44,7 @@ fn gpu_forward_matches_cpu_forward_every_format() {
         let (model, cpu) = load(fmt);
         let mut kvs: Vec<KvTypes> = vec![KvDtype::F32.into(), KvDtype::F16.into()];
         // Block cache types need head_dim 32k: the 256-wide models have 64.
-        if common::dims(fmt).0 / 4 % 32 == 0 {
+        if (common::dims(fmt).0 / 4).is_multiple_of(32) {
             kvs.extend([
                 KvDtype::Q8_0.into(),
                 KvTypes::new(KvDtype::Q4_0, KvDtype::Q5_0),

@@ -70,6 +70,9 @@ fn cases(a: &EvalArgs) -> Result<Vec<Case>> {
     Ok(all)
 }
 
+/// (task, length) and its (correct, cases, prompt tokens).
+type Cell = ((String, String), (usize, usize, usize));
+
 pub fn run(a: EvalArgs) -> Result<()> {
     let all = cases(&a)?;
     let model = a.model.load(a.json)?;
@@ -92,8 +95,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} cases, eta {eta} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    // (task, length) -> (correct, total, prompt tokens)
-    let mut cells: Vec<((String, String), (usize, usize, usize))> = Vec::new();
+    let mut cells: Vec<Cell> = Vec::new();
     let t0 = Instant::now();
     for c in &all {
         let ids = model.tokenizer.encode(&c.prompt)?;

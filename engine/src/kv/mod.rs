@@ -175,7 +175,7 @@ impl KvDtype {
     /// Whether rows of `head_dim` values can be stored in this type.
     pub fn check(self, head_dim: u32) -> Result<()> {
         let need = if self.blocked() { 32 } else { 2 };
-        if head_dim % need != 0 {
+        if !head_dim.is_multiple_of(need) {
             return Err(Error::Shape {
                 op: "kv cache",
                 msg: format!(

@@ -114,6 +114,7 @@ pub fn rope_neox(x: &mut [f32], n_heads: usize, head_dim: usize, pos0: usize, ta
 /// Causal grouped-query attention.
 /// q: [t, n_head * hd] for positions pos0..pos0+t; k, v: [kv_len, n_kv * hd]
 /// (all positions so far). Returns [t, n_head * hd].
+#[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &[f32],
     k: &[f32],

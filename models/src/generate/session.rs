@@ -470,7 +470,7 @@ impl Session {
     /// kivi2 key cache cannot split a group of 32 it has already packed.
     pub fn rewind_point(&self, pos: usize) -> usize {
         let packed = self.tokens.len() / 32 * 32;
-        if self.opts.kv.k == KvDtype::KIVI2 && pos % 32 != 0 && pos < packed {
+        if self.opts.kv.k == KvDtype::KIVI2 && !pos.is_multiple_of(32) && pos < packed {
             pos / 32 * 32
         } else {
             pos
