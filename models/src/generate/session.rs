@@ -92,7 +92,7 @@ impl Session {
         // A ring's positions run past its slots, up to the trained context
         // (positions are rotated into the keys; there is no re-positioning).
         let max_pos = if opts.kv_policy.evicts() {
-            (c.ctx_train.min(1 << 17) as u32).max(opts.ctx)
+            (c.ctx_train.min(1 << 15) as u32).max(opts.ctx)
         } else {
             opts.ctx
         };
