@@ -39,18 +39,12 @@ fn launch<P: bytemuck::Pod>(
     buffers: &[&Tensor],
     grid: Grid,
 ) -> Result<Dispatch> {
-    let pipeline = gpu.pipeline(path, defs)?;
-    let p = gpu.uniform(label, params);
-    let mut all: Vec<&Tensor> = vec![&step.0, &p];
-    all.extend_from_slice(buffers);
-    let bind_group = gpu.bind(label, &pipeline, &all);
-    Ok(Dispatch {
-        label: label.to_string(),
-        pipeline,
-        bind_group,
-        grid,
-        _params: Some(p),
-    })
+    let at: Vec<(u32, &Tensor)> = buffers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (i as u32 + 2, *t))
+        .collect();
+    launch_at(gpu, label, path, defs, step, params, &at, grid)
 }
 
 /// As [`launch`], buffers at explicit binding numbers (from 2).
