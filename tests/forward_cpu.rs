@@ -263,6 +263,7 @@ fn sink_window_ring_matches_cpu_mask() {
             kv_policy: policy,
             max_batch: 4,
             logit_rows: 4,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -356,5 +357,53 @@ fn rewind_fork_feed_under_every_cache_type_and_policy() {
             assert_eq!(s.rewind_point(20), 0);
             s.rewind(32).unwrap();
         }
+    }
+}
+
+/// Decoding ahead (each step queued before the CPU reads the previous
+/// step's token) gives the same tokens and leaves the same session as
+/// waiting for each token, through an injection, a stop and a second turn.
+#[test]
+fn run_ahead_matches_waiting_for_each_token() {
+    use lottery::models::HookAction;
+    let (model, _) = load(WeightFormat::Q8_0);
+    for policy in [KvPolicy::Full, KvPolicy::Quest { page: 4, top: 2 }] {
+        let run = |ahead: bool| {
+            let mut s = Session::new(
+                model.clone(),
+                SessionOptions {
+                    ctx: 64,
+                    kv: KvDtype::F16.into(),
+                    kv_policy: policy,
+                    run_ahead: Some(ahead),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let opts = GenerateOptions {
+                max_tokens: 12,
+                stop_at_eos: false,
+                ..Default::default()
+            };
+            let mut n = 0;
+            let a = s
+                .generate_with_hook(&PROMPT, &opts, |e| {
+                    if e.injected {
+                        return HookAction::Continue;
+                    }
+                    n += 1;
+                    match n {
+                        4 => HookAction::Inject("AB".into()),
+                        9 => HookAction::Stop,
+                        _ => HookAction::Continue,
+                    }
+                })
+                .unwrap();
+            let b = s.generate(&[7, 2], &opts, |_, _| true).unwrap();
+            (a.ids, b.ids, s.tokens().to_vec())
+        };
+        let (want, got) = (run(false), run(true));
+        assert_eq!(want.0.len(), 11, "9 sampled and 2 injected: {:?}", want.0);
+        assert_eq!(got, want, "{}", policy.label());
     }
 }

@@ -31,6 +31,13 @@ var<workgroup> qs: array<f32, MAX_HD>;
 var<workgroup> sc: array<f32, TILE>;
 var<workgroup> slots: array<u32, TILE>; // slot of each visited key (NONE: masked)
 const NONE: u32 = 0xffffffffu;
+// With head_dim a multiple of 4, a thread sums four value columns over a
+// quarter of each tile's keys (one vec4 load per key, four independent
+// chains), where one column over every key made a chain of 64 dependent
+// loads per tile: that latency was most of a decode step on a real GPU. The
+// four quarters are added at the end.
+const LANES: u32 = 16u; // vec4 columns per pass over the threads
+var<workgroup> red: array<vec4<f32>, 256>; // [4 key quarters, MAX_HD / 4 columns]
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -56,9 +63,14 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     var m = -3.0e38;
     var l = 0.0;
     var acc: array<f32, 4>; // this thread's output dims li, li + 64, ...
+    var acc4: array<vec4<f32>, 4>; // or its columns cg, cg + 16, ... over keys kq, kq + 4, ...
     for (var i = 0u; i < 4u; i++) {
         acc[i] = 0.0;
+        acc4[i] = vec4<f32>(0.0);
     }
+    let by4 = hd % 4u == 0u;
+    let cg = li % LANES;
+    let kq = li / LANES;
     workgroupBarrier();
     var k0 = start;
     // `end` is uniform across the workgroup, so the barriers below are too.
@@ -109,16 +121,34 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             psum += sc[j];
         }
         l = l * corr + psum;
-        for (var i = 0u; i < 4u; i++) {
-            let d = li + i * TILE;
-            if (d < hd) {
-                var a = acc[i] * corr;
-                for (var j = 0u; j < n; j++) {
-                    if (slots[j] != NONE) {
-                        a += sc[j] * v_at(kvh * p.ctx + slots[j], d);
+        if (by4) {
+            for (var i = 0u; i < 4u; i++) {
+                acc4[i] *= corr;
+            }
+            for (var j = kq; j < n; j += 4u) {
+                let sl = slots[j];
+                if (sl != NONE) {
+                    let w = sc[j];
+                    for (var i = 0u; i < 4u; i++) {
+                        let col = cg + i * LANES;
+                        if (col < hd / 4u) {
+                            acc4[i] += w * v4(kvh * p.ctx + sl, col);
+                        }
                     }
                 }
-                acc[i] = a;
+            }
+        } else {
+            for (var i = 0u; i < 4u; i++) {
+                let d = li + i * TILE;
+                if (d < hd) {
+                    var a = acc[i] * corr;
+                    for (var j = 0u; j < n; j++) {
+                        if (slots[j] != NONE) {
+                            a += sc[j] * v_at(kvh * p.ctx + slots[j], d);
+                        }
+                    }
+                    acc[i] = a;
+                }
             }
         }
         m = m_new;
@@ -131,10 +161,27 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         part[o] = m;
         part[o + 1u] = l;
     }
-    for (var i = 0u; i < 4u; i++) {
-        let d = li + i * TILE;
-        if (d < hd) {
-            part[o + 2u + d] = acc[i];
+    if (by4) {
+        for (var i = 0u; i < 4u; i++) {
+            let col = cg + i * LANES;
+            if (col < hd / 4u) {
+                red[kq * (MAX_HD / 4u) + col] = acc4[i];
+            }
+        }
+        workgroupBarrier();
+        for (var col = li; col < hd / 4u; col += TILE) {
+            let q = MAX_HD / 4u;
+            let v = (red[col] + red[q + col]) + (red[2u * q + col] + red[3u * q + col]);
+            for (var e = 0u; e < 4u; e++) {
+                part[o + 2u + 4u * col + e] = v[e];
+            }
+        }
+    } else {
+        for (var i = 0u; i < 4u; i++) {
+            let d = li + i * TILE;
+            if (d < hd) {
+                part[o + 2u + d] = acc[i];
+            }
         }
     }
 }

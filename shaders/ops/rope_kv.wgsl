@@ -28,19 +28,24 @@ struct Params {
 
 const MAX_HD: u32 = 256u;
 var<private> xr: array<f32, MAX_HD>;
-var<private> hr: array<f32, MAX_HD>;
 
-// xr <- H xr, summed in the order engine/src/kv::hadamard uses (bit-exact).
+// xr <- H xr by the fast transform (log2(hd) rounds of butterflies, where a
+// sum per output was hd^2 operations: that dominated a decode step with a
+// block cache on a real GPU), in the order engine/src/kv::hadamard uses, so
+// the CPU encoding is bit-exact.
 fn hadamard_xr(hd: u32) {
-    for (var d = 0u; d < hd; d++) {
-        var a = 0.0;
-        for (var j = 0u; j < hd; j++) {
-            a += select(xr[j], -xr[j], had_odd(d, j));
+    for (var h = 1u; h < hd; h *= 2u) {
+        for (var i = 0u; i < hd; i += 2u * h) {
+            for (var j = i; j < i + h; j++) {
+                let a = xr[j];
+                let b = xr[j + h];
+                xr[j] = a + b;
+                xr[j + h] = a - b;
+            }
         }
-        hr[d] = a * ROT_SCALE;
     }
     for (var d = 0u; d < hd; d++) {
-        xr[d] = hr[d];
+        xr[d] *= ROT_SCALE;
     }
 }
 

@@ -105,11 +105,13 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         prefill = prefill.max(g.prefill_tokens_per_s());
         decode = decode.max(g.decode_tokens_per_s());
     }
+    let mut profile = serde_json::Value::Null;
     if a.per_kernel {
         let mut s = a.model.session(&model)?;
         let n = prompt.len().min(s.context_len() / 2);
         print_profile(
             &format!("prefill of {n} tokens"),
+            "each dispatch submitted alone",
             &s.profile_step(&prompt[..n])?,
         );
         let mut runs = Vec::new();
@@ -118,11 +120,51 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         }
         print_profile(
             "decode step (mean of 3)",
+            "each dispatch submitted alone",
             &runs
                 .iter()
                 .map(|(l, t)| (l.clone(), t / 3.0))
                 .collect::<Vec<_>>(),
         );
+        let pre = s.profile_step_gpu(&prompt[..n.min(s.context_len() - s.position() - 2)])?;
+        let dec = s.profile_step_gpu(&prompt[..1])?;
+        let wall = 1.0 / decode.max(1e-9);
+        let mut parts = Vec::new();
+        for (what, p) in [("prefill", &pre), ("decode", &dec)] {
+            eprintln!(
+                "{what} step: {} dispatches; CPU records it in {:.3} ms and submits it in {:.3} ms{}",
+                p.dispatches,
+                p.record_s * 1e3,
+                p.submit_s * 1e3,
+                if what == "decode" {
+                    format!("; a decode token takes {:.3} ms of wall time", wall * 1e3)
+                } else {
+                    String::new()
+                }
+            );
+            if let Some(g) = &p.gpu {
+                let sum: f64 = g.dispatches.iter().map(|d| d.1).sum();
+                eprintln!(
+                    "  GPU: {:.3} ms as one pass; {:.3} ms summed over dispatches each in its own pass",
+                    g.step_s * 1e3,
+                    sum * 1e3
+                );
+                print_profile(
+                    &format!("{what} step"),
+                    "GPU timestamps, one pass per dispatch, one submit",
+                    &g.dispatches,
+                );
+            }
+            parts.push(serde_json::json!({
+                "what": what, "dispatches": p.dispatches,
+                "record_ms": p.record_s * 1e3, "submit_ms": p.submit_s * 1e3,
+                "gpu_step_ms": p.gpu.as_ref().map(|g| g.step_s * 1e3),
+                "gpu_per_kernel_ms": p.gpu.as_ref().map(|g| by_kernel(&g.dispatches).into_iter()
+                    .map(|(k, (n, t))| serde_json::json!({"kernel": k, "dispatches": n, "ms": t * 1e3}))
+                    .collect::<Vec<_>>()),
+            }));
+        }
+        profile = serde_json::json!({"decode_wall_ms": wall * 1e3, "steps": parts});
     }
     let wbytes = model.weights.decode_bytes() as f64;
     let gbs = wbytes * decode / 1e9;
@@ -161,6 +203,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 "ttft_s": ttft, "prefill_tokens_per_s": prefill, "decode_tokens_per_s": decode,
                 "weight_bytes_per_token": wbytes, "decode_weight_gb_per_s": gbs,
                 "copy_gb_per_s": copy, "fraction_of_copy_bandwidth": gbs / copy,
+                "profile": profile,
                 "limits": limits.as_ref().map(|l| serde_json::json!({
                     "loads_gb_per_s": l.loads.iter().map(|(k, v)| serde_json::json!({"pattern": k, "gb_per_s": v})).collect::<Vec<_>>(),
                     "fma_per_s": l.fma_per_s,
@@ -226,7 +269,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
 }
 
 /// Sums per-dispatch times by kernel (the label's first word).
-fn print_profile(what: &str, runs: &[(String, f64)]) {
+fn by_kernel(runs: &[(String, f64)]) -> std::collections::BTreeMap<String, (usize, f64)> {
     let mut by = std::collections::BTreeMap::<String, (usize, f64)>::new();
     for (label, t) in runs {
         let e = by
@@ -235,14 +278,19 @@ fn print_profile(what: &str, runs: &[(String, f64)]) {
         e.0 += 1;
         e.1 += t;
     }
+    by
+}
+
+fn print_profile(what: &str, how: &str, runs: &[(String, f64)]) {
+    let by = by_kernel(runs);
     let total: f64 = by.values().map(|v| v.1).sum();
     eprintln!(
-        "per-kernel time, {what} (each dispatch submitted alone; total {:.1} ms):",
+        "per-kernel time, {what} ({how}; total {:.3} ms):",
         total * 1e3
     );
     for (k, (n, t)) in &by {
         eprintln!(
-            "  {k:20} {n:4} dispatches {:9.2} ms {:5.1}%",
+            "  {k:20} {n:4} dispatches {:9.3} ms {:5.1}%",
             t * 1e3,
             100.0 * t / total
         );

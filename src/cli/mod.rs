@@ -138,6 +138,12 @@ pub struct ModelArgs {
     /// quest:P,T (attend to the T best pages of P positions per decode step).
     #[arg(long, default_value = "full")]
     pub kv_policy: String,
+    /// Queue each decode step before reading the previous step's token,
+    /// feeding it the sampled token on the GPU, so recording overlaps
+    /// execution: auto (on except on CPU adapters, where it measured
+    /// slower), on or off.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub run_ahead: String,
     /// Context length (0: the model's, at most 4096).
     #[arg(long, default_value_t = 0)]
     pub ctx: u32,
@@ -214,6 +220,11 @@ impl ModelArgs {
                 ctx: self.ctx,
                 kv,
                 kv_policy: self.kv_policy()?,
+                run_ahead: match self.run_ahead.as_str() {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => None,
+                },
                 ..Default::default()
             },
         )?)
@@ -629,6 +640,7 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
             kv_policy: a.model.kv_policy()?,
             max_batch: 64,
             logit_rows: 64,
+            ..Default::default()
         },
     )?;
     let first = if a.all_positions { 0 } else { a.chunk / 2 };

@@ -362,6 +362,18 @@ impl Gpu {
         staging: &wgpu::Buffer,
         bytes: u64,
     ) -> Result<Vec<T>> {
+        self.map_read_after_async(staging, bytes, None).await
+    }
+
+    /// As [`map_read_async`](Self::map_read_async), waiting natively only
+    /// for submission `after` (the one that filled `staging`), not for work
+    /// submitted since: decode keeps the next step queued behind it.
+    pub async fn map_read_after_async<T: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+        bytes: u64,
+        after: Option<wgpu::SubmissionIndex>,
+    ) -> Result<Vec<T>> {
         let done = MapDone::default();
         let signal = done.clone();
         staging.map_async(wgpu::MapMode::Read, 0..bytes.max(4), move |r| {
@@ -369,8 +381,13 @@ impl Gpu {
         });
         #[cfg(not(target_arch = "wasm32"))]
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait {
+                submission_index: after,
+                timeout: None,
+            })
             .map_err(|e| Error::Readback(e.to_string()))?;
+        #[cfg(target_arch = "wasm32")]
+        drop(after);
         done.await.map_err(Error::Readback)?;
         let out = {
             let view = staging
@@ -568,28 +585,124 @@ pub fn record(
     dispatches: &[Dispatch],
     limits: &wgpu::Limits,
 ) -> Result<()> {
+    record_pass(enc, step, dispatches, limits, None)
+}
+
+/// [`record`] with optional timestamps at the pass's start and end.
+pub fn record_pass(
+    enc: &mut wgpu::CommandEncoder,
+    step: &Step,
+    dispatches: &[Dispatch],
+    limits: &wgpu::Limits,
+    timestamps: Option<wgpu::ComputePassTimestampWrites>,
+) -> Result<()> {
     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some("step"),
-        timestamp_writes: None,
+        timestamp_writes: timestamps,
     });
     for d in dispatches {
-        let [x, y, z] = d.grid.size(step);
-        if x == 0 || y == 0 || z == 0 {
+        let Some([x, y, z]) = grid_of(d, step, limits)? else {
             continue;
-        }
-        let max = limits.max_compute_workgroups_per_dimension;
-        if x > max || y > max || z > max {
-            return Err(Error::Limit {
-                what: format!("workgroups of `{}`", d.label),
-                value: x.max(y).max(z) as u64,
-                limit: max as u64,
-            });
-        }
+        };
         pass.set_pipeline(&d.pipeline);
         pass.set_bind_group(0, &d.bind_group, &[]);
         pass.dispatch_workgroups(x, y, z);
     }
     Ok(())
+}
+
+/// A dispatch's workgroup counts for `step` (None: nothing to launch).
+fn grid_of(d: &Dispatch, step: &Step, limits: &wgpu::Limits) -> Result<Option<[u32; 3]>> {
+    let [x, y, z] = d.grid.size(step);
+    if x == 0 || y == 0 || z == 0 {
+        return Ok(None);
+    }
+    let max = limits.max_compute_workgroups_per_dimension;
+    if x > max || y > max || z > max {
+        return Err(Error::Limit {
+            what: format!("workgroups of `{}`", d.label),
+            value: x.max(y).max(z) as u64,
+            limit: max as u64,
+        });
+    }
+    Ok(Some([x, y, z]))
+}
+
+/// GPU time of a recorded step: the whole step in one pass, and each
+/// dispatch alone in a pass of its own (all in one submit, so no per-submit
+/// latency is counted), from timestamp queries.
+pub struct StepTiming {
+    pub step_s: f64,
+    pub dispatches: Vec<(String, f64)>,
+}
+
+/// Runs `dispatches` twice for `step` (once as one pass, once a pass per
+/// dispatch) and reads the timestamps. None where the device has no
+/// timestamp queries. Runs the step twice: only for profiling.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn time_step(gpu: &Gpu, step: &Step, dispatches: &[Dispatch]) -> Result<Option<StepTiming>> {
+    if !gpu
+        .device
+        .features()
+        .contains(wgpu::Features::TIMESTAMP_QUERY)
+    {
+        return Ok(None);
+    }
+    let mut launched = Vec::new();
+    for d in dispatches {
+        if grid_of(d, step, &gpu.limits)?.is_some() {
+            launched.push(d);
+        }
+    }
+    let count = 2 + 2 * launched.len() as u32;
+    let qs = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+        label: Some("step timestamps"),
+        ty: wgpu::QueryType::Timestamp,
+        count,
+    });
+    let bytes = 8 * count as u64;
+    let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("timestamps"),
+        size: bytes,
+        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("timestamps readback"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let ts = |i: u32| wgpu::ComputePassTimestampWrites {
+        query_set: &qs,
+        beginning_of_pass_write_index: Some(2 * i),
+        end_of_pass_write_index: Some(2 * i + 1),
+    };
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    record_pass(&mut enc, step, dispatches, &gpu.limits, Some(ts(0)))?;
+    for (i, d) in launched.iter().enumerate() {
+        record_pass(
+            &mut enc,
+            step,
+            std::slice::from_ref(*d),
+            &gpu.limits,
+            Some(ts(1 + i as u32)),
+        )?;
+    }
+    enc.resolve_query_set(&qs, 0..count, &resolve, 0);
+    enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, bytes);
+    gpu.queue.submit([enc.finish()]);
+    let t: Vec<u64> = gpu.map_read(&staging, bytes)?;
+    let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
+    let span = |i: usize| t[2 * i + 1].saturating_sub(t[2 * i]) as f64 * period;
+    Ok(Some(StepTiming {
+        step_s: span(0),
+        dispatches: launched
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.label.clone(), span(1 + i)))
+            .collect(),
+    }))
 }
 
 /// A one-shot future completed by a `map_async` callback.

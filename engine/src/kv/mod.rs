@@ -408,20 +408,23 @@ impl KvTypes {
 /// summed in the order the append kernel uses, so the CPU encoding of a
 /// turned row is bit-exact with the GPU's.
 pub fn hadamard(x: &[f32]) -> Vec<f32> {
-    let scale = rot_scale(x.len() as u32);
-    (0..x.len())
-        .map(|d| {
-            let mut a = 0f32;
-            for (j, v) in x.iter().enumerate() {
-                a += if (d & j).count_ones() % 2 == 1 {
-                    -v
-                } else {
-                    *v
-                };
+    let n = x.len();
+    let mut y = x.to_vec();
+    // The fast transform's butterflies: H[d][j] = (-1)^popcount(d & j).
+    let mut h = 1;
+    while h < n {
+        for i in (0..n).step_by(2 * h) {
+            for j in i..i + h {
+                let (a, b) = (y[j], y[j + h]);
+                y[j] = a + b;
+                y[j + h] = a - b;
             }
-            a * scale
-        })
-        .collect()
+        }
+        h *= 2;
+    }
+    let scale = rot_scale(n as u32);
+    y.iter_mut().for_each(|v| *v *= scale);
+    y
 }
 
 /// 1/sqrt(head_dim) as the kernels get it.
@@ -552,5 +555,42 @@ impl KvCache {
             enc.copy_buffer_to_buffer(&src.buffer, 0, &dst.buffer, 0, src.bytes);
         }
         gpu.queue.submit([enc.finish()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::Rng;
+
+    /// The fast transform equals the matrix definition, and turning twice
+    /// gives the row back (H is symmetric and orthonormal).
+    #[test]
+    fn hadamard_is_the_normalised_walsh_matrix() {
+        let mut rng = Rng::new(7);
+        for n in [1usize, 2, 16, 64, 128] {
+            let x: Vec<f32> = (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+            let y = hadamard(&x);
+            let s = 1.0 / (n as f64).sqrt();
+            for (d, &got) in y.iter().enumerate() {
+                let want: f64 = (0..n)
+                    .map(|j| {
+                        let sign = if (d & j).count_ones() % 2 == 1 {
+                            -1.0
+                        } else {
+                            1.0
+                        };
+                        sign * x[j] as f64 * s
+                    })
+                    .sum();
+                assert!(
+                    (got as f64 - want).abs() < 1e-5,
+                    "n {n} d {d}: {got} vs {want}"
+                );
+            }
+            for (a, b) in hadamard(&y).iter().zip(&x) {
+                assert!((a - b).abs() < 1e-5, "n {n}: {a} vs {b}");
+            }
+        }
     }
 }

@@ -316,8 +316,17 @@ pub struct Activations {
     pub out_token: Tensor,
 }
 
-/// Keys per attention split during decode.
-pub const DECODE_CHUNK: u32 = 256;
+/// Keys per attention split during decode: 64 on GPUs, where a split's
+/// keys are visited one after another by one workgroup and many small
+/// splits fill the device (measured on an H200), 256 on CPU adapters, where
+/// two cores are filled anyway and each split costs a merge.
+pub fn decode_chunk(gpu: &Gpu) -> u32 {
+    if gpu.adapter.device_type == "Cpu" {
+        256
+    } else {
+        64
+    }
+}
 /// Layers Quest leaves dense (every slot visited), as its paper does.
 pub const QUEST_DENSE_LAYERS: usize = 2;
 /// Tokens of repetition-penalty history the sampler sees.
@@ -333,7 +342,7 @@ impl Activations {
     ) -> Result<Activations> {
         let b = max_batch as u64;
         let f = |label: &str, n: u64| gpu.zeros(label, n * 4);
-        let chunks = s.ctx.div_ceil(DECODE_CHUNK) as u64;
+        let chunks = s.ctx.div_ceil(decode_chunk(gpu)) as u64;
         Ok(Activations {
             tokens: f("tokens", b)?,
             x: f("x", b * c.d_model as u64)?,

@@ -3,7 +3,7 @@
 
 pub mod session;
 
-pub use session::{Session, SessionOptions};
+pub use session::{Session, SessionOptions, StepProfile};
 
 /// How the next token is chosen. `temperature == 0` is greedy.
 #[derive(Clone, Debug)]

@@ -3,13 +3,14 @@
 //! never re-runs the prompt.
 
 use super::{GenerateOptions, Generation, HookAction, SamplerSettings, StopReason, TokenEvent};
-use crate::arch::llama::{self, Activations, Head, DECODE_CHUNK, HISTORY};
+use crate::arch::llama::{self, Activations, Head, HISTORY};
 use crate::model::Model;
 use crate::{Error, Result};
 use lottery_engine::gpu::{record, Dispatch, Step, StepBuffer, Tensor};
 use lottery_engine::kv::{KvCache, KvDtype, KvPolicy, KvTypes};
 use lottery_engine::ops::{AttnShape, SampleUniform};
 use lottery_engine::reference::Rng;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use web_time::Instant;
 
@@ -25,6 +26,16 @@ pub struct SessionOptions {
     pub max_batch: u32,
     /// Rows of teacher-forced logits [`Session::logits`] can return per batch; 0 disables it.
     pub logit_rows: u32,
+    /// Decode one step ahead: step N+1 is queued, fed the token step N
+    /// sampled straight from GPU memory, before the CPU reads that token, so
+    /// recording a step overlaps the GPU running the previous one. Applies
+    /// where a step the CPU then throws away (after a stop or an injection)
+    /// leaves nothing behind: not with a ring (it would evict a position),
+    /// a kivi2 key cache (it would pack a group) or a repetition penalty
+    /// (its history is written by the CPU). None: on except on CPU adapters,
+    /// where recording competes with the cores running the step (measured
+    /// slower on lavapipe).
+    pub run_ahead: Option<bool>,
 }
 
 impl Default for SessionOptions {
@@ -35,6 +46,7 @@ impl Default for SessionOptions {
             kv_policy: KvPolicy::Full,
             max_batch: 128,
             logit_rows: 0,
+            run_ahead: None,
         }
     }
 }
@@ -53,7 +65,10 @@ pub struct Session {
     decode: Vec<Dispatch>,
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     all_logits: Option<Vec<Dispatch>>,
-    staging: wgpu::Buffer,
+    /// Token readbacks, used in turn: a step can be in flight while the
+    /// previous one's token is read.
+    staging: [wgpu::Buffer; 3],
+    next_staging: usize,
     tokens: Vec<u32>,
     rng: Rng,
     sampler: SamplerSettings,
@@ -122,11 +137,13 @@ impl Session {
         } else {
             None
         };
-        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("token readback"),
-            size: 4,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        let staging = std::array::from_fn(|_| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("token readback"),
+                size: 4,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
         });
         Ok(Session {
             opts,
@@ -139,6 +156,7 @@ impl Session {
             decode,
             all_logits,
             staging,
+            next_staging: 0,
             tokens: Vec::new(),
             rng: Rng::new(0),
             sampler: SamplerSettings::default(),
@@ -215,10 +233,16 @@ impl Session {
     /// Writes a batch's token ids and its `Step` block: a single id runs the
     /// decode graph (attention split in chunks), more the batched one.
     fn begin(&mut self, ids: &[u32], batched: bool) -> Step {
+        let pos0 = self.tokens.len() as u32;
+        self.begin_at(ids, batched, pos0)
+    }
+
+    /// [`begin`](Self::begin) for a batch at `pos0` (past the cache's tokens
+    /// when steps run ahead of the CPU).
+    fn begin_at(&mut self, ids: &[u32], batched: bool, pos0: u32) -> Step {
         let gpu = &self.model.gpu;
         gpu.queue
             .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids));
-        let pos0 = self.tokens.len() as u32;
         let kv_len = pos0 + ids.len() as u32;
         let plan = self
             .opts
@@ -227,7 +251,7 @@ impl Session {
         let chunk_len = if batched {
             plan.n_visit.max(1)
         } else {
-            DECODE_CHUNK
+            llama::decode_chunk(&self.model.gpu)
         };
         let n_history = if self.sampler.repetition_penalty != 1.0 {
             let h = &self.tokens[self.tokens.len().saturating_sub(HISTORY)..];
@@ -253,30 +277,64 @@ impl Session {
         st
     }
 
-    /// Records and submits one batch; the sampled token lands in `staging`.
-    fn submit_batch(&mut self, ids: &[u32]) -> Result<()> {
-        let gpu = self.model.gpu.clone();
+    /// Records and submits one batch; the sampled token lands in the
+    /// returned readback.
+    fn submit_batch(&mut self, ids: &[u32]) -> Result<InFlight> {
         let st = self.begin(ids, ids.len() > 1);
-        let graph = if ids.len() == 1 {
-            &self.decode
-        } else {
-            &self.prefill
-        };
+        self.submit_step(&st, ids.len() == 1, false)
+    }
+
+    /// Queues a decode step at `ahead` positions past the cache's tokens,
+    /// fed the token the last queued step samples, without reading it.
+    fn submit_ahead(&mut self, ahead: u32) -> Result<InFlight> {
+        let pos0 = self.tokens.len() as u32 + ahead;
+        let st = self.begin_at(&[0], false, pos0);
+        self.submit_step(&st, true, true)
+    }
+
+    fn submit_step(&mut self, st: &Step, decode: bool, chained: bool) -> Result<InFlight> {
+        let gpu = self.model.gpu.clone();
+        let graph = if decode { &self.decode } else { &self.prefill };
+        let slot = self.next_staging;
+        self.next_staging = (slot + 1) % self.staging.len();
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        record(&mut enc, &st, graph, &gpu.limits)?;
-        enc.copy_buffer_to_buffer(&self.act.out_token.buffer, 0, &self.staging, 0, 4);
-        gpu.queue.submit([enc.finish()]);
-        Ok(())
+        if chained {
+            enc.copy_buffer_to_buffer(&self.act.out_token.buffer, 0, &self.act.tokens.buffer, 0, 4);
+        }
+        record(&mut enc, st, graph, &gpu.limits)?;
+        enc.copy_buffer_to_buffer(&self.act.out_token.buffer, 0, &self.staging[slot], 0, 4);
+        let index = gpu.queue.submit([enc.finish()]);
+        Ok(InFlight { slot, index })
+    }
+
+    /// Waits for a queued step (not for those queued after it) and returns
+    /// its token.
+    async fn read_token(&self, f: InFlight) -> Result<u32> {
+        let gpu = &self.model.gpu;
+        let v: Vec<u32> = gpu
+            .map_read_after_async(&self.staging[f.slot], 4, Some(f.index))
+            .await?;
+        Ok(v[0])
     }
 
     /// Runs one batch (one submit) and reads back only the sampled token.
     /// In the browser the readback yields to the event loop.
     async fn run_batch_async(&mut self, ids: &[u32]) -> Result<u32> {
-        self.submit_batch(ids)?;
-        let gpu = self.model.gpu.clone();
-        let v: Vec<u32> = gpu.map_read_async(&self.staging, 4).await?;
+        let f = self.submit_batch(ids)?;
+        let t = self.read_token(f).await?;
         self.tokens.extend_from_slice(ids);
-        Ok(v[0])
+        Ok(t)
+    }
+
+    /// Whether a step queued ahead and then thrown away leaves the session
+    /// as it was (see [`SessionOptions::run_ahead`]).
+    fn can_run_ahead(&self) -> bool {
+        self.opts
+            .run_ahead
+            .unwrap_or(!self.model.gpu.adapter.device_type.eq("Cpu"))
+            && !self.opts.kv_policy.evicts()
+            && self.opts.kv.k != KvDtype::KIVI2
+            && self.sampler.repetition_penalty == 1.0
     }
 
     /// Appends `ids` to the cache (batched) and returns the token sampled after them.
@@ -368,6 +426,51 @@ impl Session {
         }
         self.tokens.extend_from_slice(ids);
         Ok(out)
+    }
+
+    /// Where one step's time goes on the device: its GPU time from timestamp
+    /// queries (the whole step, and each dispatch in a pass of its own), and
+    /// the CPU time to record it and to submit it (best of 5). Feeds `ids`
+    /// as one batch, several times over the same positions.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile_step_gpu(&mut self, ids: &[u32]) -> Result<StepProfile> {
+        self.check_ids(ids)?;
+        if ids.is_empty() || ids.len() > self.opts.max_batch as usize {
+            return Err(Error::Model(format!(
+                "profile_step_gpu: give 1 to {} ids",
+                self.opts.max_batch
+            )));
+        }
+        let gpu = self.model.gpu.clone();
+        let st = self.begin(ids, ids.len() > 1);
+        let graph = if ids.len() == 1 {
+            &self.decode
+        } else {
+            &self.prefill
+        };
+        let (mut record_s, mut submit_s) = (f64::MAX, f64::MAX);
+        for _ in 0..5 {
+            let t0 = Instant::now();
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            record(&mut enc, &st, graph, &gpu.limits)?;
+            let cb = enc.finish();
+            let t1 = Instant::now();
+            gpu.queue.submit([cb]);
+            let t2 = Instant::now();
+            gpu.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| lottery_engine::Error::Readback(e.to_string()))?;
+            record_s = record_s.min(t1.duration_since(t0).as_secs_f64());
+            submit_s = submit_s.min(t2.duration_since(t1).as_secs_f64());
+        }
+        let gpu_time = lottery_engine::gpu::time_step(&gpu, &st, graph)?;
+        self.tokens.extend_from_slice(ids);
+        Ok(StepProfile {
+            dispatches: graph.len(),
+            record_s,
+            submit_s,
+            gpu: gpu_time,
+        })
     }
 
     /// Runs `ids` through the model (from an empty cache, in windows of the
@@ -581,9 +684,21 @@ impl Session {
         };
         // What the next step feeds: the sampled token, plus any injection.
         let mut feed: Vec<u32> = Vec::with_capacity(16);
+        let run_ahead = self.can_run_ahead();
+        // Decode steps queued ahead of the CPU: the first feeds `next`, each
+        // later one the token its predecessor samples.
+        let mut ahead: VecDeque<InFlight> = VecDeque::with_capacity(2);
         'outer: loop {
             if ids.is_empty() {
                 ttft = t_first.duration_since(t0).as_secs_f64();
+            }
+            while run_ahead
+                && ahead.len() < 2
+                && sampled + ahead.len() + 1 < opts.max_tokens
+                && self.tokens.len() + ahead.len() < self.max_pos as usize
+            {
+                let f = self.submit_ahead(ahead.len() as u32)?;
+                ahead.push_back(f);
             }
             ids.push(next);
             sampled += 1;
@@ -640,7 +755,20 @@ impl Session {
             if sampled >= opts.max_tokens {
                 break;
             }
-            next = self.feed_async(&feed).await?;
+            let Some(f) = ahead.pop_front() else {
+                next = self.feed_async(&feed).await?;
+                continue;
+            };
+            // That step fed `next`: its token follows it.
+            self.tokens.push(feed[0]);
+            if feed.len() == 1 {
+                next = self.read_token(f).await?;
+            } else {
+                // An injection follows `next`: steps queued past it are stale
+                // (their cache writes are overwritten by what is fed now).
+                ahead.clear();
+                next = self.feed_async(&feed[1..]).await?;
+            }
         }
         if stop != StopReason::StopString {
             if let Some(rest) = dec.flush() {
@@ -657,6 +785,21 @@ impl Session {
             decode_s: t_first.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// [`Session::profile_step_gpu`]'s answer.
+pub struct StepProfile {
+    pub dispatches: usize,
+    pub record_s: f64,
+    pub submit_s: f64,
+    /// None where the adapter has no timestamp queries.
+    pub gpu: Option<lottery_engine::gpu::StepTiming>,
+}
+
+/// A submitted step and the readback its sampled token lands in.
+struct InFlight {
+    slot: usize,
+    index: wgpu::SubmissionIndex,
 }
 
 /// The sampler kernel's uniform block for `s` (temperature 0 is greedy).
