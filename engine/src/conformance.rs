@@ -585,22 +585,35 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         kivi_append_case(gpu),
     )
     .await;
-    for t in KvDtype::ALL {
-        for &hd in append_hd {
-            if t.check(hd).is_err() {
-                continue;
+    // The append kernel has a layout per variant (a workgroup per row under
+    // Lanes, an invocation per row under Rows): the adapter's own on every
+    // shape, the other at head 64.
+    let own = gpu.matvec;
+    let other = match own {
+        MatvecVariant::Lanes => MatvecVariant::Rows,
+        MatvecVariant::Rows => MatvecVariant::Lanes,
+    };
+    for variant in [own, other] {
+        gpu.matvec = variant;
+        let vname = format!("{variant:?}").to_lowercase();
+        for t in KvDtype::ALL {
+            for &hd in append_hd {
+                if t.check(hd).is_err() || (variant != own && hd != 64) {
+                    continue;
+                }
+                case(
+                    &mut out,
+                    &tier,
+                    "kv append",
+                    t.name(),
+                    &format!("{vname} hd {hd}: bit-exact with the CPU quantizer"),
+                    kv_append_case(gpu, t, hd),
+                )
+                .await;
             }
-            case(
-                &mut out,
-                &tier,
-                "kv append",
-                t.name(),
-                &format!("hd {hd}: bit-exact with the CPU quantizer"),
-                kv_append_case(gpu, t, hd),
-            )
-            .await;
         }
     }
+    gpu.matvec = own;
     // Attention on both kernel variants: prefill picks the CPU tile kernel
     // under `Rows`, decode the split one under both.
     let shapes: &[(u32, u32, u32)] = if quick {

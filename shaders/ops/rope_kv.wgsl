@@ -5,9 +5,15 @@
 // GGUF convention for Llama (the converter permutes Q/K rows to match).
 // cos/sin come from a table built on the host in f64, because GPU sin/cos are
 // only accurate near zero and positions reach thousands of radians.
-// Invocations: one per q head row, then one per cache row (K rows, then V rows):
-// a row is written whole by one invocation, quantized on the way in with
-// ggml's reference quantizers (engine/src/formats, bit for bit).
+// Rows are quantized on the way in with ggml's reference quantizers
+// (engine/src/formats, bit for bit). Two layouts of the same arithmetic:
+// - serial (CPU adapters): one invocation per row (q head rows, then K rows,
+//   then V rows) does the whole row, with no barriers, which llvmpipe runs
+//   as coroutine switches;
+// - WIDE (GPUs): one workgroup per row, values spread over its threads, the
+//   rotation's rounds between barriers and one thread per 32-value block:
+//   one invocation per row was a chain of hundreds of dependent steps, a
+//   third of a decode step on an H200.
 #include "common/step.wgsl"
 #include "common/kv_types.wgsl"
 
@@ -173,27 +179,109 @@ fn kivi_quant(x0: u32) -> u32 {
     return pack2x16float(vec2<f32>(d, lo));
 }
 
+// Whether blocks keep their f16 scales two to a word after the quants
+// (q8_0, q4_0, q5_0, iq4_nl): written by store_scales once both are known.
+fn scales_paired(ty: u32) -> bool {
+    return ty == KV_Q8_0 || ty == KV_Q4_0 || ty == KV_Q5_0 || ty == KV_IQ4_NL;
+}
+
+// Quantizes block b (xr[32 b .. 32 b + 32]) of cache row `row` of a blocked
+// type, kivi2 values included, and returns its scale where scales pair up.
+fn store_block(ty: u32, is_k: bool, row: u32, b: u32) -> f32 {
+    let hd = p.head_dim;
+    let nb = hd / 32u;
+    let x0 = b * 32u;
+    if (ty == KV_KIVI2) {
+        let vb = row * nb * 3u;
+        let dm = kivi_quant(x0);
+        put(is_k, vb + b * 2u, kivi_w[0]);
+        put(is_k, vb + b * 2u + 1u, kivi_w[1]);
+        put(is_k, vb + nb * 2u + b, dm);
+        return 0.0;
+    }
+    let base = row * kv_row_words(ty, hd);
+    let qn = kv_block_quants(ty);
+    let sbase = base + nb * qn;
+    var d = 0.0;
+    if (ty == KV_Q8_0) {
+        var amax = 0.0;
+        for (var i = 0u; i < 32u; i++) {
+            amax = max(amax, abs(xr[x0 + i]));
+        }
+        d = amax / 127.0;
+        let id = select(0.0, 1.0 / d, d != 0.0);
+        for (var w = 0u; w < 8u; w++) {
+            var word = 0u;
+            for (var i = 0u; i < 4u; i++) {
+                let q = i32(round_away(xr[x0 + 4u * w + i] * id));
+                word |= (bitcast<u32>(q) & 255u) << (8u * i);
+            }
+            put(is_k, base + b * 8u + w, word);
+        }
+        return d;
+    }
+    var lo = 0.0;
+    if (ty == KV_Q4_1) {
+        lo = xr[x0];
+        var hi = xr[x0];
+        for (var i = 1u; i < 32u; i++) {
+            lo = min(lo, xr[x0 + i]);
+            hi = max(hi, xr[x0 + i]);
+        }
+        d = (hi - lo) / 15.0;
+    } else if (ty == KV_Q4_0) {
+        d = signed_max(x0) / -8.0;
+    } else if (ty == KV_Q5_0) {
+        d = signed_max(x0) / -16.0;
+    } else {
+        d = iq4nl_scale(x0);
+    }
+    let id = select(0.0, 1.0 / d, d != 0.0);
+    var qh = 0u;
+    for (var w = 0u; w < 4u; w++) {
+        var word = 0u;
+        for (var i = 0u; i < 4u; i++) {
+            let j = 4u * w + i;
+            let a = code(ty, xr[x0 + j], id, lo);
+            let c = code(ty, xr[x0 + j + 16u], id, lo);
+            word |= ((a & 15u) | ((c & 15u) << 4u)) << (8u * i);
+            qh |= ((a >> 4u) << j) | ((c >> 4u) << (j + 16u));
+        }
+        put(is_k, base + b * qn + w, word);
+    }
+    if (ty == KV_Q5_0) {
+        put(is_k, base + b * 5u + 4u, qh);
+    }
+    if (ty == KV_Q4_1) {
+        put(is_k, sbase + b, pack2x16float(vec2<f32>(d, lo)));
+    }
+    return d;
+}
+
+// The scale word w of a row: blocks 2 w and 2 w + 1 (0 past the last block).
+fn store_scales(ty: u32, is_k: bool, row: u32, w: u32, d0: f32, d1: f32) {
+    let hd = p.head_dim;
+    let base = row * kv_row_words(ty, hd);
+    let sbase = base + (hd / 32u) * kv_block_quants(ty);
+    put(is_k, sbase + w, pack2x16float(vec2<f32>(d0, d1)));
+}
+
+// The f16 residual row of a kivi2 key (keys wait there until their group of
+// 32 fills: kivi_pack), as word j of `rb`.
+fn kivi_residual_base(row: u32) -> u32 {
+    let hd = p.head_dim;
+    let kvh = row / p.ctx;
+    let slot = row % p.ctx;
+    return kvh * kivi_head_words(hd, p.ctx) + kivi_groups_words(hd, p.ctx)
+        + (slot % KIVI_RES) * (hd / 2u);
+}
+
 fn store_row(ty: u32, is_k: bool, row: u32) {
     let hd = p.head_dim;
-    if (ty == KV_KIVI2) {
-        if (is_k) {
-            // Keys wait in f16 until their group of 32 fills (kivi_pack).
-            let kvh = row / p.ctx;
-            let slot = row % p.ctx;
-            let rb = kvh * kivi_head_words(hd, p.ctx) + kivi_groups_words(hd, p.ctx)
-                + (slot % KIVI_RES) * (hd / 2u);
-            for (var j = 0u; j < hd / 2u; j++) {
-                put(true, rb + j, pack2x16float(vec2<f32>(xr[2u * j], xr[2u * j + 1u])));
-            }
-            return;
-        }
-        let nb = hd / 32u;
-        let vb = row * nb * 3u;
-        for (var b = 0u; b < nb; b++) {
-            let dm = kivi_quant(b * 32u);
-            put(false, vb + b * 2u, kivi_w[0]);
-            put(false, vb + b * 2u + 1u, kivi_w[1]);
-            put(false, vb + nb * 2u + b, dm);
+    if (ty == KV_KIVI2 && is_k) {
+        let rb = kivi_residual_base(row);
+        for (var j = 0u; j < hd / 2u; j++) {
+            put(true, rb + j, pack2x16float(vec2<f32>(xr[2u * j], xr[2u * j + 1u])));
         }
         return;
     }
@@ -211,75 +299,113 @@ fn store_row(ty: u32, is_k: bool, row: u32) {
         return;
     }
     let nb = hd / 32u;
-    let qn = kv_block_quants(ty);
-    let sbase = base + nb * qn;
     var pending = 0.0;
     for (var b = 0u; b < nb; b++) {
-        let x0 = b * 32u;
-        var d = 0.0;
-        if (ty == KV_Q8_0) {
-            var amax = 0.0;
-            for (var i = 0u; i < 32u; i++) {
-                amax = max(amax, abs(xr[x0 + i]));
+        let d = store_block(ty, is_k, row, b);
+        if (scales_paired(ty)) {
+            if (b % 2u == 1u) {
+                store_scales(ty, is_k, row, b / 2u, pending, d);
+            } else if (b + 1u == nb) {
+                store_scales(ty, is_k, row, b / 2u, d, 0.0);
             }
-            d = amax / 127.0;
-            let id = select(0.0, 1.0 / d, d != 0.0);
-            for (var w = 0u; w < 8u; w++) {
-                var word = 0u;
-                for (var i = 0u; i < 4u; i++) {
-                    let q = i32(round_away(xr[x0 + 4u * w + i] * id));
-                    word |= (bitcast<u32>(q) & 255u) << (8u * i);
-                }
-                put(is_k, base + b * 8u + w, word);
-            }
-        } else {
-            var lo = 0.0;
-            if (ty == KV_Q4_1) {
-                lo = xr[x0];
-                var hi = xr[x0];
-                for (var i = 1u; i < 32u; i++) {
-                    lo = min(lo, xr[x0 + i]);
-                    hi = max(hi, xr[x0 + i]);
-                }
-                d = (hi - lo) / 15.0;
-            } else if (ty == KV_Q4_0) {
-                d = signed_max(x0) / -8.0;
-            } else if (ty == KV_Q5_0) {
-                d = signed_max(x0) / -16.0;
-            } else {
-                d = iq4nl_scale(x0);
-            }
-            let id = select(0.0, 1.0 / d, d != 0.0);
-            var qh = 0u;
-            for (var w = 0u; w < 4u; w++) {
-                var word = 0u;
-                for (var i = 0u; i < 4u; i++) {
-                    let j = 4u * w + i;
-                    let a = code(ty, xr[x0 + j], id, lo);
-                    let c = code(ty, xr[x0 + j + 16u], id, lo);
-                    word |= ((a & 15u) | ((c & 15u) << 4u)) << (8u * i);
-                    qh |= ((a >> 4u) << j) | ((c >> 4u) << (j + 16u));
-                }
-                put(is_k, base + b * qn + w, word);
-            }
-            if (ty == KV_Q5_0) {
-                put(is_k, base + b * 5u + 4u, qh);
-            }
-            if (ty == KV_Q4_1) {
-                put(is_k, sbase + b, pack2x16float(vec2<f32>(d, lo)));
-                continue;
-            }
-        }
-        // Two f16 scales per word: write when the pair (or the row) is complete.
-        if (b % 2u == 1u) {
-            put(is_k, sbase + b / 2u, pack2x16float(vec2<f32>(pending, d)));
-        } else if (b + 1u == nb) {
-            put(is_k, sbase + b / 2u, pack2x16float(vec2<f32>(d, 0.0)));
         }
         pending = d;
     }
 }
 
+#if WIDE
+var<workgroup> xs: array<f32, MAX_HD>;
+var<workgroup> ds: array<f32, 8>; // block scales, MAX_HD / 32
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let i = wg.x;
+    let t = wg.y;
+    let hd = p.head_dim;
+    let half_dim = hd / 2u;
+    let nq = p.n_head;
+    if (t >= step.n_tokens || i >= nq + 2u * p.n_kv_head) {
+        return;
+    }
+    let pos = step.pos0 + t;
+    // Row i of the token's fused q|k|v activations: q heads, K, then V.
+    let src = t * (nq + 2u * p.n_kv_head) * hd + i * hd;
+    let is_q = i < nq;
+    let r = i - select(nq, 0u, is_q);
+    let is_k = !is_q && r < p.n_kv_head;
+    let roped = is_q || is_k;
+    for (var j = li; j < half_dim; j += 64u) {
+        let a = qkv[src + 2u * j];
+        let b = qkv[src + 2u * j + 1u];
+        if (roped) {
+            let cs = rope[pos * half_dim + j];
+            xs[2u * j] = a * cs.x - b * cs.y;
+            xs[2u * j + 1u] = a * cs.y + b * cs.x;
+        } else {
+            xs[2u * j] = a;
+            xs[2u * j + 1u] = b;
+        }
+    }
+    workgroupBarrier();
+    // q and k turn with K_ROT, v with V_ROT: the butterflies of the serial
+    // hadamard_xr, a round at a time.
+    if (select(V_ROT, K_ROT, roped)) {
+        for (var h = 1u; h < hd; h *= 2u) {
+            for (var k = li; k < half_dim; k += 64u) {
+                let j = (k / h) * 2u * h + k % h;
+                let a = xs[j];
+                let b = xs[j + h];
+                xs[j] = a + b;
+                xs[j + h] = a - b;
+            }
+            workgroupBarrier();
+        }
+        for (var d = li; d < hd; d += 64u) {
+            xs[d] *= ROT_SCALE;
+        }
+        workgroupBarrier();
+    }
+    if (is_q) {
+        for (var d = li; d < hd; d += 64u) {
+            qkv[src + d] = xs[d];
+        }
+        return;
+    }
+    let slot = step.slot_base + (step.slot_off + t) % step.slot_mod;
+    if (r == 0u && li == 0u) {
+        kv_pos[slot] = pos;
+    }
+    let kvh = select(r - p.n_kv_head, r, is_k);
+    let ty = select(V_TYPE, K_TYPE, is_k);
+    let row = kvh * p.ctx + slot;
+    if (ty == KV_F32) {
+        let base = row * hd;
+        for (var d = li; d < hd; d += 64u) {
+            put(is_k, base + d, bitcast<u32>(xs[d]));
+        }
+        return;
+    }
+    if (ty == KV_F16 || (ty == KV_KIVI2 && is_k)) {
+        let base = select(row * kv_row_words(ty, hd), kivi_residual_base(row), ty == KV_KIVI2);
+        for (var j = li; j < half_dim; j += 64u) {
+            put(is_k, base + j, pack2x16float(vec2<f32>(xs[2u * j], xs[2u * j + 1u])));
+        }
+        return;
+    }
+    let nb = hd / 32u;
+    if (li < nb) {
+        for (var e = 0u; e < 32u; e++) {
+            xr[li * 32u + e] = xs[li * 32u + e];
+        }
+        ds[li] = store_block(ty, is_k, row, li);
+    }
+    workgroupBarrier();
+    if (scales_paired(ty) && 2u * li < nb) {
+        let d1 = select(0.0, ds[2u * li + 1u], 2u * li + 1u < nb);
+        store_scales(ty, is_k, row, li, ds[2u * li], d1);
+    }
+}
+#else
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
@@ -338,3 +464,4 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         store_row(V_TYPE, false, kvh * p.ctx + slot);
     }
 }
+#endif

@@ -514,8 +514,12 @@ pub fn rope_kv(
         c: s.head_dim,
         d: s.ctx,
     };
-    let d = s.kv_defines();
-    let x = (s.n_head * s.head_dim / 2 + 2 * s.n_kv_head).div_ceil(64);
+    // GPUs get a workgroup per row, CPU adapters an invocation per row
+    // (the same split as the matvec variants; the conformance suite runs both).
+    let wide = gpu.matvec == MatvecVariant::Lanes;
+    let mut d = s.kv_defines();
+    d.insert("WIDE".into(), if wide { "1" } else { "0" }.into());
+    let rows = s.n_head + 2 * s.n_kv_head;
     launch(
         gpu,
         &format!("rope_kv {}", kc.label),
@@ -524,7 +528,7 @@ pub fn rope_kv(
         step,
         &p,
         &[table, qkv, kc, vc, kv.pos],
-        Grid::PerToken(x),
+        Grid::PerToken(if wide { rows } else { rows.div_ceil(64) }),
     )
 }
 
@@ -1123,7 +1127,15 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
             ] {
                 // 64: turned rows; 96: not a power of two, so not turned.
                 for hd in [64, 96] {
-                    v.push((p, kv_defines(kv, hd)));
+                    let mut d = kv_defines(kv, hd);
+                    if p == "ops/rope_kv.wgsl" {
+                        for wide in ["0", "1"] {
+                            d.insert("WIDE".into(), wide.into());
+                            v.push((p, d.clone()));
+                        }
+                    } else {
+                        v.push((p, d));
+                    }
                 }
             }
         }
