@@ -573,6 +573,15 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         sampler_distribution_case(g),
     )
     .await;
+    case(
+        &mut out,
+        &tier,
+        "sample",
+        "f32",
+        "grammar mask",
+        sampler_mask_case(g),
+    )
+    .await;
     // Quantize-on-write, bit for bit against the CPU quantizer, for every
     // cache type (K and V take separate code paths).
     let append_hd: &[u32] = if quick { &[64] } else { &[64, 96, 38] };
@@ -1158,6 +1167,18 @@ async fn sample_once(
     greedy: bool,
     u: f32,
 ) -> Result<u32> {
+    sample_masked(gpu, logits, history, p, greedy, u, None).await
+}
+
+async fn sample_masked(
+    gpu: &Gpu,
+    logits: &[f32],
+    history: &[u32],
+    p: SampleParams,
+    greedy: bool,
+    u: f32,
+    mask: Option<&[u32]>,
+) -> Result<u32> {
     let sb = StepBuffer::new(gpu);
     let lt = gpu.upload("logits", logits)?;
     let ht = gpu.upload(
@@ -1169,6 +1190,8 @@ async fn sample_once(
         },
     )?;
     let out = gpu.zeros("out", 4)?;
+    let words = logits.len().div_ceil(32);
+    let mt = gpu.upload("mask", mask.unwrap_or(&vec![0u32; words]))?;
     let up = SampleUniform {
         vocab: logits.len() as u32,
         greedy: greedy as u32,
@@ -1183,9 +1206,14 @@ async fn sample_once(
         n_tokens: 1,
         rand_u: u,
         n_history: history.len() as u32,
+        masked: mask.is_some() as u32,
         ..Default::default()
     };
-    gpu.run(&sb, &st, &[ops::sample(gpu, &sb, &up, &lt, &ht, &out)?])?;
+    gpu.run(
+        &sb,
+        &st,
+        &[ops::sample(gpu, &sb, &up, &lt, &ht, &out, &mt)?],
+    )?;
     Ok(read::<u32>(gpu, &out).await?[0])
 }
 
@@ -1241,6 +1269,74 @@ async fn sampler_greedy_case(gpu: &Gpu) -> Result<Check> {
 /// For a grid of random numbers u, the draw is the token whose slice of the
 /// exact (sorted) reference distribution contains u; u within 1e-3 of a slice
 /// boundary is skipped, where f32 summation order may decide.
+/// A grammar's mask: greedy takes the best allowed id, and sampling draws
+/// from the distribution of the allowed ids alone (the CPU reference on
+/// logits with the others pushed to the bottom).
+async fn sampler_mask_case(gpu: &Gpu) -> Result<Check> {
+    let mut rng = Rng::new(10);
+    let mut logits = rng.vec(517, 2.0);
+    logits[3] = 40.0; // the best id, masked out below
+    let mut mask = vec![0u32; logits.len().div_ceil(32)];
+    for i in 0..logits.len() {
+        if i != 3 && rng.uniform() < 0.3 {
+            mask[i / 32] |= 1 << (i % 32);
+        }
+    }
+    let on = |i: usize| (mask[i / 32] >> (i % 32)) & 1 == 1;
+    let masked: Vec<f32> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| if on(i) { x } else { -3.0e38 })
+        .collect();
+    let greedy = SampleParams {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        rep_penalty: 1.0,
+    };
+    let got = sample_masked(gpu, &logits, &[], greedy, true, 0.5, Some(&mask)).await?;
+    if got as usize != cpu::argmax(&masked) {
+        return Ok(mismatch(format!(
+            "greedy under a mask: got {got}, want {}",
+            cpu::argmax(&masked)
+        )));
+    }
+    let p = SampleParams {
+        temperature: 0.9,
+        top_k: 0,
+        top_p: 0.95,
+        min_p: 0.0,
+        rep_penalty: 1.0,
+    };
+    let dist = cpu::sample_distribution(&masked, &p);
+    for i in 0..16 {
+        let u = (i as f32 + 0.5) / 16.0;
+        let (mut run, mut want, mut near) = (0.0f64, None, false);
+        for (id, pr) in &dist {
+            near |= (u as f64 - run).abs() < 1e-3 || (u as f64 - run - pr).abs() < 1e-3;
+            if want.is_none() && (u as f64) < run + pr {
+                want = Some(*id);
+            }
+            run += pr;
+        }
+        if near {
+            continue;
+        }
+        let got = sample_masked(gpu, &logits, &[], p, false, u, Some(&mask)).await?;
+        if Some(got) != want || !on(got as usize) {
+            return Ok(mismatch(format!(
+                "sampling under a mask at u {u}: got {got}, want {want:?}"
+            )));
+        }
+    }
+    Ok(Check {
+        max_abs: 0.0,
+        max_rel: 0.0,
+        fail: None,
+    })
+}
+
 async fn sampler_distribution_case(gpu: &Gpu) -> Result<Check> {
     let mut rng = Rng::new(9);
     let logits = rng.vec(517, 2.0);

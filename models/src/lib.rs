@@ -2,6 +2,7 @@
 //! tokenizers, chat templates, architectures and generation.
 
 pub mod arch;
+pub mod constrain;
 pub mod error;
 pub mod eval;
 pub mod generate;

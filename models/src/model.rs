@@ -1,6 +1,7 @@
 //! A loaded model: config, tokenizer, chat template and weights on the GPU.
 
 use crate::arch::llama::{LlamaConfig, LlamaWeights};
+use crate::constrain::{Constraint, ConstraintFactory, Grammar};
 use crate::load::{hf, ChatTemplate, GgufFile, Tokenizer};
 use crate::quantize::{quantize_gguf, QuantizeOptions};
 use crate::{Error, Result};
@@ -18,6 +19,8 @@ pub struct Model {
     pub path: PathBuf,
     /// Bytes of the model file.
     pub file_bytes: u64,
+    /// Built on first use: the vocabulary's trie for grammar masks.
+    constraints: std::sync::OnceLock<ConstraintFactory>,
 }
 
 impl Model {
@@ -105,7 +108,19 @@ impl Model {
             chat_template,
             path: path.to_path_buf(),
             file_bytes: g.file_len(),
+            constraints: std::sync::OnceLock::new(),
         })
+    }
+
+    /// A constraint for `g` over this model's vocabulary, for
+    /// [`crate::Session::generate_constrained`].
+    pub fn constraint(&self, g: &Grammar) -> Result<Constraint> {
+        if let Some(f) = self.constraints.get() {
+            return f.constraint(g);
+        }
+        let eos = self.stop_ids().first().copied().unwrap_or(0);
+        let f = ConstraintFactory::new(&self.tokenizer, self.config.vocab, eos)?;
+        self.constraints.get_or_init(|| f).constraint(g)
     }
 
     /// Ids that end a turn: EOS and, for chat models, `<|im_end|>`/`<|eot_id|>`.

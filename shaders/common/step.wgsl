@@ -8,7 +8,7 @@ struct Step {
     n_chunks: u32,  // attention splits per (token, head)
     rand_u: f32,    // uniform random number in [0, 1) for the sampler
     n_history: u32, // valid entries in the repetition-penalty history
-    _pad: u32,
+    masked: u32,    // 1: the sampler keeps only the ids set in its mask (a grammar is on)
     slot_base: u32,  // cache slot of batch token t: slot_base + (slot_off + t) % slot_mod
     slot_off: u32,
     slot_mod: u32,

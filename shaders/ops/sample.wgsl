@@ -25,6 +25,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> logits: array<f32>;
 @group(0) @binding(3) var<storage, read> history: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<u32>;
+@group(0) @binding(5) var<storage, read> mask: array<u32>; // a bit per id, read while step.masked is 1
 
 const WG: u32 = 256u;
 const BISECT: u32 = 28u;
@@ -62,6 +63,16 @@ fn count_mass(li: u32, mx: f32, tau: f32, want_mass: bool) -> f32 {
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) li: u32) {
+    if (step.masked != 0u) {
+        // Below every real logit and finite, so (logit - max) stays finite.
+        for (var i = li; i < p.vocab; i += WG) {
+            if (((mask[i / 32u] >> (i % 32u)) & 1u) == 0u) {
+                logits[p.logits_off + i] = -3.0e38;
+            }
+        }
+        storageBarrier();
+        workgroupBarrier();
+    }
     if (p.rep_penalty != 1.0) {
         for (var j = li; j < step.n_history; j += WG) {
             let id = history[j];

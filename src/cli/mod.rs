@@ -306,6 +306,35 @@ struct RunArgs {
     /// fed through the cache (GSM8K's format) and decoding goes on.
     #[arg(long, value_delimiter = ',', value_parser = ["calculator"])]
     tools: Vec<String>,
+    /// Constrain the output to a JSON value of this JSON Schema (a file).
+    #[arg(long, group = "constrain")]
+    json_schema: Option<PathBuf>,
+    /// Constrain the output to match this regular expression.
+    #[arg(long, group = "constrain")]
+    regex: Option<String>,
+    /// Constrain the output to this Lark grammar (a file, llguidance's dialect).
+    #[arg(long, group = "constrain")]
+    grammar: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn grammar(&self) -> Result<Option<lottery::models::constrain::Grammar>> {
+        use lottery::models::constrain::Grammar;
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        Ok(if let Some(p) = &self.json_schema {
+            let v = serde_json::from_str(&read(p)?)
+                .with_context(|| format!("{}: not JSON", p.display()))?;
+            Some(Grammar::JsonSchema(v))
+        } else if let Some(r) = &self.regex {
+            Some(Grammar::Regex(r.clone()))
+        } else if let Some(p) = &self.grammar {
+            Some(Grammar::Lark(read(p)?))
+        } else {
+            None
+        })
+    }
 }
 
 #[derive(Args)]
@@ -437,6 +466,10 @@ fn run(a: RunArgs) -> Result<()> {
     };
     let ids = model.tokenizer.encode(&text)?;
     let mut session = a.model.session(&model)?;
+    let mut constraint = match a.grammar()? {
+        Some(g) => Some(model.constraint(&g)?),
+        None => None,
+    };
     let t0 = Instant::now();
     let mut out = std::io::stdout();
     let json = a.json;
@@ -448,7 +481,16 @@ fn run(a: RunArgs) -> Result<()> {
         }
         true
     };
-    let g = if a.tools.iter().any(|t| t == "calculator") {
+    let g = if let Some(c) = constraint.as_mut() {
+        if !a.tools.is_empty() {
+            return Err(anyhow!("--tools and a grammar do not combine yet"));
+        }
+        let mut print = print;
+        session.generate_constrained(&ids, &opts, c, |e| {
+            print(e);
+            lottery::models::HookAction::Continue
+        })?
+    } else if a.tools.iter().any(|t| t == "calculator") {
         session.generate_with_hook(
             &ids,
             &opts,
@@ -493,6 +535,10 @@ fn run(a: RunArgs) -> Result<()> {
             },
             "adapter": model.gpu.adapter.name,
             "backend": model.gpu.adapter.backend,
+            "constraint": constraint.as_ref().map(|c| serde_json::json!({
+                "masks": c.masks,
+                "mask_us_per_token": 1e6 * c.mask_s / c.masks.max(1) as f64,
+            })),
         });
         println!("{v}");
     } else {

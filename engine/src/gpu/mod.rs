@@ -518,7 +518,9 @@ pub struct Step {
     pub n_chunks: u32,
     pub rand_u: f32,
     pub n_history: u32,
-    pub _pad: u32,
+    /// 1 while a grammar constrains the next token: the sampler keeps only
+    /// the ids set in its mask buffer.
+    pub masked: u32,
     /// Cache slot of batch token t: slot_base + (slot_off + t) % slot_mod.
     pub slot_base: u32,
     pub slot_off: u32,

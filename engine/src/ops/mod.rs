@@ -745,8 +745,10 @@ pub fn sample(
     logits: &Tensor,
     history: &Tensor,
     out: &Tensor,
+    mask: &Tensor,
 ) -> Result<Dispatch> {
     need("sample", logits, (p.logits_off as u64 + p.vocab as u64) * 4)?;
+    need("sample", mask, p.vocab.div_ceil(32) as u64 * 4)?;
     launch(
         gpu,
         "sample",
@@ -754,7 +756,7 @@ pub fn sample(
         &Defines::new(),
         step,
         p,
-        &[logits, history, out],
+        &[logits, history, out, mask],
         Grid::Fixed([1, 1, 1]),
     )
 }

@@ -313,6 +313,8 @@ pub struct Activations {
     pub part: Tensor,
     pub logits: Tensor,
     pub history: Tensor,
+    /// The grammar's allowed ids, a bit each (read while `Step::masked`).
+    pub mask: Tensor,
     pub out_token: Tensor,
 }
 
@@ -354,6 +356,7 @@ impl Activations {
             part: gpu.zeros("attn_part", ops::attention_part_bytes(s, b.max(chunks)))?,
             logits: f("logits", logit_rows as u64 * c.vocab as u64)?,
             history: f("history", HISTORY as u64)?,
+            mask: f("sample_mask", (c.vocab as u64).div_ceil(32))?,
             out_token: f("out_token", 1)?,
         })
     }
@@ -592,6 +595,7 @@ pub fn build_graph(
                 &a.logits,
                 &a.history,
                 &a.out_token,
+                &a.mask,
             )?);
         }
     }

@@ -79,6 +79,8 @@ pub enum StopReason {
     StopString,
     /// The per-token callback asked to stop.
     Callback,
+    /// The grammar constraining the output is complete.
+    Grammar,
 }
 
 /// The result of [`Session::generate`].

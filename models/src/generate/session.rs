@@ -4,6 +4,7 @@
 
 use super::{GenerateOptions, Generation, HookAction, SamplerSettings, StopReason, TokenEvent};
 use crate::arch::llama::{self, Activations, Head, HISTORY};
+use crate::constrain::Constraint;
 use crate::model::Model;
 use crate::{Error, Result};
 use lottery_engine::gpu::{record, Dispatch, Step, StepBuffer, Tensor};
@@ -69,6 +70,8 @@ pub struct Session {
     /// previous one's token is read.
     staging: [wgpu::Buffer; 3],
     next_staging: usize,
+    /// A grammar's mask is in `act.mask` and the sampler applies it.
+    mask_on: bool,
     tokens: Vec<u32>,
     rng: Rng,
     sampler: SamplerSettings,
@@ -157,6 +160,7 @@ impl Session {
             all_logits,
             staging,
             next_staging: 0,
+            mask_on: false,
             tokens: Vec::new(),
             rng: Rng::new(0),
             sampler: SamplerSettings::default(),
@@ -269,6 +273,7 @@ impl Session {
             n_chunks: plan.n_visit.div_ceil(chunk_len),
             rand_u: self.rng.uniform(),
             n_history,
+            masked: self.mask_on as u32,
             ..Default::default()
         };
         plan.apply(&mut st);
@@ -324,6 +329,18 @@ impl Session {
         let t = self.read_token(f).await?;
         self.tokens.extend_from_slice(ids);
         Ok(t)
+    }
+
+    /// Uploads the ids a grammar allows next (a bit each), or turns the mask
+    /// off: the one upload a constrained step adds.
+    fn set_mask(&mut self, words: Option<&[u32]>) {
+        if let Some(w) = words {
+            self.model
+                .gpu
+                .queue
+                .write_buffer(&self.act.mask.buffer, 0, bytemuck::cast_slice(w));
+        }
+        self.mask_on = words.is_some();
     }
 
     /// Whether a step queued ahead and then thrown away leaves the session
@@ -649,6 +666,49 @@ impl Session {
         &mut self,
         prompt: &[u32],
         opts: &GenerateOptions,
+        hook: impl FnMut(&TokenEvent) -> HookAction,
+    ) -> Result<Generation> {
+        self.generate_inner(prompt, opts, None, hook).await
+    }
+
+    /// Generation whose tokens a grammar constrains (JSON Schema, regex,
+    /// Lark: [`crate::constrain`]): before each step the ids the grammar
+    /// allows are uploaded as a mask the GPU sampler applies, and the
+    /// generation stops when the grammar is complete
+    /// ([`StopReason::Grammar`]) or at the end-of-sequence token, which the
+    /// grammar allows once its output is complete. Injected text must fit
+    /// the grammar too.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn generate_constrained(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        constraint: &mut Constraint,
+        hook: impl FnMut(&TokenEvent) -> HookAction,
+    ) -> Result<Generation> {
+        pollster::block_on(self.generate_constrained_async(prompt, opts, constraint, hook))
+    }
+
+    /// [`Session::generate_constrained`] for callers that must not block.
+    pub async fn generate_constrained_async(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        constraint: &mut Constraint,
+        hook: impl FnMut(&TokenEvent) -> HookAction,
+    ) -> Result<Generation> {
+        let r = self
+            .generate_inner(prompt, opts, Some(constraint), hook)
+            .await;
+        self.set_mask(None);
+        r
+    }
+
+    async fn generate_inner(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        mut constraint: Option<&mut Constraint>,
         mut hook: impl FnMut(&TokenEvent) -> HookAction,
     ) -> Result<Generation> {
         self.set_sampler(&opts.sampler);
@@ -671,6 +731,10 @@ impl Session {
                 decode_s: 0.0,
             });
         }
+        if let Some(c) = constraint.as_deref_mut() {
+            let m = c.mask()?;
+            self.set_mask(Some(m));
+        }
         let mut next = self.feed_async(prompt).await?;
         let t_first = Instant::now();
         // Ends the generation when the text holds a stop string (cut there).
@@ -684,7 +748,8 @@ impl Session {
         };
         // What the next step feeds: the sampled token, plus any injection.
         let mut feed: Vec<u32> = Vec::with_capacity(16);
-        let run_ahead = self.can_run_ahead();
+        // A constrained step needs the mask of the token before it.
+        let run_ahead = self.can_run_ahead() && constraint.is_none();
         // Decode steps queued ahead of the CPU: the first feeds `next`, each
         // later one the token its predecessor samples.
         let mut ahead: VecDeque<InFlight> = VecDeque::with_capacity(2);
@@ -705,6 +770,9 @@ impl Session {
             if opts.stop_at_eos && stop_ids.contains(&next) {
                 stop = StopReason::Eos;
                 break;
+            }
+            if let Some(c) = constraint.as_deref_mut() {
+                c.consume(next)?;
             }
             let piece = dec.push(next)?.unwrap_or_default();
             text.push_str(&piece);
@@ -729,6 +797,11 @@ impl Session {
                 HookAction::Inject(s) => {
                     let inj = self.model.tokenizer.encode(&s)?;
                     self.check_ids(&inj)?;
+                    if let Some(c) = constraint.as_deref_mut() {
+                        for &id in &inj {
+                            c.consume(id)?;
+                        }
+                    }
                     for &id in &inj {
                         ids.push(id);
                         injected += 1;
@@ -754,6 +827,14 @@ impl Session {
             }
             if sampled >= opts.max_tokens {
                 break;
+            }
+            if let Some(c) = constraint.as_deref_mut() {
+                if c.is_stopped() {
+                    stop = StopReason::Grammar;
+                    break;
+                }
+                let m = c.mask()?;
+                self.set_mask(Some(m));
             }
             let Some(f) = ahead.pop_front() else {
                 next = self.feed_async(&feed).await?;
