@@ -1,67 +1,127 @@
-//! `lottery eval`: capability tasks (../shared/CAPABILITY.md) on one model and
-//! cache setting: passkey and KV retrieval at their lengths, greedy, scored
-//! by the protocol's rule. Writes per-case JSONL and a summary.
+//! `lottery eval`: capability tasks (../shared/CAPABILITY.md) on one model
+//! and cache setting, greedy, scored by each protocol's rule. Every case is
+//! appended to DIR/cases.jsonl as it finishes, so an interrupted run resumes
+//! where it stopped; every run of a configuration adds a line to
+//! DIR/configs.jsonl; DIR/report.md and report.json tabulate every
+//! configuration the directory holds (one row each), so runs with other
+//! `--kv`, `--kv-policy`, `--quantize` or `--tools` into the same DIR build
+//! one table.
 
 use super::ModelArgs;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use lottery::models::eval::{self, Case};
+use lottery::models::runtime::{inline_calculator, InlineCall};
+use lottery::models::HookAction;
 use lottery::GenerateOptions;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+const TASKS: [&str; 5] = [
+    "passkey",
+    "kv_retrieval",
+    "arithmetic",
+    "var_tracking",
+    "copy",
+];
+const LATER: [&str; 3] = ["kb_qa", "word_problems", "tool_choice"];
 
 #[derive(Args)]
 pub struct EvalArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Tasks, comma-separated: passkey, kv_retrieval.
-    #[arg(long, default_value = "passkey,kv_retrieval", value_delimiter = ',')]
+    /// Tasks, comma-separated: passkey, kv_retrieval, arithmetic,
+    /// var_tracking, copy.
+    #[arg(
+        long,
+        default_value = "passkey,kv_retrieval,arithmetic,var_tracking,copy",
+        value_delimiter = ','
+    )]
     tasks: Vec<String>,
-    /// Length buckets to run (default: all of each task's: passkey 256, 512,
-    /// 1024, 1800; kv_retrieval 300, 600, 1200).
+    /// Buckets to run, by name or first word (passkey 256, 512, 1024, 1800;
+    /// kv_retrieval 300, 600, 1200; arithmetic add2, add3, mul2, mul3, or
+    /// "mul3 annotated"; var_tracking "2 chains 3 hops"; copy, reverse).
+    /// Default: all.
     #[arg(long, value_delimiter = ',')]
-    lengths: Vec<usize>,
-    /// Cases per task and length.
-    #[arg(long, default_value_t = 20)]
-    cases: usize,
+    lengths: Vec<String>,
+    /// Cases per task and bucket (default 20; arithmetic 25, as the
+    /// protocol's reference).
+    #[arg(long)]
+    cases: Option<usize>,
+    /// Two cases per bucket (a smoke run for CI).
+    #[arg(long)]
+    quick: bool,
     /// Seed of the case generators.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Run only these trials (0-based) of each task and length: a miss
-    /// reproduced alone.
+    /// Run only these trials (0-based) of each bucket: a miss reproduced alone.
     #[arg(long, value_delimiter = ',')]
     trials: Vec<usize>,
-    /// Directory for cases.jsonl and report.json.
+    /// Tools: `calculator` answers annotated arithmetic's `<<EXPR=` inline.
+    #[arg(long, value_delimiter = ',', value_parser = ["calculator"])]
+    tools: Vec<String>,
+    /// Also measure perplexity on this text (llama.cpp's method, chunks of
+    /// 512) for the report's perplexity column.
+    #[arg(long)]
+    perplexity: Option<PathBuf>,
+    /// Directory for cases.jsonl, configs.jsonl, report.md and report.json
+    /// (existing results there are kept and resumed).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Print the summary as JSON.
+    /// Print this run's summary as JSON.
     #[arg(long)]
     json: bool,
 }
 
+fn selected(a: &EvalArgs, bucket: &str) -> bool {
+    a.lengths.is_empty()
+        || a.lengths
+            .iter()
+            .any(|l| l == bucket || bucket.split(' ').next() == Some(l.as_str()))
+}
+
 fn cases(a: &EvalArgs) -> Result<Vec<Case>> {
+    let n = |default: usize| a.cases.unwrap_or(if a.quick { 2 } else { default });
+    let s = a.seed;
     let mut all = Vec::new();
     for task in &a.tasks {
-        let lengths: Vec<usize> = match task.as_str() {
-            "passkey" => eval::PASSKEY_LENGTHS.iter().map(|l| l.0).collect(),
-            "kv_retrieval" => eval::KV_LENGTHS.iter().map(|l| l.0).collect(),
-            t => return Err(anyhow!("unknown task `{t}` (passkey, kv_retrieval)")),
-        };
-        for &l in &lengths {
-            if !a.lengths.is_empty() && !a.lengths.contains(&l) {
-                continue;
+        let sets: Vec<Vec<Case>> = match task.as_str() {
+            "passkey" => eval::PASSKEY_LENGTHS
+                .iter()
+                .filter_map(|l| eval::passkey(l.0, n(20), s))
+                .collect(),
+            "kv_retrieval" => eval::KV_LENGTHS
+                .iter()
+                .filter_map(|l| eval::kv_retrieval(l.0, n(20), s))
+                .collect(),
+            "arithmetic" => eval::ARITH_KINDS
+                .iter()
+                .flat_map(|k| [false, true].map(|ann| eval::arithmetic(k.0, ann, n(25), s)))
+                .flatten()
+                .collect(),
+            "var_tracking" => [1, 2]
+                .iter()
+                .flat_map(|&ch| eval::VAR_HOPS.map(|h| eval::var_tracking(h, ch, n(20), s)))
+                .flatten()
+                .collect(),
+            "copy" => [false, true]
+                .iter()
+                .flat_map(|&rev| eval::COPY_LENGTHS.map(|l| eval::copy(rev, l, n(20), s)))
+                .flatten()
+                .collect(),
+            t if LATER.contains(&t) => {
+                return Err(anyhow!(
+                    "task `{t}` needs the runtime's plan-act-verify loop, which is not built yet"
+                ))
             }
-            let c = if task == "passkey" {
-                eval::passkey(l, a.cases, a.seed)
-            } else {
-                eval::kv_retrieval(l, a.cases, a.seed)
-            };
-            all.extend(
-                c.unwrap_or_default()
-                    .into_iter()
-                    .filter(|c| a.trials.is_empty() || a.trials.contains(&c.trial)),
-            );
+            t => return Err(anyhow!("unknown task `{t}` ({})", TASKS.join(", "))),
+        };
+        for set in sets {
+            all.extend(set.into_iter().filter(|c| {
+                selected(a, &c.length) && (a.trials.is_empty() || a.trials.contains(&c.trial))
+            }));
         }
     }
     if all.is_empty() {
@@ -70,8 +130,41 @@ fn cases(a: &EvalArgs) -> Result<Vec<Case>> {
     Ok(all)
 }
 
-/// (task, length) and its (correct, cases, prompt tokens).
-type Cell = ((String, String), (usize, usize, usize));
+/// What identifies a configuration (a row of the report).
+fn config_label(
+    model: &Path,
+    quantize: Option<&str>,
+    kv: &str,
+    policy: &str,
+    tools: &[String],
+) -> String {
+    let file = model
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| model.display().to_string());
+    format!(
+        "{file}{}, kv {kv}, {policy}, tools {}",
+        quantize.map(|q| format!(" as {q}")).unwrap_or_default(),
+        if tools.is_empty() {
+            "none".to_string()
+        } else {
+            tools.join("+")
+        }
+    )
+}
+
+fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // A line cut short by an interrupted run is dropped (its case reruns).
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
 
 pub fn run(a: EvalArgs) -> Result<()> {
     let all = cases(&a)?;
@@ -79,98 +172,259 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let mut session = a.model.session(&model)?;
     let kv = a.model.kv_types()?;
     let policy = a.model.kv_policy()?;
+    let c = &model.config;
+    let kv_bytes = kv.bytes_per_token(c.n_layer as u32, c.n_kv_head as u32, c.head_dim as u32);
+    let label = config_label(
+        &model.path,
+        a.model.quantize.as_deref(),
+        &kv.label(),
+        &policy.label(),
+        &a.tools,
+    );
+    let calculator = a.tools.iter().any(|t| t == "calculator");
+    // Resume: the cases this configuration and seed already have.
+    let mut done: BTreeMap<(String, String, usize), bool> = BTreeMap::new();
     let mut jsonl = match &a.out {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            Some(std::fs::File::create(d.join("cases.jsonl"))?)
+            for v in read_jsonl(&d.join("cases.jsonl"))? {
+                if v["config"] == label.as_str() && v["seed"] == a.seed {
+                    let key = (
+                        v["task"].as_str().unwrap_or("").to_string(),
+                        v["length"].as_str().unwrap_or("").to_string(),
+                        v["trial"].as_u64().unwrap_or(0) as usize,
+                    );
+                    done.insert(key, v["correct"].as_bool().unwrap_or(false));
+                }
+            }
+            Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(d.join("cases.jsonl"))?,
+            )
         }
         None => None,
     };
+    let todo: Vec<&Case> = all
+        .iter()
+        .filter(|c| !done.contains_key(&(c.task.to_string(), c.length.clone(), c.trial)))
+        .collect();
     let bar = if a.json {
         indicatif::ProgressBar::hidden()
     } else {
-        indicatif::ProgressBar::new(all.len() as u64)
+        indicatif::ProgressBar::new(todo.len() as u64)
     };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} cases, eta {eta} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut cells: Vec<Cell> = Vec::new();
     let t0 = Instant::now();
-    for c in &all {
+    for c in todo {
         let ids = model.tokenizer.encode(&c.prompt)?;
         session.rewind(0)?;
-        let g = session.generate(
-            &ids,
-            &GenerateOptions {
-                max_tokens: c.max_tokens,
-                stop_at_eos: true,
-                ..Default::default()
-            },
-            |_, _| true,
-        )?;
+        let opts = GenerateOptions {
+            max_tokens: c.max_tokens,
+            stop_at_eos: false,
+            stop: c.stop.iter().cloned().collect(),
+            ..Default::default()
+        };
+        let mut calls: Vec<InlineCall> = Vec::new();
+        let g = if c.calculator && calculator {
+            session.generate_with_hook(&ids, &opts, inline_calculator(&mut calls, |_| true))?
+        } else {
+            session.generate_with_hook(&ids, &opts, |_| HookAction::Continue)?
+        };
         let ok = eval::correct(c, &g.text);
+        done.insert((c.task.to_string(), c.length.clone(), c.trial), ok);
         if let Some(f) = jsonl.as_mut() {
             writeln!(
                 f,
                 "{}",
                 serde_json::json!({
-                    "task": c.task, "length": c.length, "trial": c.trial, "seed": a.seed,
-                    "prompt_tokens": ids.len(), "answer": c.answer, "output": g.text, "correct": ok,
+                    "config": label, "task": c.task, "length": c.length, "trial": c.trial,
+                    "seed": a.seed, "prompt_tokens": ids.len(), "answer": c.answer,
+                    "output": g.text, "correct": ok,
+                    "tool_calls": calls.iter().map(|k| &k.expression).collect::<Vec<_>>(),
                 })
             )?;
-        }
-        let key = (c.task.to_string(), c.length.clone());
-        match cells.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => {
-                v.0 += ok as usize;
-                v.1 += 1;
-                v.2 += ids.len();
-            }
-            None => cells.push((key, (ok as usize, 1, ids.len()))),
         }
         bar.set_message(format!("{} {}", c.task, c.length));
         bar.inc(1);
     }
     bar.finish_and_clear();
     let seconds = t0.elapsed().as_secs_f64();
-    let c = &model.config;
-    let report = serde_json::json!({
+    let perplexity = match &a.perplexity {
+        Some(f) => Some(super::perplexity_of(&model, &a.model, f)?),
+        None => None,
+    };
+    // This run's cells, in generation order.
+    let mut cells: Vec<((String, String), (usize, usize))> = Vec::new();
+    for c in &all {
+        let ok = done[&(c.task.to_string(), c.length.clone(), c.trial)];
+        let key = (c.task.to_string(), c.length.clone());
+        match cells.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => {
+                v.0 += ok as usize;
+                v.1 += 1;
+            }
+            None => cells.push((key, (ok as usize, 1))),
+        }
+    }
+    let config = serde_json::json!({
+        "config": label,
         "model": model.path.display().to_string(),
+        "quantize": a.model.quantize,
+        "bits_per_weight": bits_per_weight(&model),
         "kv": kv.label(),
         "kv_policy": policy.label(),
-        "kv_bytes_per_token": kv.bytes_per_token(c.n_layer as u32, c.n_kv_head as u32, c.head_dim as u32),
+        "kv_bytes_per_token": kv_bytes,
+        "tools": a.tools,
         "seed": a.seed,
+        "perplexity": perplexity,
         "seconds": seconds,
         "adapter": model.gpu.adapter.name,
-        "cells": cells.iter().map(|((t, l), (ok, n, toks))| serde_json::json!({
-            "task": t, "length": l, "correct": ok, "cases": n, "mean_prompt_tokens": toks / n,
+        "cells": cells.iter().map(|((t, l), (ok, n))| serde_json::json!({
+            "task": t, "length": l, "correct": ok, "cases": n,
         })).collect::<Vec<_>>(),
     });
     if let Some(d) = &a.out {
-        std::fs::write(
-            d.join("report.json"),
-            serde_json::to_string_pretty(&report)?,
-        )?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("configs.jsonl"))?;
+        writeln!(f, "{config}")?;
+        write_reports(d)?;
     }
     if a.json {
-        println!("{report}");
+        println!("{config}");
     } else {
         println!(
-            "kv {} policy {} seed {} on {} ({:.0} s)",
-            kv.label(),
-            policy.label(),
-            a.seed,
-            model.gpu.adapter.name,
-            seconds
+            "{label} seed {} on {} ({seconds:.0} s)",
+            a.seed, model.gpu.adapter.name
         );
-        println!(
-            "{:<14} {:>7} {:>8} {:>14}",
-            "task", "length", "correct", "prompt tokens"
-        );
-        for ((t, l), (ok, n, toks)) in &cells {
-            println!("{t:<14} {l:>7} {:>8} {:>14}", format!("{ok}/{n}"), toks / n);
+        if let Some(p) = perplexity {
+            println!("perplexity {p:.4}");
+        }
+        println!("{:<14} {:<20} {:>8}", "task", "bucket", "correct");
+        for ((t, l), (ok, n)) in &cells {
+            println!("{t:<14} {l:<20} {:>8}", format!("{ok}/{n}"));
         }
     }
+    Ok(())
+}
+
+/// Bits per weight of what a decode step reads (matrices, norms, LM head).
+fn bits_per_weight(model: &lottery::models::Model) -> f64 {
+    let w = &model.weights;
+    let c = &model.config;
+    let mut params = (c.vocab * c.d_model + c.d_model) as f64;
+    for l in &w.layers {
+        params += [&l.wqkv, &l.wo, &l.w_gate_up, &l.w_down]
+            .iter()
+            .map(|m| (m.n * m.k) as f64)
+            .sum::<f64>()
+            + 2.0 * c.d_model as f64;
+    }
+    8.0 * w.decode_bytes() as f64 / params
+}
+
+/// report.md and report.json from everything in `dir`: one row per
+/// configuration (its latest run), one column per task bucket, each cell
+/// correct/cases over every case of that configuration and seed 0.. kept.
+fn write_reports(dir: &Path) -> Result<()> {
+    let configs = read_jsonl(&dir.join("configs.jsonl"))?;
+    let cases = read_jsonl(&dir.join("cases.jsonl"))?;
+    let mut rows: Vec<String> = Vec::new();
+    let mut meta: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for c in &configs {
+        let l = c["config"].as_str().unwrap_or("").to_string();
+        if !rows.contains(&l) {
+            rows.push(l.clone());
+        }
+        meta.insert(l, c.clone());
+    }
+    // Columns in first-seen order; cells count each (seed, trial) once.
+    let mut cols: Vec<(String, String)> = Vec::new();
+    let mut seen: BTreeSet<(String, String, String, u64, u64)> = BTreeSet::new();
+    let mut cell: BTreeMap<(String, (String, String)), (usize, usize)> = BTreeMap::new();
+    for v in cases.iter().rev() {
+        let (cfg, t, l) = (
+            v["config"].as_str().unwrap_or("").to_string(),
+            v["task"].as_str().unwrap_or("").to_string(),
+            v["length"].as_str().unwrap_or("").to_string(),
+        );
+        let id = (
+            cfg.clone(),
+            t.clone(),
+            l.clone(),
+            v["seed"].as_u64().unwrap_or(0),
+            v["trial"].as_u64().unwrap_or(0),
+        );
+        if !seen.insert(id) {
+            continue; // a rerun of the same case: the latest counts
+        }
+        let e = cell.entry((cfg, (t, l))).or_default();
+        e.0 += v["correct"].as_bool().unwrap_or(false) as usize;
+        e.1 += 1;
+    }
+    for v in &cases {
+        let k = (
+            v["task"].as_str().unwrap_or("").to_string(),
+            v["length"].as_str().unwrap_or("").to_string(),
+        );
+        if !cols.contains(&k) {
+            cols.push(k);
+        }
+    }
+    let mut md = String::from("# lottery eval\n\n");
+    md.push_str(
+        "Greedy decoding, the protocols of ../shared/CAPABILITY.md; a cell is correct/cases.\n\n",
+    );
+    md.push_str("| configuration | bits/weight | KV bytes/token | perplexity |");
+    for (t, l) in &cols {
+        md.push_str(&format!(" {t} {l} |"));
+    }
+    md.push_str("\n|---|---|---|---|");
+    md.push_str(&"---|".repeat(cols.len()));
+    md.push('\n');
+    let mut json_rows = Vec::new();
+    for r in &rows {
+        let m = &meta[r];
+        md.push_str(&format!(
+            "| {} | {:.2} | {} | {} |",
+            r.replace('|', "\\|"),
+            m["bits_per_weight"].as_f64().unwrap_or(0.0),
+            m["kv_bytes_per_token"],
+            m["perplexity"]
+                .as_f64()
+                .map(|p| format!("{p:.3}"))
+                .unwrap_or_else(|| "".into())
+        ));
+        let mut jc = Vec::new();
+        for col in &cols {
+            match cell.get(&(r.clone(), col.clone())) {
+                Some((ok, n)) => {
+                    md.push_str(&format!(" {ok}/{n} |"));
+                    jc.push(serde_json::json!({"task": col.0, "length": col.1, "correct": ok, "cases": n}));
+                }
+                None => md.push_str(" |"),
+            }
+        }
+        md.push('\n');
+        json_rows.push(serde_json::json!({
+            "config": r,
+            "bits_per_weight": m["bits_per_weight"],
+            "kv_bytes_per_token": m["kv_bytes_per_token"],
+            "perplexity": m["perplexity"],
+            "adapter": m["adapter"],
+            "cells": jc,
+        }));
+    }
+    std::fs::write(dir.join("report.md"), md)?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(&serde_json::json!({ "rows": json_rows }))?,
+    )?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use lottery::{
     SamplerSettings, Session, SessionOptions,
 };
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -662,48 +662,48 @@ fn info(path: Option<PathBuf>, all: bool) -> Result<()> {
     Ok(())
 }
 
-fn perplexity(a: PerplexityArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&a.file)
-        .with_context(|| format!("reading {}", a.file.display()))?;
-    let model = a.model.load(a.json)?;
-    let ids = model.tokenizer.encode(&text)?;
-    let n_chunks = ids.len() / a.chunk;
-    if a.chunk < 2 || n_chunks == 0 {
+/// Perplexity of `text` by llama.cpp's method: (mean NLL, scored tokens,
+/// chunks, tokens), each chunk of `chunk` scored from `first` on.
+fn score_text(
+    model: &Arc<Model>,
+    args: &ModelArgs,
+    ids: &[u32],
+    chunk: usize,
+    first: usize,
+    progress: bool,
+) -> Result<(f64, usize, usize)> {
+    let n_chunks = ids.len() / chunk;
+    if chunk < 2 || n_chunks == 0 {
         return Err(anyhow!(
-            "{} has {} tokens: fewer than one chunk of {}",
-            a.file.display(),
-            ids.len(),
-            a.chunk
+            "the text has {} tokens: fewer than one chunk of {chunk}",
+            ids.len()
         ));
     }
-    let kv = a.model.kv_types()?;
     let vocab = model.config.vocab;
     let mut s = Session::new(
         model.clone(),
         SessionOptions {
-            ctx: a.chunk as u32,
-            kv,
-            kv_policy: a.model.kv_policy()?,
+            ctx: chunk as u32,
+            kv: args.kv_types()?,
+            kv_policy: args.kv_policy()?,
             max_batch: 64,
             logit_rows: 64,
             ..Default::default()
         },
     )?;
-    let first = if a.all_positions { 0 } else { a.chunk / 2 };
     let (mut nll, mut count) = (0f64, 0usize);
-    let t0 = Instant::now();
     for c in 0..n_chunks {
-        let chunk = &ids[c * a.chunk..(c + 1) * a.chunk];
+        let part = &ids[c * chunk..(c + 1) * chunk];
         s.rewind(0)?;
-        let logits = s.logits(chunk)?;
-        for j in first..a.chunk - 1 {
+        let logits = s.logits(part)?;
+        for j in first..chunk - 1 {
             let row = &logits[j * vocab..(j + 1) * vocab];
             let m = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) as f64;
             let lse = m + row.iter().map(|v| (*v as f64 - m).exp()).sum::<f64>().ln();
-            nll += lse - row[chunk[j + 1] as usize] as f64;
+            nll += lse - row[part[j + 1] as usize] as f64;
             count += 1;
         }
-        if !a.json {
+        if progress {
             eprintln!(
                 "chunk {}/{}: running perplexity {:.4}",
                 c + 1,
@@ -712,11 +712,33 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
             );
         }
     }
-    let ppl = (nll / count as f64).exp();
+    Ok((nll / count as f64, count, n_chunks))
+}
+
+/// Perplexity of a file with chunks of 512 scored on their second halves
+/// (what `lottery perplexity` prints by default).
+pub(crate) fn perplexity_of(model: &Arc<Model>, args: &ModelArgs, file: &Path) -> Result<f64> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let ids = model.tokenizer.encode(&text)?;
+    let (nll, _, _) = score_text(model, args, &ids, 512, 256, false)?;
+    Ok(nll.exp())
+}
+
+fn perplexity(a: PerplexityArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let model = a.model.load(a.json)?;
+    let ids = model.tokenizer.encode(&text)?;
+    let first = if a.all_positions { 0 } else { a.chunk / 2 };
+    let t0 = Instant::now();
+    let (nll, count, n_chunks) = score_text(&model, &a.model, &ids, a.chunk, first, !a.json)
+        .with_context(|| a.file.display().to_string())?;
+    let ppl = nll.exp();
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"tokens": ids.len(), "chunks": n_chunks, "scored": count, "mean_nll": nll / count as f64, "perplexity": ppl, "seconds": t0.elapsed().as_secs_f64()})
+            serde_json::json!({"tokens": ids.len(), "chunks": n_chunks, "scored": count, "mean_nll": nll, "perplexity": ppl, "seconds": t0.elapsed().as_secs_f64()})
         );
     } else {
         println!("perplexity {ppl:.4} over {count} scored tokens ({n_chunks} chunks of {}, {} tokens in the file) in {:.1}s", a.chunk, ids.len(), t0.elapsed().as_secs_f64());

@@ -2,8 +2,10 @@
 //! (a seed gives the same prompts) and their scoring rules. No threads and no
 //! file system here: the CLI (`lottery eval`) runs them and writes reports.
 //!
-//! Implemented so far: passkey and KV retrieval (the long-context retrieval
-//! tasks the KV-cache settings must keep).
+//! Implemented: passkey, KV retrieval, arithmetic (plain, annotated, and
+//! annotated with the inline calculator), variable tracking, and copy /
+//! reverse. Still to come: the runtime tasks (knowledge-base QA, word
+//! problems, tool choice), which need the runtime's loop.
 
 use lottery_engine::reference::Rng;
 
@@ -19,6 +21,12 @@ pub struct Case {
     pub answer: String,
     /// Greedy tokens to generate.
     pub max_tokens: usize,
+    /// Stop where the output holds this (arithmetic and copy: a newline).
+    pub stop: Option<String>,
+    pub scoring: Scoring,
+    /// The inline calculator may answer `<<EXPR=` (annotated arithmetic,
+    /// when the run has the tool).
+    pub calculator: bool,
 }
 
 const PASSKEY_TASK: &str = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz you about the important information there.";
@@ -62,6 +70,9 @@ pub fn passkey(length: usize, cases: usize, seed: u64) -> Option<Vec<Case>> {
                     prompt,
                     answer: key.to_string(),
                     max_tokens: 12,
+                    stop: None,
+                    scoring: Scoring::FirstDigits,
+                    calculator: false,
                 }
             })
             .collect(),
@@ -115,6 +126,9 @@ pub fn kv_retrieval(length: usize, cases: usize, seed: u64) -> Option<Vec<Case>>
                     ),
                     answer: values[i].to_string(),
                     max_tokens: 12,
+                    stop: None,
+                    scoring: Scoring::FirstDigits,
+                    calculator: false,
                 }
             })
             .collect(),
@@ -131,9 +145,231 @@ pub fn first_digit_run(text: &str) -> Option<&str> {
     Some(&rest[..end])
 }
 
-/// Whether a generation answers the case.
+/// Whether a generation answers the case, by the case's rule.
 pub fn correct(case: &Case, output: &str) -> bool {
-    first_digit_run(output) == Some(case.answer.as_str())
+    let got = match case.scoring {
+        Scoring::FirstDigits => first_digit_run(output),
+        Scoring::DigitsAfterCall => output
+            .find(">>")
+            .and_then(|i| first_digit_run(&output[i + 2..])),
+        Scoring::FirstWord => output.split_whitespace().next(),
+    };
+    got == Some(case.answer.as_str())
+}
+
+/// How a case's output is scored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scoring {
+    /// The first run of digits equals the answer.
+    FirstDigits,
+    /// The first run of digits after the first `>>` (annotated arithmetic).
+    DigitsAfterCall,
+    /// The first whitespace-separated word equals the answer.
+    FirstWord,
+}
+
+/// Arithmetic kinds: (name, operator, smallest, largest operand).
+pub const ARITH_KINDS: [(&str, char, u64, u64); 4] = [
+    ("add2", '+', 10, 99),
+    ("add3", '+', 100, 999),
+    ("mul2", '*', 10, 99),
+    ("mul3", '*', 100, 999),
+];
+
+fn operand(rng: &mut Rng, lo: u64, hi: u64) -> u64 {
+    lo + rng.next_u64() % (hi - lo + 1)
+}
+
+/// Arithmetic cases (GSM8K calculator format) of `kind` (add2, add3, mul2,
+/// mul3), plain or annotated (`<<a*b=v>>v`): three worked examples fixed
+/// per kind (the same for every seed), then the question.
+pub fn arithmetic(kind: &str, annotated: bool, cases: usize, seed: u64) -> Option<Vec<Case>> {
+    let ki = ARITH_KINDS.iter().position(|k| k.0 == kind)?;
+    let (_, op, lo, hi) = ARITH_KINDS[ki];
+    let val = |a: u64, b: u64| if op == '+' { a + b } else { a * b };
+    let mut ex = Rng::new(0xe8a0_0000 + ki as u64);
+    let examples: Vec<String> = (0..3)
+        .map(|_| {
+            let (a, b) = (operand(&mut ex, lo, hi), operand(&mut ex, lo, hi));
+            let v = val(a, b);
+            let ans = if annotated {
+                format!("<<{a}{op}{b}={v}>>{v}")
+            } else {
+                v.to_string()
+            };
+            format!("Q: What is {a} {op} {b}?\nA: {ans}")
+        })
+        .collect();
+    let mut rng = Rng::new(seed ^ 0xa417_0000 ^ ((ki as u64) << 8));
+    Some(
+        (0..cases)
+            .map(|t| {
+                let (a, b) = (operand(&mut rng, lo, hi), operand(&mut rng, lo, hi));
+                Case {
+                    task: "arithmetic",
+                    length: format!("{kind} {}", if annotated { "annotated" } else { "plain" }),
+                    trial: t,
+                    prompt: format!("{}\n\nQ: What is {a} {op} {b}?\nA:", examples.join("\n\n")),
+                    answer: val(a, b).to_string(),
+                    max_tokens: if annotated { 40 } else { 16 },
+                    stop: Some("\n".into()),
+                    scoring: if annotated {
+                        Scoring::DigitsAfterCall
+                    } else {
+                        Scoring::FirstDigits
+                    },
+                    calculator: annotated,
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Hops per variable-tracking chain.
+pub const VAR_HOPS: [usize; 3] = [1, 3, 6];
+const VAR_NOISE_LINES: usize = 12;
+
+fn var_name(rng: &mut Rng) -> String {
+    (0..5)
+        .map(|_| (b'A' + (rng.next_u64() % 26) as u8) as char)
+        .collect()
+}
+
+/// Variable-tracking cases (RULER style): `chains` chains (1 or 2) of
+/// `hops` assignments, one statement a line, inserted in chain order at
+/// sorted random slots between 12 noise lines; the question names the last
+/// variable of one chain (of the two at random).
+pub fn var_tracking(hops: usize, chains: usize, cases: usize, seed: u64) -> Option<Vec<Case>> {
+    if !VAR_HOPS.contains(&hops) || !(1..=2).contains(&chains) {
+        return None;
+    }
+    let mut rng = Rng::new(seed ^ 0x7a70_0000 ^ ((hops as u64) << 4) ^ chains as u64);
+    Some(
+        (0..cases)
+            .map(|t| {
+                let mut names: Vec<String> = Vec::new();
+                while names.len() < (hops + 1) * chains {
+                    let n = var_name(&mut rng);
+                    if !names.contains(&n) {
+                        names.push(n);
+                    }
+                }
+                let mut values: Vec<u64> = Vec::new();
+                while values.len() < chains {
+                    let v = 10_000 + rng.next_u64() % 90_000;
+                    if !values.contains(&v) {
+                        values.push(v);
+                    }
+                }
+                // (slot, statement index, chain): sorted, so each chain keeps
+                // its order and two chains interleave.
+                let mut placed: Vec<(usize, usize, usize, String)> = Vec::new();
+                for c in 0..chains {
+                    let vars = &names[c * (hops + 1)..(c + 1) * (hops + 1)];
+                    let mut slots: Vec<usize> = (0..=hops)
+                        .map(|_| (rng.next_u64() % (VAR_NOISE_LINES as u64 + 1)) as usize)
+                        .collect();
+                    slots.sort_unstable();
+                    for (i, &s) in slots.iter().enumerate() {
+                        let rhs = if i == 0 {
+                            values[c].to_string()
+                        } else {
+                            vars[i - 1].clone()
+                        };
+                        placed.push((s, i, c, format!("VAR {} = {rhs}.", vars[i])));
+                    }
+                }
+                placed.sort();
+                let mut lines = Vec::new();
+                let mut next = placed.iter().peekable();
+                for slot in 0..=VAR_NOISE_LINES {
+                    while let Some(p) = next.next_if(|p| p.0 == slot) {
+                        lines.push(p.3.clone());
+                    }
+                    if slot < VAR_NOISE_LINES {
+                        lines.push(PASSKEY_FILLER.to_string());
+                    }
+                }
+                let q = (rng.next_u64() % chains as u64) as usize;
+                let name = &names[q * (hops + 1) + hops];
+                Case {
+                    task: "var_tracking",
+                    length: format!("{chains} chain{} {hops} hops", if chains > 1 { "s" } else { "" }),
+                    trial: t,
+                    prompt: format!(
+                        "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n{}\n\nQuestion: What is the value of VAR {name}?\nAnswer:",
+                        lines.join("\n")
+                    ),
+                    answer: values[q].to_string(),
+                    max_tokens: 32,
+                    stop: None,
+                    scoring: Scoring::FirstDigits,
+                    calculator: false,
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Copy-and-reverse string lengths.
+pub const COPY_LENGTHS: [usize; 2] = [8, 16];
+const COPY_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+fn random_string(rng: &mut Rng, len: usize) -> String {
+    (0..len)
+        .map(|_| COPY_ALPHABET[(rng.next_u64() % COPY_ALPHABET.len() as u64) as usize] as char)
+        .collect()
+}
+
+/// Copy and reverse (the project's definition of the task CAPABILITY.md
+/// lists): random strings of letters and digits, repeated verbatim
+/// (`reverse` false) or backwards, after two worked examples fixed per
+/// length; the answer is the first word of the output.
+pub fn copy(reverse: bool, len: usize, cases: usize, seed: u64) -> Option<Vec<Case>> {
+    if !COPY_LENGTHS.contains(&len) {
+        return None;
+    }
+    let f = |s: &str| -> String {
+        if reverse {
+            s.chars().rev().collect()
+        } else {
+            s.to_string()
+        }
+    };
+    let head = if reverse {
+        "Write each string backwards, character by character."
+    } else {
+        "Repeat each string exactly, character by character."
+    };
+    let mut ex = Rng::new(0xc0b7_0000 + len as u64);
+    let examples: Vec<String> = (0..2)
+        .map(|_| {
+            let s = random_string(&mut ex, len);
+            format!("String: {s}\nAnswer: {}", f(&s))
+        })
+        .collect();
+    let mut rng = Rng::new(seed ^ 0xc097_0000 ^ ((len as u64) << 1) ^ reverse as u64);
+    Some(
+        (0..cases)
+            .map(|t| {
+                let s = random_string(&mut rng, len);
+                Case {
+                    task: "copy",
+                    length: format!("{} {len}", if reverse { "reverse" } else { "copy" }),
+                    trial: t,
+                    prompt: format!(
+                        "{head}\n\n{}\n\nString: {s}\nAnswer:",
+                        examples.join("\n\n")
+                    ),
+                    answer: f(&s),
+                    max_tokens: len + 8,
+                    stop: Some("\n".into()),
+                    scoring: Scoring::FirstWord,
+                    calculator: false,
+                }
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -210,6 +446,121 @@ mod tests {
             pairs(&kv_retrieval(1200, 1, 3).unwrap()[0].prompt).len(),
             26
         );
+    }
+
+    #[test]
+    fn arithmetic_follows_the_protocol() {
+        let c = arithmetic("mul3", false, 25, 4).unwrap();
+        assert_eq!(c, arithmetic("mul3", false, 25, 4).unwrap());
+        assert_eq!(c.len(), 25);
+        let p = &c[0].prompt;
+        let blocks: Vec<&str> = p.split("\n\n").collect();
+        assert_eq!(blocks.len(), 4, "three examples and the question");
+        for b in &blocks[..3] {
+            let (q, a) = b.split_once("\nA: ").unwrap();
+            let (x, y) = q["Q: What is ".len()..q.len() - 1]
+                .split_once(" * ")
+                .unwrap();
+            let (x, y): (u64, u64) = (x.parse().unwrap(), y.parse().unwrap());
+            assert!((100..=999).contains(&x) && (100..=999).contains(&y));
+            assert_eq!(a, (x * y).to_string());
+        }
+        assert!(blocks[3].starts_with("Q: What is ") && blocks[3].ends_with("?\nA:"));
+        // The examples are fixed per kind; the questions follow the seed.
+        let other = arithmetic("mul3", false, 25, 5).unwrap();
+        assert_eq!(
+            p.rsplit_once("\n\n").unwrap().0,
+            other[0].prompt.rsplit_once("\n\n").unwrap().0
+        );
+        assert_ne!(c[0].answer, other[0].answer);
+        let a = arithmetic("add2", true, 3, 4).unwrap();
+        let ex = a[0].prompt.split("\n\n").next().unwrap();
+        let (q, ans) = ex.split_once("\nA: ").unwrap();
+        let (x, y) = q["Q: What is ".len()..q.len() - 1]
+            .split_once(" + ")
+            .unwrap();
+        let v: u64 = x.parse::<u64>().unwrap() + y.parse::<u64>().unwrap();
+        assert_eq!(ans, format!("<<{x}+{y}={v}>>{v}"), "no spaces inside << >>");
+        assert_eq!((a[0].max_tokens, c[0].max_tokens), (40, 16));
+        assert!(a[0].calculator && !c[0].calculator);
+        assert!(arithmetic("div2", false, 1, 0).is_none());
+    }
+
+    #[test]
+    fn var_tracking_follows_the_protocol() {
+        for (hops, chains) in [(1, 1), (3, 2), (6, 2)] {
+            let c = var_tracking(hops, chains, 20, 9).unwrap();
+            assert_eq!(c, var_tracking(hops, chains, 20, 9).unwrap());
+            for case in &c {
+                let p = &case.prompt;
+                assert!(p.starts_with("Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n"));
+                let body = &p[p.find("\n\n").unwrap() + 2..p.rfind("\n\nQuestion: ").unwrap()];
+                let lines: Vec<&str> = body.split('\n').collect();
+                assert_eq!(lines.iter().filter(|l| **l == PASSKEY_FILLER).count(), 12);
+                let stmts: Vec<&str> = lines
+                    .iter()
+                    .copied()
+                    .filter(|l| l.starts_with("VAR "))
+                    .collect();
+                assert_eq!(stmts.len(), (hops + 1) * chains);
+                assert_eq!(stmts.len() + 12, lines.len());
+                // Follow the asked variable back to its value, in text order.
+                let q = &p[p.rfind("VAR ").unwrap() + 4..p.rfind('?').unwrap()];
+                let mut name = q.to_string();
+                let mut steps = 0;
+                let value = loop {
+                    let s = stmts
+                        .iter()
+                        .find(|s| s.starts_with(&format!("VAR {name} = ")))
+                        .unwrap();
+                    let rhs = s[s.find(" = ").unwrap() + 3..s.len() - 1].to_string();
+                    steps += 1;
+                    if rhs.chars().all(|c| c.is_ascii_digit()) {
+                        break rhs;
+                    }
+                    // Each assignment comes after the one it reads.
+                    let at = |n: &str| {
+                        lines
+                            .iter()
+                            .position(|l| l.starts_with(&format!("VAR {n} = ")))
+                            .unwrap()
+                    };
+                    assert!(at(&rhs) < at(&name));
+                    name = rhs;
+                };
+                assert_eq!(steps, hops + 1);
+                assert_eq!(value, case.answer);
+                assert_eq!(value.len(), 5);
+                assert!(p.ends_with("?\nAnswer:"));
+            }
+        }
+        assert!(var_tracking(2, 1, 1, 0).is_none());
+    }
+
+    #[test]
+    fn copy_and_reverse() {
+        let c = copy(true, 16, 5, 2).unwrap();
+        assert_eq!(c, copy(true, 16, 5, 2).unwrap());
+        let s = c[0].prompt.rsplit_once("String: ").unwrap().1;
+        let s = &s[..s.find('\n').unwrap()];
+        assert_eq!(s.len(), 16);
+        assert_eq!(c[0].answer, s.chars().rev().collect::<String>());
+        assert!(correct(&c[0], &format!(" {}\n", c[0].answer)));
+        assert!(!correct(&c[0], &format!(" {}x", c[0].answer)));
+        let k = copy(false, 8, 1, 2).unwrap();
+        assert!(k[0]
+            .prompt
+            .ends_with(&format!("String: {}\nAnswer:", k[0].answer)));
+    }
+
+    #[test]
+    fn scoring_rules() {
+        let a = &arithmetic("add3", true, 1, 1).unwrap()[0];
+        assert!(correct(a, &format!(" <<1+2={0}>>{0}", a.answer)));
+        assert!(!correct(a, &format!(" {0}", a.answer)), "no call: wrong");
+        assert!(!correct(a, &format!(" <<{0}>>7", a.answer)));
+        let p = &arithmetic("add3", false, 1, 1).unwrap()[0];
+        assert!(correct(p, &format!(" {}\n", p.answer)));
     }
 
     #[test]
