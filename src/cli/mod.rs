@@ -17,6 +17,7 @@ mod bench;
 mod doctor;
 mod embed;
 mod eval;
+mod solve;
 
 #[derive(Parser)]
 #[command(
@@ -64,8 +65,11 @@ enum Cmd {
     Search(embed::SearchArgs),
     /// Sentence-embedding throughput and knowledge-base search time.
     BenchEmbed(embed::BenchEmbedArgs),
-    /// Capability tasks (passkey, KV retrieval) under one model and cache setting.
+    /// Capability tasks (CAPABILITY.md) under one model, cache and tool setting.
     Eval(eval::EvalArgs),
+    /// Solve a task with the runtime's loop: the model calls tools (calculator,
+    /// memory, prompt_search, search) through constrained JSON actions.
+    Solve(solve::SolveArgs),
 }
 
 /// Which adapter and capability tier to run on (shared by every command that
@@ -423,6 +427,7 @@ pub fn main() -> Result<()> {
         Cmd::Search(a) => embed::search(a),
         Cmd::BenchEmbed(a) => embed::bench_embed(a),
         Cmd::Eval(a) => eval::run(a),
+        Cmd::Solve(a) => solve::solve(a),
         Cmd::Adapters => {
             for (i, a) in lottery::engine::gpu::list_adapters(None)?
                 .iter()

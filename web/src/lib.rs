@@ -183,6 +183,7 @@ async fn generate(
                 SessionOptions {
                     ctx,
                     kv,
+                    run_ahead: Some(false),
                     ..Default::default()
                 },
             )

@@ -8,6 +8,7 @@
 pub mod calculator;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod retrieval;
+pub mod solve;
 
 use crate::generate::{HookAction, TokenEvent};
 use serde_json::{json, Value};
@@ -35,7 +36,13 @@ impl Tool for Calculator {
     fn parameters(&self) -> Value {
         json!({
             "type": "object",
-            "properties": {"expression": {"type": "string", "maxLength": calculator::MAX_EXPR_LEN}},
+            // The language the calculator reads, so a constrained caller
+            // can only write an expression it accepts.
+            "properties": {"expression": {
+                "type": "string",
+                "maxLength": calculator::MAX_EXPR_LEN,
+                "pattern": "^[0-9][0-9+*/^(). -]*$"
+            }},
             "required": ["expression"],
             "additionalProperties": false
         })

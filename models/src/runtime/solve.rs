@@ -1,0 +1,413 @@
+//! The loop (the paper's Algorithm 1, first version): the model is shown the
+//! tools and the question and, at every step, writes one action as JSON
+//! under a grammar that only admits well-formed calls of the given tools or
+//! an answer, so the model, not the runtime, chooses what to do next among
+//! few valid options. The runtime runs the call, shows the result as the next
+//! turn, and goes on within a budget of steps; after the answer, an optional
+//! check by the model (a constrained yes/no) can send it back to the last
+//! good point to try again (sampled this time). Every turn is rendered
+//! through the model's chat template and fed with `rewind_to_prefix`, so the
+//! cache is reused and the prompt never re-runs. Nothing here knows which
+//! task it is solving.
+
+use super::Tool;
+use crate::constrain::Grammar;
+use crate::generate::{GenerateOptions, HookAction, SamplerSettings, Session};
+use crate::load::ChatMessage;
+use crate::{Error, Result};
+use serde_json::{json, Value};
+use web_time::Instant;
+
+/// Budgets and choices of the loop.
+#[derive(Clone, Debug)]
+pub struct SolveOptions {
+    /// Tool calls before only an answer is allowed.
+    pub max_calls: usize,
+    /// Tokens the model may spend on one action.
+    pub max_action_tokens: usize,
+    /// Longest string the grammar lets the model write in an argument.
+    pub max_arg_chars: u64,
+    /// Tool results are clipped to this many characters before the model sees them.
+    pub max_result_chars: usize,
+    /// Ask the model to check its answer; a "no" retries from before it.
+    pub verify: bool,
+    /// Answers retried after a failed check.
+    pub retries: usize,
+    /// Context shorter than this (characters) is shown to the model whole;
+    /// longer context is only reachable through `prompt_search`.
+    pub inline_context_chars: usize,
+    pub seed: u64,
+}
+
+impl Default for SolveOptions {
+    fn default() -> Self {
+        SolveOptions {
+            max_calls: 4,
+            max_action_tokens: 96,
+            max_arg_chars: 120,
+            max_result_chars: 600,
+            verify: false,
+            retries: 1,
+            inline_context_chars: 2000,
+            seed: 0,
+        }
+    }
+}
+
+/// One step of a trace: a tool call, an answer, or a check.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TraceStep {
+    /// "call", "answer", "check", "repeat" (a call already made: not run
+    /// again, the answer is asked for next) or "invalid" (the action did not
+    /// finish within its token budget).
+    pub kind: String,
+    pub tool: Option<String>,
+    pub arguments: Value,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    /// What the model wrote.
+    pub text: String,
+    pub tokens: usize,
+    pub seconds: f64,
+}
+
+/// What [`solve`] returns.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Solution {
+    /// The final answer (None: the budget ran out first).
+    pub answer: Option<String>,
+    pub trace: Vec<TraceStep>,
+    pub tokens: usize,
+    pub seconds: f64,
+}
+
+/// Caps every string's `maxLength` in a JSON Schema at `max`, so a tool's
+/// generous limit cannot let a small model ramble inside an argument.
+fn clamp_strings(v: &mut Value, max: u64) {
+    match v {
+        Value::Object(m) => {
+            if m.get("type").and_then(Value::as_str) == Some("string") {
+                let cur = m
+                    .get("maxLength")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(u64::MAX);
+                m.insert("maxLength".into(), json!(cur.min(max)));
+            }
+            for (_, x) in m.iter_mut() {
+                clamp_strings(x, max);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| clamp_strings(x, max)),
+        _ => {}
+    }
+}
+
+/// The grammar of one action: a call of one of `tools` with its arguments'
+/// schema, or (always) `{"tool": "answer", "arguments": {"text": ...}}`.
+pub fn action_schema(tools: &[&dyn Tool], allow_calls: bool, max_arg_chars: u64) -> Value {
+    let mut any = Vec::new();
+    if allow_calls {
+        for t in tools {
+            let mut params = t.parameters();
+            clamp_strings(&mut params, max_arg_chars);
+            any.push(json!({
+                "type": "object",
+                "properties": {"tool": {"const": t.name()}, "arguments": params},
+                "required": ["tool", "arguments"],
+                "additionalProperties": false
+            }));
+        }
+    }
+    any.push(json!({
+        "type": "object",
+        "properties": {
+            "tool": {"const": "answer"},
+            "arguments": {
+                "type": "object",
+                "properties": {"text": {"type": "string", "maxLength": max_arg_chars}},
+                "required": ["text"],
+                "additionalProperties": false
+            }
+        },
+        "required": ["tool", "arguments"],
+        "additionalProperties": false
+    }));
+    json!({ "anyOf": any })
+}
+
+fn system_prompt(tools: &[&dyn Tool]) -> String {
+    let mut s = String::from(
+        "You solve the user's task step by step. Each reply is one JSON action. \
+         Call a tool when the task needs one, then answer.\nTools:\n",
+    );
+    for t in tools {
+        s.push_str(&format!(
+            "- {}: {} Arguments: {}\n",
+            t.name(),
+            t.description(),
+            t.parameters()["properties"]
+        ));
+    }
+    s.push_str("- answer: gives the final answer. Arguments: {\"text\": the answer}\n");
+    s.push_str(
+        "Reply as {\"tool\": NAME, \"arguments\": {...}}, taking the arguments from the task. \
+         After a tool's result, answer with it.",
+    );
+    s
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max).collect();
+    t.push_str(" ...");
+    t
+}
+
+/// Runs the loop for `task` (the question, with any short context), with
+/// `tools` at the model's disposal. `context`: a long document given with the
+/// task, shown whole when short, else only through a `prompt_search` tool
+/// among `tools` (the caller builds it over the same text).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn solve(
+    session: &mut Session,
+    tools: &[&dyn Tool],
+    task: &str,
+    context: Option<&str>,
+    opts: &SolveOptions,
+) -> Result<Solution> {
+    pollster::block_on(solve_async(session, tools, task, context, opts))
+}
+
+/// [`solve`] for callers that must not block (the browser).
+pub async fn solve_async(
+    session: &mut Session,
+    tools: &[&dyn Tool],
+    task: &str,
+    context: Option<&str>,
+    opts: &SolveOptions,
+) -> Result<Solution> {
+    let model = session.model.clone();
+    let template = model.chat_template.as_ref().ok_or_else(|| {
+        Error::Model("the loop renders turns through a chat template; this model has none".into())
+    })?;
+    let t0 = Instant::now();
+    let mut user = String::new();
+    if let Some(c) = context {
+        if c.chars().count() <= opts.inline_context_chars {
+            user.push_str(c);
+            user.push_str("\n\n");
+        } else if tools.iter().any(|t| t.name() == "prompt_search") {
+            user.push_str(
+                "(A long document comes with this task: read it with prompt_search.)\n\n",
+            );
+        } else {
+            return Err(Error::Model(format!(
+                "the context has {} characters, more than {} shown whole, and no prompt_search tool is given",
+                c.chars().count(),
+                opts.inline_context_chars
+            )));
+        }
+    }
+    user.push_str(task);
+    let mut msgs = vec![
+        ChatMessage::system(system_prompt(tools)),
+        ChatMessage::user(user),
+    ];
+    let mut trace = Vec::new();
+    let mut tokens = 0usize;
+    let mut calls = 0usize;
+    let mut retries = 0usize;
+    let mut attempt = 0u64;
+    // Turns after the last call that went well: a failed check rewinds here.
+    let mut good = msgs.len();
+    // Calls made so far: repeating one adds nothing, so a repeat ends the
+    // calls and the next action must be the answer.
+    let mut made: Vec<(String, Value)> = Vec::new();
+    let mut answer_now = false;
+    loop {
+        let allow_calls = calls < opts.max_calls && !answer_now;
+        let grammar = Grammar::JsonSchema(action_schema(tools, allow_calls, opts.max_arg_chars));
+        let (text, n, secs) = act(session, template, &msgs, &grammar, opts, attempt).await?;
+        tokens += n;
+        let Ok(action) = serde_json::from_str::<Value>(&text) else {
+            trace.push(step(
+                "invalid",
+                None,
+                Value::Null,
+                None,
+                None,
+                &text,
+                n,
+                secs,
+            ));
+            // An action cut off by its budget: count it as a call, try again.
+            calls += 1;
+            if calls > opts.max_calls + 1 {
+                break;
+            }
+            continue;
+        };
+        let name = action["tool"].as_str().unwrap_or("").to_string();
+        let args = action["arguments"].clone();
+        msgs.push(ChatMessage::assistant(text.clone()));
+        if name == "answer" {
+            let answer = args["text"].as_str().unwrap_or("").to_string();
+            trace.push(step(
+                "answer",
+                None,
+                args.clone(),
+                None,
+                None,
+                &text,
+                n,
+                secs,
+            ));
+            if opts.verify && retries < opts.retries {
+                msgs.push(ChatMessage::user(format!(
+                    "Check: is \"{answer}\" the correct answer to the task? Reply with JSON."
+                )));
+                let g = Grammar::JsonSchema(json!({
+                    "type": "object",
+                    "properties": {"correct": {"type": "boolean"}},
+                    "required": ["correct"],
+                    "additionalProperties": false
+                }));
+                let (t, n, secs) = act(session, template, &msgs, &g, opts, attempt).await?;
+                tokens += n;
+                let ok = serde_json::from_str::<Value>(&t)
+                    .ok()
+                    .and_then(|v| v["correct"].as_bool())
+                    .unwrap_or(true);
+                trace.push(step(
+                    "check",
+                    None,
+                    json!({ "correct": ok }),
+                    None,
+                    None,
+                    &t,
+                    n,
+                    secs,
+                ));
+                if !ok {
+                    retries += 1;
+                    attempt += 1;
+                    msgs.truncate(good);
+                    continue;
+                }
+            }
+            return Ok(Solution {
+                answer: Some(answer),
+                trace,
+                tokens,
+                seconds: t0.elapsed().as_secs_f64(),
+            });
+        }
+        calls += 1;
+        if made.iter().any(|(n, a)| *n == name && *a == args) {
+            trace.push(step("repeat", Some(name), args, None, None, &text, n, secs));
+            msgs.pop();
+            answer_now = true;
+            continue;
+        }
+        made.push((name.clone(), args.clone()));
+        let tool = tools.iter().find(|t| t.name() == name);
+        let (result, error) = match tool.map(|t| t.call(&args)) {
+            Some(Ok(r)) => (Some(r), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, Some(format!("no tool named `{name}`"))),
+        };
+        let shown = match (&result, &error) {
+            (Some(r), _) => format!(
+                "{name} returned: {}\nIf this answers the task, reply with the answer action.",
+                clip(r, opts.max_result_chars)
+            ),
+            (_, Some(e)) => format!("Error from {name}: {e}"),
+            _ => unreachable!(),
+        };
+        trace.push(step(
+            "call",
+            Some(name),
+            args,
+            result.clone(),
+            error.clone(),
+            &text,
+            n,
+            secs,
+        ));
+        msgs.push(ChatMessage::user(shown));
+        if error.is_none() {
+            good = msgs.len();
+        }
+    }
+    Ok(Solution {
+        answer: None,
+        trace,
+        tokens,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step(
+    kind: &str,
+    tool: Option<String>,
+    arguments: Value,
+    result: Option<String>,
+    error: Option<String>,
+    text: &str,
+    tokens: usize,
+    seconds: f64,
+) -> TraceStep {
+    TraceStep {
+        kind: kind.into(),
+        tool,
+        arguments,
+        result,
+        error,
+        text: text.into(),
+        tokens,
+        seconds,
+    }
+}
+
+/// One constrained reply to the conversation so far: the cache keeps what
+/// the conversation shares with what it holds, only the rest is fed.
+/// Greedy on the first attempt, sampled on retries.
+async fn act(
+    session: &mut Session,
+    template: &crate::load::ChatTemplate,
+    msgs: &[ChatMessage],
+    grammar: &Grammar,
+    opts: &SolveOptions,
+    attempt: u64,
+) -> Result<(String, usize, f64)> {
+    let t0 = Instant::now();
+    let model = session.model.clone();
+    let text = template.render(msgs, true)?;
+    let ids = model.tokenizer.encode(&text)?;
+    let kept = session.rewind_to_prefix(&ids)?;
+    let mut c = model.constraint(grammar)?;
+    let g = session
+        .generate_constrained_async(
+            &ids[kept..],
+            &GenerateOptions {
+                max_tokens: opts.max_action_tokens,
+                sampler: SamplerSettings {
+                    temperature: if attempt == 0 { 0.0 } else { 0.7 },
+                    seed: opts.seed + attempt,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            &mut c,
+            |_| HookAction::Continue,
+        )
+        .await?;
+    Ok((
+        g.text.trim().to_string(),
+        g.ids.len(),
+        t0.elapsed().as_secs_f64(),
+    ))
+}
