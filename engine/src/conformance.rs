@@ -1315,17 +1315,9 @@ async fn sampler_mask_case(gpu: &Gpu) -> Result<Check> {
     let dist = cpu::sample_distribution(&masked, &p);
     for i in 0..16 {
         let u = (i as f32 + 0.5) / 16.0;
-        let (mut run, mut want, mut near) = (0.0f64, None, false);
-        for (id, pr) in &dist {
-            near |= (u as f64 - run).abs() < 1e-3 || (u as f64 - run - pr).abs() < 1e-3;
-            if want.is_none() && (u as f64) < run + pr {
-                want = Some(*id);
-            }
-            run += pr;
-        }
-        if near {
+        let Some(want) = inverse_cdf(&dist, u) else {
             continue;
-        }
+        };
         let got = sample_masked(gpu, &logits, &[], p, false, u, Some(&mask)).await?;
         if Some(got) != want || !on(got as usize) {
             return Ok(mismatch(format!(
@@ -1338,6 +1330,21 @@ async fn sampler_mask_case(gpu: &Gpu) -> Result<Check> {
         max_rel: 0.0,
         fail: None,
     })
+}
+
+/// The id an inverse-CDF draw at `u` picks from `dist` (None while u lies
+/// within 1e-3 of a boundary, where f32 rounding may pick a neighbour; the
+/// inner Option is None past the last id).
+fn inverse_cdf(dist: &[(u32, f64)], u: f32) -> Option<Option<u32>> {
+    let (mut run, mut want, mut near) = (0.0f64, None, false);
+    for (id, pr) in dist {
+        near |= (u as f64 - run).abs() < 1e-3 || (u as f64 - run - pr).abs() < 1e-3;
+        if want.is_none() && (u as f64) < run + pr {
+            want = Some(*id);
+        }
+        run += pr;
+    }
+    (!near).then_some(want)
 }
 
 async fn sampler_distribution_case(gpu: &Gpu) -> Result<Check> {
@@ -1377,17 +1384,9 @@ async fn sampler_distribution_case(gpu: &Gpu) -> Result<Check> {
         let mut checked = 0;
         for i in 0..24 {
             let u = (i as f32 + 0.5) / 24.0;
-            let (mut run, mut want, mut near) = (0.0f64, None, false);
-            for (id, pr) in &dist {
-                near |= (u as f64 - run).abs() < 1e-3 || (u as f64 - run - pr).abs() < 1e-3;
-                if want.is_none() && (u as f64) < run + pr {
-                    want = Some(*id);
-                }
-                run += pr;
-            }
-            if near {
+            let Some(want) = inverse_cdf(&dist, u) else {
                 continue;
-            }
+            };
             let got = sample_once(gpu, &logits, &[], p, false, u).await?;
             if Some(got) != want {
                 return Ok(mismatch(format!(

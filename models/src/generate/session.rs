@@ -412,24 +412,34 @@ impl Session {
         Ok(out)
     }
 
+    /// Checks a profiled batch (1 to max_batch ids) and writes its step.
+    fn begin_profile(&mut self, ids: &[u32], what: &str) -> Result<Step> {
+        self.check_ids(ids)?;
+        if ids.is_empty() || ids.len() > self.opts.max_batch as usize {
+            return Err(Error::Model(format!(
+                "{what}: give 1 to {} ids",
+                self.opts.max_batch
+            )));
+        }
+        Ok(self.begin(ids, ids.len() > 1))
+    }
+
+    /// The decode graph for one id, the batched one for more.
+    fn graph_for(&self, ids: &[u32]) -> &[Dispatch] {
+        if ids.len() == 1 {
+            &self.decode
+        } else {
+            &self.prefill
+        }
+    }
+
     /// Times each dispatch of one step on its own (submit + wait per
     /// dispatch, so the sum exceeds a real step): where a step's time goes.
     /// Feeds `ids` as one batch: the decode graph for one id, prefill for more.
     pub fn profile_step(&mut self, ids: &[u32]) -> Result<Vec<(String, f64)>> {
-        self.check_ids(ids)?;
-        if ids.is_empty() || ids.len() > self.opts.max_batch as usize {
-            return Err(Error::Model(format!(
-                "profile_step: give 1 to {} ids",
-                self.opts.max_batch
-            )));
-        }
+        let st = self.begin_profile(ids, "profile_step")?;
         let gpu = self.model.gpu.clone();
-        let st = self.begin(ids, ids.len() > 1);
-        let graph = if ids.len() == 1 {
-            &self.decode
-        } else {
-            &self.prefill
-        };
+        let graph = self.graph_for(ids);
         let mut out = Vec::with_capacity(graph.len());
         for d in graph {
             let t0 = Instant::now();
@@ -451,20 +461,9 @@ impl Session {
     /// as one batch, several times over the same positions.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn profile_step_gpu(&mut self, ids: &[u32]) -> Result<StepProfile> {
-        self.check_ids(ids)?;
-        if ids.is_empty() || ids.len() > self.opts.max_batch as usize {
-            return Err(Error::Model(format!(
-                "profile_step_gpu: give 1 to {} ids",
-                self.opts.max_batch
-            )));
-        }
+        let st = self.begin_profile(ids, "profile_step_gpu")?;
         let gpu = self.model.gpu.clone();
-        let st = self.begin(ids, ids.len() > 1);
-        let graph = if ids.len() == 1 {
-            &self.decode
-        } else {
-            &self.prefill
-        };
+        let graph = self.graph_for(ids);
         let (mut record_s, mut submit_s) = (f64::MAX, f64::MAX);
         for _ in 0..5 {
             let t0 = Instant::now();
@@ -481,9 +480,10 @@ impl Session {
             submit_s = submit_s.min(t2.duration_since(t1).as_secs_f64());
         }
         let gpu_time = lottery_engine::gpu::time_step(&gpu, &st, graph)?;
+        let dispatches = graph.len();
         self.tokens.extend_from_slice(ids);
         Ok(StepProfile {
-            dispatches: graph.len(),
+            dispatches,
             record_s,
             submit_s,
             gpu: gpu_time,
