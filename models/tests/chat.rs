@@ -4,7 +4,7 @@
 mod common;
 
 use common::{golden, ids, s};
-use lottery_models::load::{ChatMessage, ChatTemplate, Tokenizer};
+use lottery_models::load::{ChatMessage, ChatTemplate, TemplateLimits, Tokenizer};
 
 const USER_HEADER: &str = "<|im_start|>user\n";
 const USER_END: &str = "<|im_end|>\n<|im_start|>assistant\n";
@@ -143,10 +143,10 @@ fn tojson_matches_python_json_dumps() {
     let out = t
         .render_with(&[], false, serde_json::json!({ "tools": tools }))
         .unwrap();
-    // Python: json.dumps(tools, ensure_ascii=False) (keys sorted here because
-    // serde_json's map is sorted; the template only formats).
-    let want_line1 = r#"[{"description": "a<b & \"c\" é\n", "name": "calc", "params": {"list": [1, "two"], "n": 1, "none": null, "ok": true, "x": 1.0, "y": 2.5e-07}}]"#;
-    let want_indent = "{\n  \"description\": \"a<b & \\\"c\\\" é\\n\",\n  \"name\": \"calc\",\n  \"params\": {\n    \"list\": [\n      1,\n      \"two\"\n    ],\n    \"n\": 1,\n    \"none\": null,\n    \"ok\": true,\n    \"x\": 1.0,\n    \"y\": 2.5e-07\n  }\n}";
+    // Python: json.dumps(tools, ensure_ascii=False), keys in insertion
+    // order as Python's dicts keep them.
+    let want_line1 = "[{\"name\": \"calc\", \"description\": \"a<b & \\\"c\\\" é\\n\", \"params\": {\"n\": 1, \"x\": 1.0, \"y\": 2.5e-07, \"ok\": true, \"none\": null, \"list\": [1, \"two\"]}}]";
+    let want_indent = "{\n  \"name\": \"calc\",\n  \"description\": \"a<b & \\\"c\\\" é\\n\",\n  \"params\": {\n    \"n\": 1,\n    \"x\": 1.0,\n    \"y\": 2.5e-07,\n    \"ok\": true,\n    \"none\": null,\n    \"list\": [\n      1,\n      \"two\"\n    ]\n  }\n}";
     let mut lines = out.splitn(2, '\n');
     assert_eq!(lines.next().unwrap(), want_line1);
     let rest = lines.next().unwrap();
@@ -189,4 +189,123 @@ fn from_tokenizer_config_json() {
         .to_string();
     assert!(msg.contains("chat_template"), "{msg}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Real-world templates (written from their public documentation) against
+/// Jinja2 set up as transformers sets it up: `scripts/render-templates.py`
+/// wrote the expected texts and errors.
+#[test]
+fn real_world_templates_match_jinja2() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/templates");
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let cases = cases.as_array().unwrap();
+    assert!(cases.len() >= 20);
+    for c in cases {
+        let name = s(&c["template"]);
+        let label = format!("{name}: {}", s(&c["case"]));
+        let src = std::fs::read_to_string(dir.join(format!("{name}.jinja"))).unwrap();
+        let messages: Vec<ChatMessage> = c["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| ChatMessage::new(s(&m["role"]), s(&m["content"])))
+            .collect();
+        let gen = c["add_generation_prompt"].as_bool().unwrap();
+        let t = ChatTemplate::new(src, s(&c["bos_token"]), s(&c["eos_token"])).unwrap();
+        // A twentieth of the default budget is still plenty for real use.
+        let tight = TemplateLimits {
+            fuel: TemplateLimits::default().fuel / 20,
+            max_output_bytes: 1 << 20,
+        };
+        for t in [&t, &t.clone().with_limits(tight)] {
+            let got = t.render_with(&messages, gen, &c["extra"]);
+            match c.get("error") {
+                Some(e) => {
+                    let msg = got.expect_err(&label).to_string();
+                    assert!(msg.contains(s(e)), "{label}: {msg}");
+                }
+                None => assert_eq!(got.expect(&label), s(&c["text"]), "{label}"),
+            }
+        }
+    }
+}
+
+/// Templates come from model files: work and memory are bounded, and the
+/// error names the template and the limit. The time bound here only tells a
+/// hang from an error; these stop in milliseconds.
+#[test]
+fn hostile_templates_stop_at_the_limits() {
+    let cases = [
+        // Two nested loops: 10^10 iterations.
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}{% endfor %}",
+            "fuel limit",
+        ),
+        // A string doubled 60 times in a loop (2^60 bytes).
+        (
+            "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}",
+            "fuel limit",
+        ),
+        // The same with +, starting from the largest repetition minijinja allows.
+        (
+            "{% set ns = namespace(s='a' * 50000000) %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s | length }}",
+            "fuel limit",
+        ),
+        // No loop at all: chained assignments.
+        (
+            "{% set a = 'x' * 60000000 %}{% set b = a ~ a %}{% set c = b ~ b %}{% set d = c ~ c %}{{ d | length }}",
+            "fuel limit",
+        ),
+        // Recursion instead of a loop.
+        (
+            "{% macro grow(s, n) %}{% if n > 0 %}{{ grow(s ~ s, n - 1) }}{% else %}{{ s | length }}{% endif %}{% endmacro %}{{ grow('ab', 60) }}",
+            "fuel limit",
+        ),
+        // A list doubled in a loop, then joined.
+        (
+            "{% set ns = namespace(l=[1, 2]) %}{% for i in range(60) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l | join(',') }}",
+            "fuel limit",
+        ),
+        // A lazily repeated list, materialised by a filter.
+        (
+            "{{ (messages * 100000000) | join(',') }}",
+            "fuel limit",
+        ),
+        // Growth through the Python string method.
+        (
+            "{% set ns = namespace(s='aaaa') %}{% for i in range(40) %}{% set ns.s = ns.s.replace('a', 'aaaa') %}{% endfor %}{{ ns.s | length }}",
+            "fuel limit",
+        ),
+        // Growth through the replace filter.
+        (
+            "{% set ns = namespace(s='aaaa') %}{% for i in range(40) %}{% set ns.s = ns.s | replace('a', 'aaaa') %}{% endfor %}{{ ns.s | length }}",
+            "fuel limit",
+        ),
+        // tojson with an absurd indent.
+        ("{{ messages | tojson(indent=1000000000) }}", "indent is limited"),
+        // Cheap to make, too large to be a prompt.
+        ("{{ 'x' * 20000000 }}", "output limit"),
+    ];
+    for (src, want) in cases {
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        let start = std::time::Instant::now();
+        let msg = t
+            .render(&[ChatMessage::user("hi")], true)
+            .expect_err(src)
+            .to_string();
+        let took = start.elapsed();
+        assert!(msg.contains(want), "{src}: {msg}");
+        assert!(msg.contains("chat template"), "{src}: {msg}");
+        assert!(took.as_secs_f64() < 20.0, "{src}: took {took:?}");
+    }
+    // The error names the key a GGUF template came from.
+    let t = ChatTemplate::new(
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "",
+        "",
+    )
+    .unwrap();
+    let msg = t.render(&[], true).unwrap_err().to_string();
+    assert!(msg.contains("1000000"), "{msg}");
 }

@@ -6,9 +6,18 @@
 //! `raise_exception` function, a `tojson` filter that writes what Python's
 //! `json.dumps` writes, and Python string/dict methods (`.strip()`,
 //! `.startswith()`, `.items()`, ...) from minijinja-contrib's pycompat.
+//!
+//! A template comes from the model file, so it is untrusted code. Every
+//! render runs on a fuel budget (minijinja 3 charges one unit per
+//! instruction and one per 64 bytes of data a template creates, so the
+//! budget bounds both time and memory) and an output limit; either one
+//! ending a render is an error naming the template and the limit, instead of
+//! a hang or an out-of-memory kill.
 
+use std::io::Write;
 use std::path::Path;
 
+use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Kwargs, ValueKind};
 use minijinja::{context, Environment, ErrorKind, Value};
 use serde::Serialize;
@@ -18,6 +27,30 @@ use crate::load::gguf::GgufFile;
 use crate::load::tokenizer::config_token;
 
 const TEMPLATE_NAME: &str = "chat";
+
+/// What one render may spend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TemplateLimits {
+    /// minijinja fuel: about one unit per instruction and one per 64 bytes
+    /// of data created, so it bounds time and memory together.
+    pub fuel: u64,
+    /// Largest rendered prompt, in bytes.
+    pub max_output_bytes: usize,
+}
+
+impl Default for TemplateLimits {
+    /// The real templates in `models/tests/templates/` render 40-turn
+    /// conversations on a twentieth of this budget; a hostile template
+    /// stops within about a third of a second and about 64 MB (the fuel also
+    /// pays for data at one unit per 64 bytes). A 16 MiB prompt is past
+    /// every context we run.
+    fn default() -> Self {
+        TemplateLimits {
+            fuel: 1_000_000,
+            max_output_bytes: 16 << 20,
+        }
+    }
+}
 
 /// One turn of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -49,9 +82,13 @@ impl ChatMessage {
 }
 
 /// A compiled chat template plus the special-token strings it may refer to.
+#[derive(Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
     source: String,
+    /// Where the template came from, for errors (a GGUF key or a file).
+    origin: String,
+    limits: TemplateLimits,
     bos_token: String,
     eos_token: String,
 }
@@ -60,6 +97,8 @@ impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatTemplate")
             .field("source", &self.source)
+            .field("origin", &self.origin)
+            .field("limits", &self.limits)
             .field("bos_token", &self.bos_token)
             .field("eos_token", &self.eos_token)
             .finish()
@@ -73,16 +112,45 @@ impl ChatTemplate {
         bos_token: impl Into<String>,
         eos_token: impl Into<String>,
     ) -> Result<Self> {
-        let source = source.into();
+        Self::with_origin(
+            source.into(),
+            "the chat template".into(),
+            bos_token,
+            eos_token,
+        )
+    }
+
+    fn with_origin(
+        source: String,
+        origin: String,
+        bos_token: impl Into<String>,
+        eos_token: impl Into<String>,
+    ) -> Result<Self> {
+        let limits = TemplateLimits::default();
         let mut env = environment();
+        env.set_fuel(Some(limits.fuel));
         env.add_template_owned(TEMPLATE_NAME, source.clone())
-            .map_err(|e| Error::Template(format!("compiling: {e:#}")))?;
+            .map_err(|e| Error::Template(format!("{origin}: compiling: {e:#}")))?;
         Ok(ChatTemplate {
             env,
             source,
+            origin,
+            limits,
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
         })
+    }
+
+    /// Replaces the render limits (see [`TemplateLimits::default`]).
+    pub fn with_limits(mut self, limits: TemplateLimits) -> Self {
+        self.env.set_fuel(Some(limits.fuel));
+        self.limits = limits;
+        self
+    }
+
+    /// The limits each render runs under.
+    pub fn limits(&self) -> TemplateLimits {
+        self.limits
     }
 
     /// The template in `tokenizer.chat_template`, with `bos_token` /
@@ -108,7 +176,12 @@ impl ChatTemplate {
         };
         let bos = token("tokenizer.ggml.bos_token_id")?;
         let eos = token("tokenizer.ggml.eos_token_id")?;
-        Self::new(source, bos, eos)
+        Self::with_origin(
+            source.to_string(),
+            "tokenizer.chat_template".into(),
+            bos,
+            eos,
+        )
     }
 
     /// The `chat_template` of a Hugging Face `tokenizer_config.json` (a
@@ -139,7 +212,8 @@ impl ChatTemplate {
             }
         };
         let token = |key: &str| config_token(&json, key).unwrap_or_default();
-        Self::new(source, token("bos_token"), token("eos_token"))
+        let origin = format!("{} chat_template", path.display());
+        Self::with_origin(source, origin, token("bos_token"), token("eos_token"))
     }
 
     /// The template text.
@@ -161,28 +235,77 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         extra: impl Serialize,
     ) -> Result<String> {
+        let origin = &self.origin;
         let tmpl = self
             .env
             .get_template(TEMPLATE_NAME)
-            .map_err(|e| Error::Template(format!("{e:#}")))?;
-        let extra = Value::from_serialize(extra);
+            .map_err(|e| Error::Template(format!("{origin}: {e:#}")))?;
+        let extra = Value::from(minijinja::value::Serde(extra));
         let ctx = context! {
-            messages => Value::from_serialize(messages),
+            messages => Value::from(minijinja::value::Serde(messages)),
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
             ..extra
         };
-        tmpl.render(ctx)
-            .map_err(|e| Error::Template(format!("rendering: {e:#}")))
+        let mut out = BoundedWriter {
+            buf: Vec::new(),
+            limit: self.limits.max_output_bytes,
+            overflowed: false,
+        };
+        let result = tmpl.render_captured_to(ctx, &mut out);
+        if out.overflowed {
+            return Err(Error::Template(format!(
+                "{origin}: the rendered prompt passed the output limit of {} bytes",
+                self.limits.max_output_bytes
+            )));
+        }
+        match result {
+            Ok(_) => String::from_utf8(out.buf)
+                .map_err(|_| Error::Template(format!("{origin}: rendered text is not UTF-8"))),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(Error::Template(format!(
+                "{origin}: rendering stopped at the fuel limit of {} units (instructions plus \
+                 64-byte units of data created); the template does more work than a chat \
+                 prompt needs",
+                self.limits.fuel
+            ))),
+            Err(e) => Err(Error::Template(format!("{origin}: rendering: {e:#}"))),
+        }
+    }
+}
+
+/// Collects the output and refuses to grow past `limit` bytes.
+struct BoundedWriter {
+    buf: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl Write for BoundedWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.limit {
+            self.overflowed = true;
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     // transformers compiles chat templates with these two on.
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .expect("the default delimiters with trim/lstrip are a valid syntax"),
+    );
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function("raise_exception", raise_exception);
     // minijinja's own tojson escapes <, >, & and ' for HTML safety, which
@@ -202,6 +325,12 @@ fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja
     let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
     kwargs.assert_all_used()?;
+    if indent.is_some_and(|n| n > MAX_TOJSON_INDENT) {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("tojson: indent is limited to {MAX_TOJSON_INDENT}"),
+        ));
+    }
     let opts = JsonOpts {
         indent,
         ensure_ascii: ensure_ascii.unwrap_or(false),
@@ -211,6 +340,13 @@ fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja
     write_py_json(&mut out, value, &opts, 0)?;
     Ok(Value::from_safe_string(out))
 }
+
+/// Python allows any indent; a template from a file must not make us
+/// allocate gigabytes of spaces.
+const MAX_TOJSON_INDENT: usize = 64;
+/// `tojson` output is charged as fuel only once returned, so its size is
+/// checked while it is written.
+const MAX_TOJSON_BYTES: usize = 16 << 20;
 
 struct JsonOpts {
     indent: Option<usize>,
@@ -224,6 +360,12 @@ fn write_py_json(
     opts: &JsonOpts,
     level: usize,
 ) -> std::result::Result<(), minijinja::Error> {
+    if out.len() > MAX_TOJSON_BYTES {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("tojson: output passed {MAX_TOJSON_BYTES} bytes"),
+        ));
+    }
     match v.kind() {
         ValueKind::Undefined => {
             return Err(minijinja::Error::new(

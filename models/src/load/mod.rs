@@ -5,7 +5,7 @@ pub mod gguf;
 pub mod hf;
 pub mod tokenizer;
 
-pub use chat::{ChatMessage, ChatTemplate};
+pub use chat::{ChatMessage, ChatTemplate, TemplateLimits};
 pub use gguf::{GgmlType, GgufFile, GgufWriter, MetaType, MetaValue, TensorInfo};
 pub use tokenizer::{StreamDecoder, Tokenizer};
 
