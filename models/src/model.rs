@@ -16,6 +16,9 @@ pub struct Model {
     pub weights: LlamaWeights,
     pub tokenizer: Tokenizer,
     pub chat_template: Option<ChatTemplate>,
+    /// Why `chat_template` is None (no template in the file, or one that
+    /// does not compile).
+    pub chat_template_error: Option<String>,
     pub path: PathBuf,
     /// Bytes of the model file.
     pub file_bytes: u64,
@@ -94,10 +97,16 @@ impl Model {
                 config.vocab
             )));
         }
-        let chat_template = if hf_dir {
-            ChatTemplate::from_tokenizer_config(path.join("tokenizer_config.json")).ok()
+        let template = if hf_dir {
+            ChatTemplate::from_tokenizer_config(path.join("tokenizer_config.json"))
         } else {
-            ChatTemplate::from_gguf(&g).ok()
+            ChatTemplate::from_gguf(&g)
+        };
+        // A model without a usable template still runs plain prompts; why
+        // it has none is kept for whoever asks for chat.
+        let (chat_template, chat_template_error) = match template {
+            Ok(t) => (Some(t), None),
+            Err(e) => (None, Some(e.to_string())),
         };
         let weights = LlamaWeights::load(&gpu, &g, &config, progress)?;
         Ok(Model {
@@ -106,6 +115,7 @@ impl Model {
             weights,
             tokenizer,
             chat_template,
+            chat_template_error,
             path: path.to_path_buf(),
             file_bytes: g.file_len(),
             constraints: std::sync::OnceLock::new(),

@@ -451,7 +451,10 @@ pub fn main() -> Result<()> {
 
 fn chat_prompt(model: &Model, messages: &[ChatMessage]) -> Result<String> {
     let t = model.chat_template.as_ref().ok_or_else(|| {
-        anyhow!("this model has no chat template (tokenizer.chat_template); run without --chat")
+        anyhow!(
+            "this model has no usable chat template ({}); run without --chat",
+            model.chat_template_error.as_deref().unwrap_or("none found")
+        )
     })?;
     Ok(t.render(messages, true)?)
 }

@@ -45,6 +45,7 @@ impl LlamaConfig {
             .opt_u32(&k("attention.head_count_kv"))?
             .unwrap_or(n_head as u32) as usize;
         let embd = g.require_tensor("token_embd.weight")?;
+        let (block_key, embd_key) = (k("block_count"), k("embedding_length"));
         let cfg = LlamaConfig {
             n_layer: g.get_u32(&k("block_count"))? as usize,
             d_model,
@@ -69,6 +70,22 @@ impl LlamaConfig {
             return Err(Error::Model(format!(
                 "inconsistent attention shape: embedding_length {} / head_count {} / head_count_kv {}",
                 cfg.d_model, cfg.n_head, cfg.n_kv_head
+            )));
+        }
+        // Counts from the file are checked against what the file holds
+        // before anything is sized by them: a layer is 9 tensors.
+        if cfg.n_layer == 0 || cfg.n_layer.saturating_mul(9) > g.tensors().len() {
+            return Err(Error::Model(format!(
+                "{block_key} = {} but the file holds {} tensors (each layer has 9)",
+                cfg.n_layer,
+                g.tensors().len()
+            )));
+        }
+        if cfg.d_model as u64 != embd.row_len() {
+            return Err(Error::Model(format!(
+                "{embd_key} = {} but token_embd.weight rows hold {} values",
+                cfg.d_model,
+                embd.row_len()
             )));
         }
         let mut cfg = cfg;

@@ -183,6 +183,26 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
             .collect();
         f.sort();
         f.dedup();
+        // The index comes with the download: a shard is a file beside it,
+        // never a path that leaves the directory or names a device.
+        for name in &f {
+            let plain = std::path::Path::new(name)
+                .file_name()
+                .is_some_and(|n| n == name.as_str());
+            if !plain || name == ".." || name == "." {
+                return Err(model_err(format!(
+                    "{}: weight_map names the shard {name:?}; shards must be file names in the model directory",
+                    index.display()
+                )));
+            }
+            if !dir.join(name).is_file() {
+                return Err(model_err(format!(
+                    "{}: shard {name:?} is not a file in {}",
+                    index.display(),
+                    dir.display()
+                )));
+            }
+        }
         f
     } else {
         vec!["model.safetensors".into()]

@@ -81,6 +81,55 @@ pub struct Solution {
     pub seconds: f64,
 }
 
+/// One action as the model wrote it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// `{"tool": "answer", "arguments": {"text": ...}}`.
+    Answer { text: String, arguments: Value },
+    /// Any other tool name (possibly one no tool has: [`run_call`] says so).
+    Call { tool: String, arguments: Value },
+}
+
+/// Longest action text read. The grammar bounds what the model writes; a
+/// caller passing text from elsewhere gets an error past this.
+pub const MAX_ACTION_BYTES: usize = 1 << 20;
+
+/// Reads an action. The grammar makes actions well formed, but one can be
+/// cut off by its token budget, and action text from another source is
+/// untrusted: anything that is not JSON is an error, never a panic; a
+/// missing or non-string `tool` is a call of the tool named "", which
+/// [`run_call`] answers with an error for the model.
+pub fn parse_action(text: &str) -> std::result::Result<Action, String> {
+    if text.len() > MAX_ACTION_BYTES {
+        return Err(format!(
+            "action of {} bytes, over the limit of {MAX_ACTION_BYTES}",
+            text.len()
+        ));
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("action is not JSON: {e}"))?;
+    let tool = v["tool"].as_str().unwrap_or("").to_string();
+    let arguments = v["arguments"].clone();
+    Ok(if tool == "answer" {
+        let text = arguments["text"].as_str().unwrap_or("").to_string();
+        Action::Answer { text, arguments }
+    } else {
+        Action::Call { tool, arguments }
+    })
+}
+
+/// Runs the call `name(args)` on the tool of that name; every failure
+/// (unknown tool, bad arguments, the tool's own error) is text for the model.
+pub fn run_call(
+    tools: &[&dyn Tool],
+    name: &str,
+    args: &Value,
+) -> std::result::Result<String, String> {
+    match tools.iter().find(|t| t.name() == name) {
+        Some(t) => t.call(args),
+        None => Err(format!("no tool named `{name}`")),
+    }
+}
+
 /// Caps every string's `maxLength` in a JSON Schema at `max`, so a tool's
 /// generous limit cannot let a small model ramble inside an argument.
 fn clamp_strings(v: &mut Value, max: u64) {
@@ -231,7 +280,7 @@ pub async fn solve_async(
         let grammar = Grammar::JsonSchema(action_schema(tools, allow_calls, opts.max_arg_chars));
         let (text, n, secs) = act(session, template, &msgs, &grammar, opts, attempt).await?;
         tokens += n;
-        let Ok(action) = serde_json::from_str::<Value>(&text) else {
+        let Ok(action) = parse_action(&text) else {
             trace.push(step(
                 "invalid",
                 None,
@@ -249,61 +298,64 @@ pub async fn solve_async(
             }
             continue;
         };
-        let name = action["tool"].as_str().unwrap_or("").to_string();
-        let args = action["arguments"].clone();
         msgs.push(ChatMessage::assistant(text.clone()));
-        if name == "answer" {
-            let answer = args["text"].as_str().unwrap_or("").to_string();
-            trace.push(step(
-                "answer",
-                None,
-                args.clone(),
-                None,
-                None,
-                &text,
-                n,
-                secs,
-            ));
-            if opts.verify && retries < opts.retries {
-                msgs.push(ChatMessage::user(format!(
-                    "Check: is \"{answer}\" the correct answer to the task? Reply with JSON."
-                )));
-                let g = Grammar::JsonSchema(json!({
-                    "type": "object",
-                    "properties": {"correct": {"type": "boolean"}},
-                    "required": ["correct"],
-                    "additionalProperties": false
-                }));
-                let (t, n, secs) = act(session, template, &msgs, &g, opts, attempt).await?;
-                tokens += n;
-                let ok = serde_json::from_str::<Value>(&t)
-                    .ok()
-                    .and_then(|v| v["correct"].as_bool())
-                    .unwrap_or(true);
+        let (name, args) = match action {
+            Action::Call { tool, arguments } => (tool, arguments),
+            Action::Answer {
+                text: answer,
+                arguments: args,
+            } => {
                 trace.push(step(
-                    "check",
+                    "answer",
                     None,
-                    json!({ "correct": ok }),
+                    args.clone(),
                     None,
                     None,
-                    &t,
+                    &text,
                     n,
                     secs,
                 ));
-                if !ok {
-                    retries += 1;
-                    attempt += 1;
-                    msgs.truncate(good);
-                    continue;
+                if opts.verify && retries < opts.retries {
+                    msgs.push(ChatMessage::user(format!(
+                        "Check: is \"{answer}\" the correct answer to the task? Reply with JSON."
+                    )));
+                    let g = Grammar::JsonSchema(json!({
+                        "type": "object",
+                        "properties": {"correct": {"type": "boolean"}},
+                        "required": ["correct"],
+                        "additionalProperties": false
+                    }));
+                    let (t, n, secs) = act(session, template, &msgs, &g, opts, attempt).await?;
+                    tokens += n;
+                    let ok = serde_json::from_str::<Value>(&t)
+                        .ok()
+                        .and_then(|v| v["correct"].as_bool())
+                        .unwrap_or(true);
+                    trace.push(step(
+                        "check",
+                        None,
+                        json!({ "correct": ok }),
+                        None,
+                        None,
+                        &t,
+                        n,
+                        secs,
+                    ));
+                    if !ok {
+                        retries += 1;
+                        attempt += 1;
+                        msgs.truncate(good);
+                        continue;
+                    }
                 }
+                return Ok(Solution {
+                    answer: Some(answer),
+                    trace,
+                    tokens,
+                    seconds: t0.elapsed().as_secs_f64(),
+                });
             }
-            return Ok(Solution {
-                answer: Some(answer),
-                trace,
-                tokens,
-                seconds: t0.elapsed().as_secs_f64(),
-            });
-        }
+        };
         calls += 1;
         if made.iter().any(|(n, a)| *n == name && *a == args) {
             trace.push(step("repeat", Some(name), args, None, None, &text, n, secs));
@@ -312,11 +364,9 @@ pub async fn solve_async(
             continue;
         }
         made.push((name.clone(), args.clone()));
-        let tool = tools.iter().find(|t| t.name() == name);
-        let (result, error) = match tool.map(|t| t.call(&args)) {
-            Some(Ok(r)) => (Some(r), None),
-            Some(Err(e)) => (None, Some(e)),
-            None => (None, Some(format!("no tool named `{name}`"))),
+        let (result, error) = match run_call(tools, &name, &args) {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(e)),
         };
         let shown = match (&result, &error) {
             (Some(r), _) => format!(

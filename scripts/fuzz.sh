@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs one coverage-guided fuzz target (libFuzzer through cargo-fuzz) for
+# SECONDS, with a memory limit, starting from fuzz/seeds/TARGET and keeping
+# what it finds in fuzz/corpus/TARGET. Not run in CI; the crashes it finds
+# become files under tests/hostile/ (see tests/hostile.rs).
+#
+#   scripts/fuzz.sh TARGET SECONDS [JOBS]
+#   targets: gguf hf_dir tokenizer chat_template tensor_decode tool_call
+#
+# A crash, a hang (-timeout) or an allocation past the limits stops the run
+# and leaves the input in fuzz/artifacts/TARGET/.
+set -euo pipefail
+target=${1:?usage: scripts/fuzz.sh TARGET SECONDS [JOBS]}
+secs=${2:-60}
+jobs=${3:-1}
+root=$(cd "$(dirname "$0")/.." && pwd)
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+[ -d "$root/fuzz/seeds/$target" ] || python3 "$root/scripts/fuzz-seeds.py"
+cd "$root/fuzz"
+mkdir -p "corpus/$target" "artifacts/$target"
+# -s none: no AddressSanitizer. The code under test is safe Rust; what we
+# look for is panics, hangs and unbounded allocation, and the sanitizer
+# would halve the executions per second.
+par=()
+if [ "$jobs" -gt 1 ]; then par=(-jobs="$jobs" -workers="$jobs"); fi
+exec cargo +nightly fuzz run -s none "$target" "corpus/$target" "seeds/$target" -- \
+    -max_total_time="$secs" -runs="${FUZZ_RUNS:--1}" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 \
+    -print_final_stats=1 -artifact_prefix="artifacts/$target/" "${par[@]}"
