@@ -22,8 +22,16 @@ mkdir -p "corpus/$target" "artifacts/$target"
 # -s none: no AddressSanitizer. The code under test is safe Rust; what we
 # look for is panics, hangs and unbounded allocation, and the sanitizer
 # would halve the executions per second.
+cargo +nightly fuzz build -s none "$target"
+bin="target/$(rustc -vV | sed -n 's/^host: //p')/release/$target"
+# Memory: libFuzzer's -rss_limit_mb catches memory that is touched, and
+# -malloc_limit_mb needs a sanitizer's allocator hooks; an address-space
+# limit also turns a huge untouched allocation (an unchecked count) into an
+# allocation failure, which aborts and is reported as a crash. 4 GB leaves
+# room for the 256 MB stack a chat-template render reserves.
+ulimit -v $((4 << 20))
 par=()
 if [ "$jobs" -gt 1 ]; then par=(-jobs="$jobs" -workers="$jobs"); fi
-exec cargo +nightly fuzz run -s none "$target" "corpus/$target" "seeds/$target" -- \
-    -max_total_time="$secs" -runs="${FUZZ_RUNS:--1}" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 \
-    -print_final_stats=1 -artifact_prefix="artifacts/$target/" "${par[@]}"
+exec "$bin" "corpus/$target" "seeds/$target" \
+    -max_total_time="$secs" -runs="${FUZZ_RUNS:--1}" -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+    -timeout=10 -print_final_stats=1 -artifact_prefix="artifacts/$target/" "${par[@]}"

@@ -282,6 +282,20 @@ fn hostile_templates_stop_at_the_limits() {
             "{% set ns = namespace(s='aaaa') %}{% for i in range(40) %}{% set ns.s = ns.s | replace('a', 'aaaa') %}{% endfor %}{{ ns.s | length }}",
             "fuel limit",
         ),
+        // Printing a lazily repeated list (found by the fuzzer: 13 s).
+        ("{{ messages[:1] * 50000000 }}", "fuel limit"),
+        ("{{ (messages[:1] * 50000000) | tojson }}", "fuel limit"),
+        // A list nested a hundred thousand deep, then printed.
+        (
+            "{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = [ns.l] %}{% endfor %}{{ ns.l }}",
+            "fuel limit",
+        ),
+        // As deep as the fuel allows (the loop stops at the limit), then
+        // dropped: recursion in minijinja's drop once aborted the process.
+        (
+            "{% set ns = namespace(l=[]) %}{% for i in messages[:1] * 1000000 %}{% set ns.l = [ns.l] %}{% endfor %}{{ ns.l }}",
+            "fuel limit",
+        ),
         // tojson with an absurd indent.
         ("{{ messages | tojson(indent=1000000000) }}", "indent is limited"),
         // Cheap to make, too large to be a prompt.

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Kwargs, ValueKind};
-use minijinja::{context, Environment, ErrorKind, Value};
+use minijinja::{context, Environment, ErrorKind, State, Value};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -27,6 +27,12 @@ use crate::load::gguf::GgufFile;
 use crate::load::tokenizer::config_token;
 
 const TEMPLATE_NAME: &str = "chat";
+
+/// Stack of the thread a render runs on: the fuel allows about 170,000
+/// levels of nesting (each costs a loop iteration of about 6 units), and
+/// dropping one level takes under 300 bytes of stack.
+#[cfg(not(target_arch = "wasm32"))]
+const RENDER_STACK_BYTES: usize = 256 << 20;
 
 /// What one render may spend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,11 +241,6 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         extra: impl Serialize,
     ) -> Result<String> {
-        let origin = &self.origin;
-        let tmpl = self
-            .env
-            .get_template(TEMPLATE_NAME)
-            .map_err(|e| Error::Template(format!("{origin}: {e:#}")))?;
         let extra = Value::from(minijinja::value::Serde(extra));
         let ctx = context! {
             messages => Value::from(minijinja::value::Serde(messages)),
@@ -248,6 +249,35 @@ impl ChatTemplate {
             eos_token => &self.eos_token,
             ..extra
         };
+        // A template can nest a list a hundred thousand deep within its
+        // fuel, and minijinja drops nested values recursively: on a thread's
+        // usual stack that overflowed and aborted the process (found by the
+        // fuzzer). Natively the render gets a thread with a stack deep
+        // enough for any nesting the fuel allows (reserved, not committed).
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            std::thread::scope(|scope| {
+                std::thread::Builder::new()
+                    .name("chat-template".into())
+                    .stack_size(RENDER_STACK_BYTES)
+                    .spawn_scoped(scope, || self.render_ctx(ctx))
+                    .map_err(|e| {
+                        Error::Template(format!("{}: starting the render: {e}", self.origin))
+                    })?
+                    .join()
+                    .map_err(|_| Error::Template(format!("{}: the render panicked", self.origin)))?
+            })
+        }
+        #[cfg(target_arch = "wasm32")]
+        self.render_ctx(ctx)
+    }
+
+    fn render_ctx(&self, ctx: Value) -> Result<String> {
+        let origin = &self.origin;
+        let tmpl = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| Error::Template(format!("{origin}: {e:#}")))?;
         let mut out = BoundedWriter {
             buf: Vec::new(),
             limit: self.limits.max_output_bytes,
@@ -307,11 +337,44 @@ fn environment() -> Environment<'static> {
             .expect("the default delimiters with trim/lstrip are a valid syntax"),
     );
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_formatter(|out, state, value| {
+        charge_items(state, value)?;
+        minijinja::escape_formatter(out, state, value)
+    });
     env.add_function("raise_exception", raise_exception);
     // minijinja's own tojson escapes <, >, & and ' for HTML safety, which
     // would change prompts that embed JSON (tool schemas).
     env.add_filter("tojson", tojson);
     env
+}
+
+/// Charges one unit of fuel per item of a container before it is written
+/// out or serialised. minijinja's display of a list visits every item even
+/// after the output limit has refused the writes, and a lazily repeated list
+/// (`tools * 50000000`) costs nothing to make: without this, printing one
+/// took 13 s. An explicit stack, so deep nesting cannot overflow ours.
+fn charge_items(state: &State, value: &Value) -> std::result::Result<(), minijinja::Error> {
+    let mut stack = vec![value.clone()];
+    while let Some(v) = stack.pop() {
+        let kind = v.kind();
+        if !matches!(kind, ValueKind::Seq | ValueKind::Iterable | ValueKind::Map) {
+            continue;
+        }
+        let sized = v.len();
+        if let Some(n) = sized {
+            state.consume_fuel(n as u64)?;
+        }
+        for item in v.try_iter()? {
+            if sized.is_none() {
+                state.consume_fuel(1)?;
+            }
+            if kind == ValueKind::Map {
+                stack.push(v.get_item(&item)?);
+            }
+            stack.push(item);
+        }
+    }
+    Ok(())
 }
 
 fn raise_exception(msg: String) -> std::result::Result<Value, minijinja::Error> {
@@ -320,7 +383,12 @@ fn raise_exception(msg: String) -> std::result::Result<Value, minijinja::Error> 
 
 /// `tojson` as transformers defines it: `json.dumps(x, ensure_ascii=False,
 /// indent=indent, sort_keys=sort_keys)`, byte for byte.
-fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja::Error> {
+fn tojson(
+    state: &State,
+    value: &Value,
+    kwargs: Kwargs,
+) -> std::result::Result<Value, minijinja::Error> {
+    charge_items(state, value)?;
     let indent: Option<usize> = kwargs.get("indent")?;
     let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
