@@ -13,6 +13,10 @@ set -euo pipefail
 target=${1:?usage: scripts/fuzz.sh TARGET SECONDS [JOBS]}
 secs=${2:-60}
 jobs=${3:-1}
+case "$target" in
+gguf | hf_dir | tokenizer | chat_template | tensor_decode | tool_call) ;;
+*) echo "unknown target $target (gguf hf_dir tokenizer chat_template tensor_decode tool_call)" >&2; exit 2 ;;
+esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
@@ -23,9 +27,10 @@ mkdir -p "corpus/$target" "artifacts/$target"
 # look for is panics, hangs and unbounded allocation, and the sanitizer
 # would halve the executions per second.
 cargo +nightly fuzz build -s none "$target"
-bin="target/$(rustc -vV | sed -n 's/^host: //p')/release/$target"
-# Memory: libFuzzer's -rss_limit_mb catches memory that is touched, and
-# -malloc_limit_mb needs a sanitizer's allocator hooks; an address-space
+bin="${CARGO_TARGET_DIR:-target}/$(rustc -vV | sed -n 's/^host: //p')/release/$target"
+# Memory: libFuzzer's -rss_limit_mb catches memory that is touched (its
+# -malloc_limit_mb needs a sanitizer's allocator hooks, so it is not used);
+# an address-space
 # limit also turns a huge untouched allocation (an unchecked count) into an
 # allocation failure, which aborts and is reported as a crash. 4 GB leaves
 # room for the 256 MB stack a chat-template render reserves.
@@ -33,5 +38,5 @@ ulimit -v $((4 << 20))
 par=()
 if [ "$jobs" -gt 1 ]; then par=(-jobs="$jobs" -workers="$jobs"); fi
 exec "$bin" "corpus/$target" "seeds/$target" \
-    -max_total_time="$secs" -runs="${FUZZ_RUNS:--1}" -rss_limit_mb=2048 -malloc_limit_mb=1024 \
-    -timeout=10 -print_final_stats=1 -artifact_prefix="artifacts/$target/" "${par[@]}"
+    -max_total_time="$secs" -runs="${FUZZ_RUNS:--1}" -rss_limit_mb=2048 \
+    -timeout=10 -print_final_stats=1 -artifact_prefix="artifacts/$target/" ${par[@]+"${par[@]}"}

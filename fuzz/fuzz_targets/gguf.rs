@@ -1,7 +1,7 @@
 //! A model file as `lottery info` / `lottery run` read it before the GPU:
 //! the GGUF header, metadata, tensor infos and data offsets; the config and
-//! the refusal checks; the tokenizer and chat template the file describes;
-//! and every tensor decoded on the CPU and repacked into GPU words.
+//! the refusal checks; and every tensor decoded on the CPU and repacked into
+//! GPU words (the tokenizer and the chat template have targets of their own).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

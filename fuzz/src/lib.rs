@@ -231,6 +231,12 @@ pub fn chat_template(data: &[u8]) -> Vec<String> {
         "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}}}]});
     note(&mut errs, t.render(&msgs, true));
     note(&mut errs, t.render_with(&msgs, false, &tools));
+    // A render runs on its own thread, which turns a panic into an error;
+    // here it must stay a failure.
+    assert!(
+        !errs.iter().any(|e| e.contains("the render panicked")),
+        "{errs:?}"
+    );
     errs
 }
 

@@ -285,16 +285,15 @@ fn hostile_templates_stop_at_the_limits() {
         // Printing a lazily repeated list (found by the fuzzer: 13 s).
         ("{{ messages[:1] * 50000000 }}", "fuel limit"),
         ("{{ (messages[:1] * 50000000) | tojson }}", "fuel limit"),
-        // A list nested a hundred thousand deep, then printed.
-        (
-            "{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = [ns.l] %}{% endfor %}{{ ns.l }}",
-            "fuel limit",
-        ),
         // As deep as the fuel allows (the loop stops at the limit), then
         // dropped: recursion in minijinja's drop once aborted the process.
         (
             "{% set ns = namespace(l=[]) %}{% for i in messages[:1] * 1000000 %}{% set ns.l = [ns.l] %}{% endfor %}{{ ns.l }}",
             "fuel limit",
+        ),
+        (
+            "{% set ns = namespace(s='\u{e9}' * 5000000) %}{{ [ns.s] | tojson(ensure_ascii=true) }}",
+            "tojson: output passed",
         ),
         // tojson with an absurd indent.
         ("{{ messages | tojson(indent=1000000000) }}", "indent is limited"),
@@ -313,7 +312,32 @@ fn hostile_templates_stop_at_the_limits() {
         assert!(msg.contains("chat template"), "{src}: {msg}");
         assert!(took.as_secs_f64() < 20.0, "{src}: took {took:?}");
     }
-    // The error names the key a GGUF template came from.
+    // Containers turned into text by `~`, `|string` or `pprint` are cut
+    // short past a budget (nesting, items, nested string bytes): the render
+    // may end with the text or with an error, but it ends, quickly.
+    for src in [
+        // A namespace holding itself (recursed until the stack overflowed).
+        "{% set ns = namespace() %}{% set ns.me = ns %}{{ ('' ~ ns) | length }}",
+        "{% set ns = namespace() %}{% set ns.a = ns %}{% set ns.b = ns %}{{ ns | string | length }}",
+        // A lazily repeated list, 50 million items.
+        "{{ ('' ~ (messages[:1] * 50000000)) | length }}",
+        "{{ (messages[:1] * 50000000) | string | length }}",
+        "{{ (messages[:1] * 50000000) | pprint | length }}",
+        // A list nested a hundred thousand deep, then printed.
+        "{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = [ns.l] %}{% endfor %}{{ ns.l }}",
+        // One large string many times over.
+        "{% set s = 'x' * 30000000 %}{{ ([s] * 1000) | string | length }}",
+    ] {
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        let start = std::time::Instant::now();
+        let r = t.render(&[ChatMessage::user("hi")], true);
+        let took = start.elapsed();
+        if let Ok(text) = &r {
+            assert!(text.len() < 1000, "{src}: {} bytes", text.len());
+        }
+        assert!(took.as_secs_f64() < 20.0, "{src}: took {took:?}");
+    }
+    // The error states the limit (the CLI test in tests/hostile.rs checks the GGUF key).
     let t = ChatTemplate::new(
         "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
         "",

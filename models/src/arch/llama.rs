@@ -74,7 +74,12 @@ impl LlamaConfig {
         }
         // Counts from the file are checked against what the file holds
         // before anything is sized by them: a layer is 9 tensors.
-        if cfg.n_layer == 0 || cfg.n_layer.saturating_mul(9) > g.tensors().len() {
+        if cfg.n_layer == 0 {
+            return Err(Error::Model(format!(
+                "{block_key} = 0: a model needs layers"
+            )));
+        }
+        if cfg.n_layer.saturating_mul(9) > g.tensors().len() {
             return Err(Error::Model(format!(
                 "{block_key} = {} but the file holds {} tensors (each layer has 9)",
                 cfg.n_layer,

@@ -46,10 +46,10 @@ pub struct TemplateLimits {
 
 impl Default for TemplateLimits {
     /// The real templates in `models/tests/templates/` render 40-turn
-    /// conversations on a twentieth of this budget; a hostile template
-    /// stops within about a third of a second and about 64 MB (the fuel also
-    /// pays for data at one unit per 64 bytes). A 16 MiB prompt is past
-    /// every context we run.
+    /// conversations on a twentieth of this budget; the hostile templates
+    /// in the tests stop within about a third of a second and about 120 MB
+    /// (the fuel also pays for data at one unit per 64 bytes). A 16 MiB
+    /// prompt is past every context we run.
     fn default() -> Self {
         TemplateLimits {
             fuel: 1_000_000,
@@ -451,7 +451,19 @@ fn write_py_json(
                 out.push_str(&py_float_repr(f));
             }
         }
-        ValueKind::String => write_py_str(out, v.as_str().unwrap_or(""), opts.ensure_ascii),
+        ValueKind::String => {
+            let s = v.as_str().unwrap_or("");
+            // An escaped character takes at most 12 bytes (a surrogate pair).
+            if out.len().saturating_add(s.len().saturating_mul(12)) > MAX_TOJSON_BYTES
+                && out.len() + escaped_len(s, opts.ensure_ascii) > MAX_TOJSON_BYTES
+            {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("tojson: output passed {MAX_TOJSON_BYTES} bytes"),
+                ));
+            }
+            write_py_str(out, s, opts.ensure_ascii)
+        }
         ValueKind::Seq | ValueKind::Iterable => {
             let items: Vec<Value> = v.try_iter()?.collect();
             write_container(out, '[', ']', &items, opts, level, |out, item, lvl| {
@@ -525,6 +537,19 @@ fn write_container<T>(
     }
     out.push(close);
     Ok(())
+}
+
+/// Bytes `write_py_str` writes for `s` (quotes included).
+fn escaped_len(s: &str, ensure_ascii: bool) -> usize {
+    2 + s
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0C}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c if ensure_ascii && !c.is_ascii() => 6 * c.len_utf16(),
+            c => c.len_utf8(),
+        })
+        .sum::<usize>()
 }
 
 fn write_py_str(out: &mut String, s: &str, ensure_ascii: bool) {

@@ -258,6 +258,7 @@ mod type_erase;
 mod argtypes;
 #[cfg(feature = "serde")]
 mod deserialize;
+pub(crate) mod display_budget;
 pub(crate) mod merge_object;
 pub(crate) mod namespace_object;
 mod object;
@@ -976,12 +977,20 @@ impl Ord for Value {
 
 impl fmt::Debug for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> Result<(), std::fmt::Error> {
+        // lottery patch: bounded display (see display_budget)
+        let Some(_guard) = display_budget::enter(&self.0) else {
+            return f.write_str("...");
+        };
         fmt::Debug::fmt(&self.0, f)
     }
 }
 
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // lottery patch: bounded display (see display_budget)
+        let Some(_guard) = display_budget::enter(&self.0) else {
+            return f.write_str("...");
+        };
         match self.0 {
             ValueRepr::Undefined(..) => Ok(()),
             ValueRepr::Bool(val) => f.write_str(if val { "True" } else { "False" }),

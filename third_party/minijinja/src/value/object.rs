@@ -306,6 +306,11 @@ fn default_render(obj: &DynObject, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         ObjectRepr::Map => render_container(f, "{...}", |f| {
             let mut dbg = f.debug_map();
             for (idx, (key, value)) in obj.try_iter_pairs().into_iter().flatten().enumerate() {
+                // lottery patch: stop iterating once the display budget is spent
+                if crate::value::display_budget::spent() {
+                    dbg.entry(&OmittedKey, &Omitted { count: None, prefix: "" });
+                    break;
+                }
                 if is_over_item_limit(idx) {
                     let count = obj.enumerator_len().map(|x| x - idx);
                     dbg.entry(&OmittedKey, &Omitted { count, prefix: "" });
@@ -322,6 +327,14 @@ fn default_render(obj: &DynObject, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             render_container(f, "[...]", |f| {
                 let mut dbg = f.debug_list();
                 for (idx, value) in obj.try_iter().into_iter().flatten().enumerate() {
+                    // lottery patch: stop iterating once the display budget is spent
+                    if crate::value::display_budget::spent() {
+                        dbg.entry(&Omitted {
+                            count: None,
+                            prefix: "... ",
+                        });
+                        break;
+                    }
                     if is_over_item_limit(idx) {
                         let count = obj.enumerator_len().map(|x| x - idx);
                         dbg.entry(&Omitted {
