@@ -77,4 +77,13 @@ fn quick_eval_writes_resumes_and_reports() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["rows"].as_array().unwrap().len(), 1);
+    // The chart: one line (and legend entry) per task, linked from
+    // the report.
+    let svg = std::fs::read_to_string(dir.join("chart.svg")).unwrap();
+    assert!(svg.starts_with("<svg") || svg.contains("<svg"), "{svg}");
+    assert!(
+        svg.contains(">passkey<") && svg.contains("bits per weight"),
+        "{svg}"
+    );
+    assert!(md.contains("(chart.svg)"), "{md}");
 }

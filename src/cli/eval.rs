@@ -2,7 +2,7 @@
 //! and cache setting, greedy, scored by each protocol's rule. Every case is
 //! appended to DIR/cases.jsonl as it finishes, so an interrupted run resumes
 //! where it stopped; every run of a configuration adds a line to
-//! DIR/configs.jsonl; DIR/report.md and report.json tabulate every
+//! DIR/configs.jsonl; DIR/report.md, report.json and chart.svg tabulate every
 //! configuration the directory holds (one row each), so runs with other
 //! `--kv`, `--kv-policy`, `--quantize` or `--tools` into the same DIR build
 //! one table.
@@ -73,6 +73,10 @@ pub struct EvalArgs {
     /// Print this run's summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Only rewrite report.md, report.json and chart.svg in --out from the
+    /// results already there (no model is loaded, nothing runs).
+    #[arg(long, requires = "out")]
+    report_only: bool,
 }
 
 fn selected(a: &EvalArgs, bucket: &str) -> bool {
@@ -167,6 +171,12 @@ fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>> {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    if a.report_only {
+        let dir = a.out.as_deref().expect("clap requires --out");
+        write_reports(dir)?;
+        println!("wrote {}", dir.join("report.md").display());
+        return Ok(());
+    }
     let all = cases(&a)?;
     let model = a.model.load(a.json)?;
     let mut session = a.model.session(&model)?;
@@ -421,10 +431,116 @@ fn write_reports(dir: &Path) -> Result<()> {
             "cells": jc,
         }));
     }
+    let points: Vec<ChartRow> = rows
+        .iter()
+        .map(|r| ChartRow {
+            bits: meta[r]["bits_per_weight"].as_f64().unwrap_or(0.0),
+            acc: cols
+                .iter()
+                .map(|col| {
+                    cell.get(&(r.clone(), col.clone()))
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(ok, n)| *ok as f64 / *n as f64)
+                })
+                .collect(),
+        })
+        .collect();
+    let names: Vec<String> = cols.iter().map(|(t, l)| format!("{t} {l}")).collect();
+    write_chart(&dir.join("chart.svg"), &names, &points)?;
+    md.push_str("\n![accuracy against bits per weight](chart.svg)\n");
     std::fs::write(dir.join("report.md"), md)?;
     std::fs::write(
         dir.join("report.json"),
         serde_json::to_string_pretty(&serde_json::json!({ "rows": json_rows }))?,
     )?;
+    Ok(())
+}
+
+/// One configuration's point per task column (None: not run).
+struct ChartRow {
+    bits: f64,
+    acc: Vec<Option<f64>>,
+}
+
+/// chart.svg: accuracy against bits per weight, one line per task (its
+/// columns' lengths and variants averaged): a dot for every configuration,
+/// the line through the best one at each size (configurations of one
+/// weight file differ by KV cache or tools and share the x position).
+fn write_chart(path: &Path, names: &[String], rows: &[ChartRow]) -> Result<()> {
+    use plotters::prelude::*;
+    // Task of a column: the first word of its name.
+    let mut tasks: Vec<String> = Vec::new();
+    for n in names {
+        let t = n.split(' ').next().unwrap_or("").to_string();
+        if !tasks.contains(&t) {
+            tasks.push(t);
+        }
+    }
+    let task_acc = |r: &ChartRow, task: &str| -> Option<f64> {
+        let v: Vec<f64> = names
+            .iter()
+            .zip(&r.acc)
+            .filter(|(n, _)| n.split(' ').next() == Some(task))
+            .filter_map(|(_, a)| *a)
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let (lo, hi) = rows.iter().fold((f64::MAX, f64::MIN), |(lo, hi), r| {
+        (lo.min(r.bits), hi.max(r.bits))
+    });
+    let (lo, hi) = if rows.is_empty() {
+        (0.0, 16.0)
+    } else {
+        ((lo - 0.5).max(0.0), hi + 0.5)
+    };
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    let draw = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing {}: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "accuracy against bits per weight (line: best configuration at each size)",
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(52)
+        .build_cartesian_2d(lo..hi, 0.0..1.0)
+        .map_err(|e| draw(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("bits per weight")
+        .y_desc("correct / cases")
+        .draw()
+        .map_err(|e| draw(&e))?;
+    for (i, task) in tasks.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let dots: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| task_acc(r, task).map(|a| (r.bits, a)))
+            .collect();
+        let mut best: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+        for &(x, y) in &dots {
+            let e = best.entry(x.to_bits()).or_insert((x, y));
+            e.1 = e.1.max(y);
+        }
+        let mut line: Vec<(f64, f64)> = best.into_values().collect();
+        line.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(line, color.stroke_width(2)))
+            .map_err(|e| draw(&e))?
+            .label(task.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        chart
+            .draw_series(dots.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(|e| draw(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|e| draw(&e))?;
+    root.present().map_err(|e| draw(&e))?;
     Ok(())
 }
