@@ -184,12 +184,13 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
         f.sort();
         f.dedup();
         // The index comes with the download: a shard is a file beside it,
-        // never a path that leaves the directory or names a device.
+        // never a path that leaves the directory or names a device
+        // (`file_name` is None for "", "." and "..", and drops directories).
         for name in &f {
             let plain = std::path::Path::new(name)
                 .file_name()
                 .is_some_and(|n| n == name.as_str());
-            if !plain || name == ".." || name == "." {
+            if !plain {
                 return Err(model_err(format!(
                     "{}: weight_map names the shard {name:?}; shards must be file names in the model directory",
                     index.display()
