@@ -313,10 +313,7 @@ fn search_and_prompt_search_tools() {
     let files = write_corpus(&dir.join("docs").tap_mkdir(), 9);
     let mut kb = KnowledgeBase::create(&dir.join("kb"), &enc, opts()).unwrap();
     kb.add_files(&enc, &files, &mut |_, _| {}).unwrap();
-    let search = KbSearch {
-        kb: Arc::new(kb),
-        encoder: enc.clone(),
-    };
+    let search = KbSearch::new(Arc::new(kb), enc.clone()).unwrap();
     let out = search
         .call(&serde_json::json!({"query": "how is bread made", "k": 2}))
         .unwrap();
@@ -345,16 +342,8 @@ fn search_and_prompt_search_tools() {
         ));
         parts.push(vec![filler; n - depth].join(" "));
         let context = parts.join("\n");
-        let ps = PromptSearch::new(
-            enc.clone(),
-            &context,
-            ChunkOptions {
-                max_tokens: 64,
-                overlap_tokens: 0,
-            },
-        )
-        .unwrap();
-        assert!(ps.chunks().len() > 10);
+        let ps = PromptSearch::new(enc.clone(), &context).unwrap();
+        assert!(ps.units().len() > 10);
         let out = ps
             .call(&serde_json::json!({"question": "What is the pass key?", "k": 1}))
             .unwrap();

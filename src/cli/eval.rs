@@ -60,8 +60,20 @@ pub struct EvalArgs {
     #[arg(long, value_delimiter = ',')]
     trials: Vec<usize>,
     /// Tools: `calculator` answers annotated arithmetic's `<<EXPR=` inline.
-    #[arg(long, value_delimiter = ',', value_parser = ["calculator"])]
+    /// With --solve, the tools the loop offers the model: calculator,
+    /// memory, prompt_search (over the case's document), search (over the
+    /// knowledge base of kb_qa).
+    #[arg(long, value_delimiter = ',', value_parser = ["calculator", "memory", "prompt_search", "search"])]
     tools: Vec<String>,
+    /// Run every case through the runtime's loop (`lottery solve`) with
+    /// --tools, the case's document given apart from its task; the final
+    /// answer is scored.
+    #[arg(long)]
+    solve: bool,
+    /// Sentence-transformers directory for search and prompt_search
+    /// (default: the fetched all-MiniLM-L6-v2).
+    #[arg(long)]
+    embed_model: Option<PathBuf>,
     /// Also measure perplexity on this text (llama.cpp's method, chunks of
     /// 512) for the report's perplexity column.
     #[arg(long)]
@@ -184,14 +196,34 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let policy = a.model.kv_policy()?;
     let c = &model.config;
     let kv_bytes = kv.bytes_per_token(c.n_layer as u32, c.n_kv_head as u32, c.head_dim as u32);
+    let mut tool_label = a.tools.clone();
+    if a.solve {
+        tool_label.insert(0, "loop".into());
+    }
     let label = config_label(
         &model.path,
         a.model.quantize.as_deref(),
         &kv.label(),
         &policy.label(),
-        &a.tools,
+        &tool_label,
     );
     let calculator = a.tools.iter().any(|t| t == "calculator");
+    if !a.solve {
+        if let Some(t) = a.tools.iter().find(|t| *t != "calculator") {
+            return Err(anyhow!(
+                "--tools {t} is a tool of the runtime's loop: add --solve"
+            ));
+        }
+    }
+    let encoder = if a.solve
+        && a.tools
+            .iter()
+            .any(|t| t == "prompt_search" || t == "search")
+    {
+        Some(super::solve::encoder(a.embed_model.clone())?)
+    } else {
+        None
+    };
     // Resume: the cases this configuration and seed already have.
     let mut done: BTreeMap<(String, String, usize), bool> = BTreeMap::new();
     let mut jsonl = match &a.out {
@@ -231,6 +263,23 @@ pub fn run(a: EvalArgs) -> Result<()> {
     );
     let t0 = Instant::now();
     for c in todo {
+        if a.solve {
+            let (ok, record) = solve_case(&mut session, c, &a.tools, encoder.as_ref())?;
+            done.insert((c.task.to_string(), c.length.clone(), c.trial), ok);
+            if let Some(f) = jsonl.as_mut() {
+                let mut r = serde_json::json!({
+                    "config": label, "task": c.task, "length": c.length, "trial": c.trial,
+                    "seed": a.seed, "answer": c.answer, "correct": ok,
+                });
+                if let (Some(m), serde_json::Value::Object(x)) = (r.as_object_mut(), record) {
+                    m.extend(x);
+                }
+                writeln!(f, "{r}")?;
+            }
+            bar.set_message(format!("{} {}", c.task, c.length));
+            bar.inc(1);
+            continue;
+        }
         let ids = model.tokenizer.encode(&c.prompt)?;
         session.rewind(0)?;
         let opts = GenerateOptions {
@@ -290,6 +339,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         "kv_policy": policy.label(),
         "kv_bytes_per_token": kv_bytes,
         "tools": a.tools,
+        "solve": a.solve,
         "seed": a.seed,
         "perplexity": perplexity,
         "seconds": seconds,
@@ -322,6 +372,62 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One case through the runtime's loop: the tools named, `prompt_search`
+/// over the case's document. Returns whether the answer is right and what
+/// the case file records (output, calls, the trace).
+fn solve_case(
+    session: &mut lottery::Session,
+    c: &Case,
+    tool_names: &[String],
+    encoder: Option<&std::sync::Arc<lottery::models::arch::bert::BertEncoder>>,
+) -> Result<(bool, serde_json::Value)> {
+    use lottery::models::runtime::retrieval::PromptSearch;
+    use lottery::models::runtime::solve::{solve, SolveOptions};
+    use lottery::models::runtime::{Calculator, Memory, Tool};
+    let mut tools: Vec<Box<dyn Tool>> = Vec::new();
+    for t in tool_names {
+        match t.as_str() {
+            "calculator" => tools.push(Box::new(Calculator)),
+            "memory" => tools.push(Box::new(Memory::default())),
+            "prompt_search" => {
+                if let (Some(doc), Some(e)) = (&c.document, encoder) {
+                    tools.push(Box::new(PromptSearch::new(e.clone(), doc)?));
+                }
+            }
+            "search" => {}
+            _ => {}
+        }
+    }
+    let refs: Vec<&dyn Tool> = tools.iter().map(|t| t.as_ref()).collect();
+    // No rewind: the loop keeps the cached prefix it shares with the last
+    // case (the system turn and the demonstrations).
+    let sol = solve(
+        session,
+        &refs,
+        &c.task_without_document(),
+        c.document.as_deref(),
+        &SolveOptions::default(),
+    )?;
+    let answer = sol.answer.clone().unwrap_or_default();
+    let ok = eval::correct_answer(c, &answer);
+    let calls: Vec<serde_json::Value> = sol
+        .trace
+        .iter()
+        .filter(|s| s.kind == "call")
+        .map(|s| serde_json::json!({"tool": s.tool, "arguments": s.arguments}))
+        .collect();
+    Ok((
+        ok,
+        serde_json::json!({
+            "output": answer,
+            "tool_calls": calls,
+            "generated_tokens": sol.tokens,
+            "seconds": sol.seconds,
+            "trace": sol.trace,
+        }),
+    ))
 }
 
 /// Bits per weight of what a decode step reads (matrices, norms, LM head).

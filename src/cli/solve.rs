@@ -4,7 +4,7 @@ use super::ModelArgs;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use lottery::models::arch::bert::BertEncoder;
-use lottery::models::kb::{ChunkOptions, KnowledgeBase};
+use lottery::models::kb::KnowledgeBase;
 use lottery::models::runtime::retrieval::{KbSearch, PromptSearch};
 use lottery::models::runtime::solve::{solve as run_loop, SolveOptions};
 use lottery::models::runtime::{Calculator, Memory, Tool};
@@ -47,7 +47,7 @@ pub struct SolveArgs {
     json: bool,
 }
 
-fn encoder(dir: Option<PathBuf>) -> Result<Arc<BertEncoder>> {
+pub(super) fn encoder(dir: Option<PathBuf>) -> Result<Arc<BertEncoder>> {
     let dir = match dir {
         Some(d) => d,
         None => lottery::default_embed_model_path().ok_or_else(|| {
@@ -85,11 +85,7 @@ pub fn solve(a: SolveArgs) -> Result<()> {
                     None => encoder(a.embed_model.clone())?,
                 };
                 enc = Some(e.clone());
-                tools.push(Box::new(PromptSearch::new(
-                    e,
-                    text,
-                    ChunkOptions::default(),
-                )?));
+                tools.push(Box::new(PromptSearch::new(e, text)?));
             }
             "search" => {
                 let dir =
@@ -102,7 +98,7 @@ pub fn solve(a: SolveArgs) -> Result<()> {
                         .clone()
                         .or(Some(recorded).filter(|p| p.is_dir())),
                 )?;
-                tools.push(Box::new(KbSearch { kb, encoder: e }));
+                tools.push(Box::new(KbSearch::new(kb, e)?));
             }
             _ => unreachable!(),
         }

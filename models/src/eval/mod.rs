@@ -27,6 +27,26 @@ pub struct Case {
     /// The inline calculator may answer `<<EXPR=` (annotated arithmetic,
     /// when the run has the tool).
     pub calculator: bool,
+    /// The part of `prompt` that is a document to read (the haystack, the
+    /// JSON object, the text with the assignments): the runtime's loop gets
+    /// it apart from the task ([`Case::task_without_document`]).
+    pub document: Option<String>,
+}
+
+impl Case {
+    /// The prompt with its document cut out (blank lines around it merged):
+    /// the task the runtime's loop is given, the document going to it
+    /// separately. The whole prompt when there is no document.
+    pub fn task_without_document(&self) -> String {
+        let Some(doc) = self.document.as_deref().filter(|d| !d.is_empty()) else {
+            return self.prompt.clone();
+        };
+        let mut t = self.prompt.replacen(doc, "", 1);
+        while t.contains("\n\n\n") {
+            t = t.replace("\n\n\n", "\n\n");
+        }
+        t.trim().to_string()
+    }
 }
 
 const PASSKEY_TASK: &str = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz you about the important information there.";
@@ -55,12 +75,16 @@ pub fn passkey(length: usize, cases: usize, seed: u64) -> Option<Vec<Case>> {
             .map(|t| {
                 let key = 10_000 + rng.next_u64() % 90_000;
                 let k = sweep(t, cases, n);
-                let prompt = [
-                    PASSKEY_TASK.to_string(),
+                let document = [
                     vec![PASSKEY_FILLER; k].join(" "),
                     format!("The pass key is {key}. Remember it. {key} is the pass key."),
                     vec![PASSKEY_FILLER; n - k].join(" "),
-                    "What is the pass key? The pass key is".to_string(),
+                ]
+                .join("\n");
+                let prompt = [
+                    PASSKEY_TASK,
+                    document.as_str(),
+                    "What is the pass key? The pass key is",
                 ]
                 .join("\n");
                 Case {
@@ -73,6 +97,7 @@ pub fn passkey(length: usize, cases: usize, seed: u64) -> Option<Vec<Case>> {
                     stop: None,
                     scoring: Scoring::FirstDigits,
                     calculator: false,
+                    document: Some(document),
                 }
             })
             .collect(),
@@ -129,6 +154,7 @@ pub fn kv_retrieval(length: usize, cases: usize, seed: u64) -> Option<Vec<Case>>
                     stop: None,
                     scoring: Scoring::FirstDigits,
                     calculator: false,
+                    document: Some(format!("{{{json}}}")),
                 }
             })
             .collect(),
@@ -153,6 +179,17 @@ pub fn correct(case: &Case, output: &str) -> bool {
             .find(">>")
             .and_then(|i| first_digit_run(&output[i + 2..])),
         Scoring::FirstWord => output.split_whitespace().next(),
+    };
+    got == Some(case.answer.as_str())
+}
+
+/// Scores the final answer of the runtime's loop: the protocol's rule,
+/// except that an answer has no `>>` marks (the loop calls tools apart from
+/// the answer), so the first digit run is read instead.
+pub fn correct_answer(case: &Case, answer: &str) -> bool {
+    let got = match case.scoring {
+        Scoring::FirstWord => answer.split_whitespace().next(),
+        _ => first_digit_run(answer),
     };
     got == Some(case.answer.as_str())
 }
@@ -219,6 +256,7 @@ pub fn arithmetic(kind: &str, annotated: bool, cases: usize, seed: u64) -> Optio
                         Scoring::FirstDigits
                     },
                     calculator: annotated,
+                    document: None,
                 }
             })
             .collect(),
@@ -292,19 +330,20 @@ pub fn var_tracking(hops: usize, chains: usize, cases: usize, seed: u64) -> Opti
                 }
                 let q = (rng.next_u64() % chains as u64) as usize;
                 let name = &names[q * (hops + 1) + hops];
+                let document = lines.join("\n");
                 Case {
                     task: "var_tracking",
                     length: format!("{chains} chain{} {hops} hops", if chains > 1 { "s" } else { "" }),
                     trial: t,
                     prompt: format!(
-                        "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n{}\n\nQuestion: What is the value of VAR {name}?\nAnswer:",
-                        lines.join("\n")
+                        "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n{document}\n\nQuestion: What is the value of VAR {name}?\nAnswer:"
                     ),
                     answer: values[q].to_string(),
                     max_tokens: 32,
                     stop: None,
                     scoring: Scoring::FirstDigits,
                     calculator: false,
+                    document: Some(document),
                 }
             })
             .collect(),
@@ -366,6 +405,7 @@ pub fn copy(reverse: bool, len: usize, cases: usize, seed: u64) -> Option<Vec<Ca
                     stop: Some("\n".into()),
                     scoring: Scoring::FirstWord,
                     calculator: false,
+                    document: None,
                 }
             })
             .collect(),

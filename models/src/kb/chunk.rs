@@ -247,6 +247,88 @@ pub fn chunk_text(
     Ok(chunks)
 }
 
+/// Clause spans inside [s, e): cut after `,` or `;` followed by whitespace
+/// (a long sentence, or a one-line JSON object, split at its separators).
+fn clauses(text: &str, s: usize, e: usize) -> Vec<(usize, usize)> {
+    let seg = &text[s..e];
+    let mut out = Vec::new();
+    let mut begin = 0;
+    let b = seg.as_bytes();
+    for i in 0..b.len() {
+        if matches!(b[i], b',' | b';') && b.get(i + 1).is_some_and(|c| c.is_ascii_whitespace()) {
+            if let Some(sp) = trim_span(seg, begin, i + 1) {
+                out.push((s + sp.0, s + sp.1));
+            }
+            begin = i + 1;
+        }
+    }
+    if let Some(sp) = trim_span(seg, begin, seg.len()) {
+        out.push((s + sp.0, s + sp.1));
+    }
+    out
+}
+
+/// Splits `text` into small retrieval units for searching one document
+/// (`prompt_search`): every line on its own, a line into sentences, a
+/// sentence over `max_tokens` into clauses, a clause over it into runs of
+/// words within the budget. A unit is what a search returns, so it is kept
+/// as small as a statement: a small model picks the right value from one
+/// line, not from a page. Deterministic; empty lines give nothing.
+pub fn segment_text(
+    text: &str,
+    max_tokens: usize,
+    count: &dyn Fn(&str) -> Result<usize>,
+) -> Result<Vec<TextChunk>> {
+    let max = max_tokens.max(1);
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let push = |out: &mut Vec<TextChunk>, s: usize, e: usize, tokens: usize| {
+        out.push(TextChunk {
+            start: s,
+            end: e,
+            line: 1 + text[..s].matches('\n').count(),
+            tokens,
+        })
+    };
+    for line in text.split_inclusive('\n') {
+        let (ls, le) = (pos, pos + line.len());
+        pos = le;
+        let Some((ls, le)) = trim_span(text, ls, le) else {
+            continue;
+        };
+        for (ss, se) in sentences(text, ls, le) {
+            let n = count(&text[ss..se])?;
+            if n <= max {
+                push(&mut out, ss, se, n);
+                continue;
+            }
+            for (cs, ce) in clauses(text, ss, se) {
+                let n = count(&text[cs..ce])?;
+                if n <= max {
+                    push(&mut out, cs, ce, n);
+                    continue;
+                }
+                let mut run: Option<(usize, usize, usize)> = None;
+                for (ws, we) in words(text, cs, ce) {
+                    let n = count(&text[ws..we])?;
+                    match run {
+                        Some((rs, _, rn)) if rn + n <= max => run = Some((rs, we, rn + n)),
+                        Some((rs, re, rn)) => {
+                            push(&mut out, rs, re, rn);
+                            run = Some((ws, we, n));
+                        }
+                        None => run = Some((ws, we, n)),
+                    }
+                }
+                if let Some((rs, re, rn)) = run {
+                    push(&mut out, rs, re, rn);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,5 +388,28 @@ mod tests {
         let got: Vec<&str> = c.iter().map(|c| &text[c.start..c.end]).collect();
         assert_eq!(got, ["w1 w2 w3", "w4 w5 w6", "w7"]);
         assert!(chunk_text(" \n\n \n", &o, &words_count).unwrap().is_empty());
+    }
+
+    #[test]
+    fn segments_are_lines_sentences_then_clauses() {
+        let text =
+            "VAR AB = 1.\nThe sky. The sun.\n\n{\"a\": 1, \"b\": 2, \"c\": 3}\nw1 w2 w3 w4 w5";
+        let c = segment_text(text, 4, &words_count).unwrap();
+        let got: Vec<&str> = c.iter().map(|c| &text[c.start..c.end]).collect();
+        assert_eq!(
+            got,
+            [
+                "VAR AB = 1.",
+                "The sky.",
+                "The sun.",
+                "{\"a\": 1,",
+                "\"b\": 2,",
+                "\"c\": 3}",
+                "w1 w2 w3 w4",
+                "w5"
+            ]
+        );
+        assert_eq!(c[3].line, 4);
+        assert!(segment_text("", 4, &words_count).unwrap().is_empty());
     }
 }

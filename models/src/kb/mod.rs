@@ -16,8 +16,9 @@
 #![cfg_attr(target_arch = "wasm32", allow(unused_imports, dead_code))]
 
 pub mod chunk;
+pub mod lexical;
 
-pub use chunk::{chunk_text, ChunkOptions, TextChunk};
+pub use chunk::{chunk_text, segment_text, ChunkOptions, TextChunk};
 
 use crate::arch::bert::{fnv1a, BertEncoder};
 use crate::{Error, Result};
@@ -549,6 +550,35 @@ impl KnowledgeBase {
         k: usize,
         device: SearchDevice,
     ) -> Result<Vec<Hit>> {
+        let scores = self.all_scores(gpu, q, device)?;
+        Ok(self.top_k(&scores, k))
+    }
+
+    /// The `k` chunks of highest `scores` (one per chunk), best first; ties
+    /// go to the earlier chunk.
+    pub fn top_k(&self, scores: &[f32], k: usize) -> Vec<Hit> {
+        let n = self.chunks.len().min(scores.len());
+        let mut idx: Vec<usize> = (0..n).collect();
+        let by_score = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
+        let k = k.min(n);
+        if k < n && k > 0 {
+            idx.select_nth_unstable_by(k - 1, by_score);
+        }
+        idx.truncate(k);
+        idx.sort_by(by_score);
+        idx.into_iter()
+            .map(|i| Hit {
+                score: scores[i],
+                chunk: self.chunks[i].clone(),
+            })
+            .collect()
+    }
+
+    /// Every chunk's cosine similarity to `q`, on the device [`search_vector`]
+    /// would use.
+    ///
+    /// [`search_vector`]: KnowledgeBase::search_vector
+    pub fn all_scores(&self, gpu: &Arc<Gpu>, q: &[f32], device: SearchDevice) -> Result<Vec<f32>> {
         let dim = self.manifest.encoder.dim;
         if q.len() != dim {
             return Err(kb_err(
@@ -562,28 +592,13 @@ impl KnowledgeBase {
             SearchDevice::Cpu => false,
             SearchDevice::Gpu => true,
         };
-        let scores = if n == 0 {
-            vec![]
+        if n == 0 {
+            Ok(vec![])
         } else if on_gpu {
-            self.gpu_scores(gpu, q)?
+            self.gpu_scores(gpu, q)
         } else {
-            self.cpu_scores(q)
-        };
-        let mut idx: Vec<usize> = (0..n).collect();
-        let by_score = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
-        let k = k.min(n);
-        if k < n && k > 0 {
-            idx.select_nth_unstable_by(k - 1, by_score);
+            Ok(self.cpu_scores(q))
         }
-        idx.truncate(k);
-        idx.sort_by(by_score);
-        Ok(idx
-            .into_iter()
-            .map(|i| Hit {
-                score: scores[i],
-                chunk: self.chunks[i].clone(),
-            })
-            .collect())
     }
 
     fn cpu_scores(&self, q: &[f32]) -> Vec<f32> {

@@ -33,9 +33,20 @@ pub struct SolveOptions {
     pub verify: bool,
     /// Answers retried after a failed check.
     pub retries: usize,
-    /// Context shorter than this (characters) is shown to the model whole;
-    /// longer context is only reachable through `prompt_search`.
-    pub inline_context_chars: usize,
+    /// Context of at most this many tokens (the model's) is shown to the
+    /// model whole; longer context is only reachable through `prompt_search`.
+    /// A small model reads a short text well and loses a fact in a long one.
+    pub inline_context_tokens: usize,
+    /// While the task's document is hidden (longer than
+    /// `inline_context_tokens`) and no `prompt_search` call has returned,
+    /// the answer is not among the actions: a question about a document
+    /// cannot be answered before reading it, and a small model otherwise
+    /// guesses at once.
+    pub read_before_answer: bool,
+    /// Show the model worked examples of the action format first (one per
+    /// kind of tool given): a small model copies a format it has seen far
+    /// better than it follows a description of it.
+    pub demonstrations: bool,
     pub seed: u64,
 }
 
@@ -48,7 +59,9 @@ impl Default for SolveOptions {
             max_result_chars: 600,
             verify: false,
             retries: 1,
-            inline_context_chars: 2000,
+            inline_context_tokens: 256,
+            read_before_answer: true,
+            demonstrations: true,
             seed: 0,
         }
     }
@@ -154,6 +167,18 @@ fn clamp_strings(v: &mut Value, max: u64) {
 /// The grammar of one action: a call of one of `tools` with its arguments'
 /// schema, or (always) `{"tool": "answer", "arguments": {"text": ...}}`.
 pub fn action_schema(tools: &[&dyn Tool], allow_calls: bool, max_arg_chars: u64) -> Value {
+    actions(tools, allow_calls, true, max_arg_chars)
+}
+
+/// [`action_schema`] with the answer left out when `allow_answer` is false
+/// (a document not yet read; see [`SolveOptions::read_before_answer`]).
+fn actions(
+    tools: &[&dyn Tool],
+    allow_calls: bool,
+    allow_answer: bool,
+    max_arg_chars: u64,
+) -> Value {
+    let allow_answer = allow_answer || !allow_calls || tools.is_empty();
     let mut any = Vec::new();
     if allow_calls {
         for t in tools {
@@ -167,21 +192,133 @@ pub fn action_schema(tools: &[&dyn Tool], allow_calls: bool, max_arg_chars: u64)
             }));
         }
     }
-    any.push(json!({
-        "type": "object",
-        "properties": {
-            "tool": {"const": "answer"},
-            "arguments": {
-                "type": "object",
-                "properties": {"text": {"type": "string", "maxLength": max_arg_chars}},
-                "required": ["text"],
-                "additionalProperties": false
-            }
-        },
-        "required": ["tool", "arguments"],
-        "additionalProperties": false
-    }));
-    json!({ "anyOf": any })
+    if allow_answer {
+        any.push(json!({
+            "type": "object",
+            "properties": {
+                "tool": {"const": "answer"},
+                "arguments": {
+                    "type": "object",
+                    "properties": {"text": {"type": "string", "maxLength": max_arg_chars}},
+                    "required": ["text"],
+                    "additionalProperties": false
+                }
+            },
+            "required": ["tool", "arguments"],
+            "additionalProperties": false
+        }));
+    }
+    json!({
+        "anyOf": any,
+        // One spelling of every action, the one the demonstrations use: no
+        // tokens spent on layout, and nothing for the model to vary.
+        "x-guidance": {"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}
+    })
+}
+
+/// What the model is told when the document is only reachable by search.
+const DOCUMENT_NOT_SHOWN: &str =
+    "The document for this task is not shown: read it with prompt_search.\n\n";
+
+/// The turn that shows a tool's result.
+fn result_turn(name: &str, result: &str) -> String {
+    format!(
+        "{name} returned:\n{result}\nIf this answers the task, reply with the answer action, giving only what the task asks for."
+    )
+}
+
+/// JSON as the action grammar spells it (`", "` between items, `": "`
+/// after keys), so demonstrations read exactly like the model's own actions.
+fn spelled(v: &Value) -> String {
+    match v {
+        Value::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, x)| format!("{}: {}", Value::String(k.clone()), spelled(x)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Array(a) => format!("[{}]", a.iter().map(spelled).collect::<Vec<_>>().join(", ")),
+        x => x.to_string(),
+    }
+}
+
+fn action_text(tool: &str, arguments: Value) -> String {
+    spelled(&json!({"tool": tool, "arguments": arguments}))
+}
+
+/// Worked examples of the loop, as earlier turns of the conversation: for
+/// each built-in tool among `tools`, a made-up task solved with it (lookups
+/// in an invented document or knowledge base, one that follows a reference
+/// to a second lookup, a calculation). They show the format and the habit
+/// of answering with the value a result gives; nothing in them is from a
+/// task the runtime is measured on.
+pub fn demonstrations(tools: &[&dyn Tool]) -> Vec<ChatMessage> {
+    let has = |n: &str| tools.iter().any(|t| t.name() == n);
+    let mut m = Vec::new();
+    let mut call = |m: &mut Vec<ChatMessage>, tool: &str, args: Value, result: &str| {
+        m.push(ChatMessage::assistant(action_text(tool, args)));
+        m.push(ChatMessage::user(result_turn(tool, result)));
+    };
+    let answer = |m: &mut Vec<ChatMessage>, text: &str| {
+        m.push(ChatMessage::assistant(action_text(
+            "answer",
+            json!({ "text": text }),
+        )));
+    };
+    if has("prompt_search") {
+        m.push(ChatMessage::user(format!(
+            "{DOCUMENT_NOT_SHOWN}What is the phone number of the office \"Harbor-Lights 4\"?"
+        )));
+        call(
+            &mut m,
+            "prompt_search",
+            json!({"question": "phone number of the office Harbor-Lights 4"}),
+            "Harbor-Lights 4: phone 5550142, open from 9 to 17.",
+        );
+        answer(&mut m, "5550142");
+        m.push(ChatMessage::user(format!(
+            "{DOCUMENT_NOT_SHOWN}What is the code of locker KESTREL?"
+        )));
+        call(
+            &mut m,
+            "prompt_search",
+            json!({"question": "code of locker KESTREL"}),
+            "Locker KESTREL has the same code as locker MARBLE.",
+        );
+        call(
+            &mut m,
+            "prompt_search",
+            json!({"question": "code of locker MARBLE"}),
+            "Locker MARBLE has the code 2291.",
+        );
+        answer(&mut m, "2291");
+    }
+    if has("search") {
+        m.push(ChatMessage::user(
+            "How many moons does the planet Oruvan have?".to_string(),
+        ));
+        call(
+            &mut m,
+            "search",
+            json!({"query": "moons of the planet Oruvan"}),
+            "[1] planets.txt:4\nOruvan is the fourth planet of the Teskar system. It has 11 moons.",
+        );
+        answer(&mut m, "11");
+    }
+    if has("calculator") {
+        m.push(ChatMessage::user(
+            "A crate holds 36 jars. How many jars are in 17 crates?".to_string(),
+        ));
+        call(
+            &mut m,
+            "calculator",
+            json!({"expression": "17 * 36"}),
+            "612",
+        );
+        answer(&mut m, "612");
+    }
+    m
 }
 
 fn system_prompt(tools: &[&dyn Tool]) -> String {
@@ -243,27 +380,28 @@ pub async fn solve_async(
     })?;
     let t0 = Instant::now();
     let mut user = String::new();
+    let mut unread = false;
     if let Some(c) = context {
-        if c.chars().count() <= opts.inline_context_chars {
+        let n = model.tokenizer.encode(c)?.len();
+        if n <= opts.inline_context_tokens {
             user.push_str(c);
             user.push_str("\n\n");
         } else if tools.iter().any(|t| t.name() == "prompt_search") {
-            user.push_str(
-                "(A long document comes with this task: read it with prompt_search.)\n\n",
-            );
+            user.push_str(DOCUMENT_NOT_SHOWN);
+            unread = opts.read_before_answer;
         } else {
             return Err(Error::Model(format!(
-                "the context has {} characters, more than {} shown whole, and no prompt_search tool is given",
-                c.chars().count(),
-                opts.inline_context_chars
+                "the context has {n} tokens, more than the {} shown whole, and no prompt_search tool is given",
+                opts.inline_context_tokens
             )));
         }
     }
     user.push_str(task);
-    let mut msgs = vec![
-        ChatMessage::system(system_prompt(tools)),
-        ChatMessage::user(user),
-    ];
+    let mut msgs = vec![ChatMessage::system(system_prompt(tools))];
+    if opts.demonstrations {
+        msgs.extend(demonstrations(tools));
+    }
+    msgs.push(ChatMessage::user(user));
     let mut trace = Vec::new();
     let mut tokens = 0usize;
     let mut calls = 0usize;
@@ -277,7 +415,7 @@ pub async fn solve_async(
     let mut answer_now = false;
     loop {
         let allow_calls = calls < opts.max_calls && !answer_now;
-        let grammar = Grammar::JsonSchema(action_schema(tools, allow_calls, opts.max_arg_chars));
+        let grammar = Grammar::JsonSchema(actions(tools, allow_calls, !unread, opts.max_arg_chars));
         let (text, n, secs) = act(session, template, &msgs, &grammar, opts, attempt).await?;
         tokens += n;
         let Ok(action) = parse_action(&text) else {
@@ -369,13 +507,13 @@ pub async fn solve_async(
             Err(e) => (None, Some(e)),
         };
         let shown = match (&result, &error) {
-            (Some(r), _) => format!(
-                "{name} returned: {}\nIf this answers the task, reply with the answer action.",
-                clip(r, opts.max_result_chars)
-            ),
+            (Some(r), _) => result_turn(&name, &clip(r, opts.max_result_chars)),
             (_, Some(e)) => format!("Error from {name}: {e}"),
             _ => unreachable!(),
         };
+        if error.is_none() && name == "prompt_search" {
+            unread = false;
+        }
         trace.push(step(
             "call",
             Some(name),
@@ -436,6 +574,9 @@ async fn act(
     let t0 = Instant::now();
     let model = session.model.clone();
     let text = template.render(msgs, true)?;
+    if std::env::var_os("LOTTERY_DEBUG_PROMPT").is_some() {
+        eprintln!("=====\n{text}\n=====");
+    }
     let ids = model.tokenizer.encode(&text)?;
     let kept = session.rewind_to_prefix(&ids)?;
     let mut c = model.constraint(grammar)?;
