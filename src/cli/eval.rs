@@ -19,21 +19,23 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const TASKS: [&str; 5] = [
+const TASKS: [&str; 6] = [
     "passkey",
     "kv_retrieval",
     "arithmetic",
     "var_tracking",
     "copy",
+    "kb_qa",
 ];
-const LATER: [&str; 3] = ["kb_qa", "word_problems", "tool_choice"];
+const LATER: [&str; 2] = ["word_problems", "tool_choice"];
 
 #[derive(Args)]
 pub struct EvalArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Tasks, comma-separated: passkey, kv_retrieval, arithmetic,
-    /// var_tracking, copy.
+    /// var_tracking, copy, kb_qa (questions on invented facts; with --solve
+    /// --tools search, the loop searches a knowledge base of them).
     #[arg(
         long,
         default_value = "passkey,kv_retrieval,arithmetic,var_tracking,copy",
@@ -127,11 +129,8 @@ fn cases(a: &EvalArgs) -> Result<Vec<Case>> {
                 .flat_map(|&rev| eval::COPY_LENGTHS.map(|l| eval::copy(rev, l, n(20), s)))
                 .flatten()
                 .collect(),
-            t if LATER.contains(&t) => {
-                return Err(anyhow!(
-                    "task `{t}` needs the runtime's plan-act-verify loop, which is not built yet"
-                ))
-            }
+            "kb_qa" => vec![eval::kb_qa(n(20), s)],
+            t if LATER.contains(&t) => return Err(anyhow!("task `{t}` is not built yet")),
             t => return Err(anyhow!("unknown task `{t}` ({})", TASKS.join(", "))),
         };
         for set in sets {
@@ -224,6 +223,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
     } else {
         None
     };
+    // kb_qa's knowledge base: the seed's passages as files, indexed as
+    // `lottery index` would.
+    let kb_search = match (&encoder, a.tools.iter().any(|t| t == "search")) {
+        (Some(e), true) if all.iter().any(|c| c.task == "kb_qa") => {
+            Some(kb_qa_base(e, a.out.as_deref(), a.seed)?)
+        }
+        _ => None,
+    };
     // Resume: the cases this configuration and seed already have.
     let mut done: BTreeMap<(String, String, usize), bool> = BTreeMap::new();
     let mut jsonl = match &a.out {
@@ -264,7 +271,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let t0 = Instant::now();
     for c in todo {
         if a.solve {
-            let (ok, record) = solve_case(&mut session, c, &a.tools, encoder.as_ref())?;
+            let (ok, record) = solve_case(
+                &mut session,
+                c,
+                &a.tools,
+                encoder.as_ref(),
+                kb_search.as_ref().filter(|_| c.task == "kb_qa"),
+            )?;
             done.insert((c.task.to_string(), c.length.clone(), c.trial), ok);
             if let Some(f) = jsonl.as_mut() {
                 let mut r = serde_json::json!({
@@ -382,6 +395,7 @@ fn solve_case(
     c: &Case,
     tool_names: &[String],
     encoder: Option<&std::sync::Arc<lottery::models::arch::bert::BertEncoder>>,
+    kb: Option<&lottery::models::runtime::retrieval::KbSearch>,
 ) -> Result<(bool, serde_json::Value)> {
     use lottery::models::runtime::retrieval::PromptSearch;
     use lottery::models::runtime::solve::{solve, SolveOptions};
@@ -396,11 +410,15 @@ fn solve_case(
                     tools.push(Box::new(PromptSearch::new(e.clone(), doc)?));
                 }
             }
-            "search" => {}
             _ => {}
         }
     }
-    let refs: Vec<&dyn Tool> = tools.iter().map(|t| t.as_ref()).collect();
+    let mut refs: Vec<&dyn Tool> = tools.iter().map(|t| t.as_ref()).collect();
+    if let Some(k) = kb {
+        if tool_names.iter().any(|t| t == "search") {
+            refs.push(k);
+        }
+    }
     // No rewind: the loop keeps the cached prefix it shares with the last
     // case (the system turn and the demonstrations).
     let sol = solve(
@@ -428,6 +446,40 @@ fn solve_case(
             "trace": sol.trace,
         }),
     ))
+}
+
+/// The knowledge base of kb_qa for `seed`: its passages written to
+/// DIR/kb_qa-seed-S/docs (a temporary directory without --out) and indexed.
+fn kb_qa_base(
+    encoder: &std::sync::Arc<lottery::models::arch::bert::BertEncoder>,
+    out: Option<&Path>,
+    seed: u64,
+) -> Result<lottery::models::runtime::retrieval::KbSearch> {
+    use lottery::models::kb::{ChunkOptions, KnowledgeBase};
+    let root = match out {
+        Some(d) => d.join(format!("kb_qa-seed-{seed}")),
+        None => std::env::temp_dir().join(format!("lottery-kb_qa-{}-{seed}", std::process::id())),
+    };
+    let docs = root.join("docs");
+    std::fs::create_dir_all(&docs).with_context(|| format!("creating {}", docs.display()))?;
+    let mut files = Vec::new();
+    for e in eval::kb_documents(seed) {
+        let f = docs.join(&e.file);
+        std::fs::write(&f, format!("{}\n", e.text))
+            .with_context(|| format!("writing {}", f.display()))?;
+        files.push(f);
+    }
+    let kb_dir = root.join("kb");
+    if kb_dir.exists() {
+        std::fs::remove_dir_all(&kb_dir)
+            .with_context(|| format!("removing {}", kb_dir.display()))?;
+    }
+    let mut kb = KnowledgeBase::create(&kb_dir, encoder, ChunkOptions::default())?;
+    kb.add_files(encoder, &files, &mut |_, _| {})?;
+    Ok(lottery::models::runtime::retrieval::KbSearch::new(
+        std::sync::Arc::new(kb),
+        encoder.clone(),
+    )?)
 }
 
 /// Bits per weight of what a decode step reads (matrices, norms, LM head).

@@ -34,7 +34,7 @@ pub struct SolveArgs {
     #[arg(long)]
     embed_model: Option<PathBuf>,
     /// Tool calls before only an answer is allowed.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 6)]
     max_calls: usize,
     /// Ask the model to check its answer, retrying once from before it on a "no".
     #[arg(long)]

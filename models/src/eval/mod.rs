@@ -3,9 +3,9 @@
 //! file system here: the CLI (`lottery eval`) runs them and writes reports.
 //!
 //! Implemented: passkey, KV retrieval, arithmetic (plain, annotated, and
-//! annotated with the inline calculator), variable tracking, and copy /
-//! reverse. Still to come: the runtime tasks (knowledge-base QA, word
-//! problems, tool choice), which need the runtime's loop.
+//! annotated with the inline calculator), variable tracking, copy /
+//! reverse, and knowledge-base QA over invented facts. Still to come: word
+//! problems and tool choice.
 
 use lottery_engine::reference::Rng;
 
@@ -412,6 +412,153 @@ pub fn copy(reverse: bool, len: usize, cases: usize, seed: u64) -> Option<Vec<Ca
     )
 }
 
+/// Entities in the knowledge base of `kb_qa`.
+pub const KB_ENTITIES: usize = 24;
+
+/// An invented name: two or three syllables no language model has learned
+/// a fact about.
+fn invented_name(rng: &mut Rng) -> String {
+    const ONSETS: [&str; 16] = [
+        "b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "th",
+    ];
+    const VOWELS: [&str; 6] = ["a", "e", "i", "o", "u", "ai"];
+    const CODAS: [&str; 8] = ["", "", "n", "r", "l", "s", "rn", "sk"];
+    let syllables = 2 + (rng.next_u64() % 2) as usize;
+    let mut s = String::new();
+    for _ in 0..syllables {
+        s.push_str(ONSETS[(rng.next_u64() % ONSETS.len() as u64) as usize]);
+        s.push_str(VOWELS[(rng.next_u64() % VOWELS.len() as u64) as usize]);
+    }
+    s.push_str(CODAS[(rng.next_u64() % CODAS.len() as u64) as usize]);
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
+
+/// One entity of the knowledge base: its file name, its passage, and the
+/// questions it answers (question, answer digits).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KbEntity {
+    pub file: String,
+    pub text: String,
+    pub facts: Vec<(String, String)>,
+}
+
+/// The knowledge base of `kb_qa` for `seed`: [`KB_ENTITIES`] invented
+/// entities (societies, mountains, bridges), a short passage each with two
+/// numeric facts and a name or two, so every question has one passage that
+/// answers it and many that look alike.
+pub fn kb_documents(seed: u64) -> Vec<KbEntity> {
+    let mut rng = Rng::new(seed ^ 0x6b62_0000);
+    let mut names: Vec<String> = Vec::new();
+    let mut name = |rng: &mut Rng| loop {
+        let n = invented_name(rng);
+        if !names.contains(&n) {
+            names.push(n.clone());
+            return n;
+        }
+    };
+    let mut out = Vec::new();
+    for i in 0..KB_ENTITIES {
+        let (a, b, c) = (name(&mut rng), name(&mut rng), name(&mut rng));
+        let year = 1600 + rng.next_u64() % 400;
+        let e = match i % 3 {
+            0 => {
+                let members = 100 + rng.next_u64() % 9900;
+                KbEntity {
+                    file: format!("society-{}.txt", a.to_lowercase()),
+                    text: format!(
+                        "The {a} Society was founded in {year} in the town of {b}. \
+                         Today it has {members} members, and its president is {c} {}.",
+                        name(&mut rng)
+                    ),
+                    facts: vec![
+                        (
+                            format!("In what year was the {a} Society founded?"),
+                            year.to_string(),
+                        ),
+                        (
+                            format!("How many members does the {a} Society have?"),
+                            members.to_string(),
+                        ),
+                    ],
+                }
+            }
+            1 => {
+                let height = 1000 + rng.next_u64() % 7000;
+                KbEntity {
+                    file: format!("mount-{}.txt", a.to_lowercase()),
+                    text: format!(
+                        "Mount {a} rises {height} metres above the {b} valley. \
+                         It was first climbed in {year} by an expedition led by {c}."
+                    ),
+                    facts: vec![
+                        (
+                            format!("How high is Mount {a}, in metres?"),
+                            height.to_string(),
+                        ),
+                        (
+                            format!("In what year was Mount {a} first climbed?"),
+                            year.to_string(),
+                        ),
+                    ],
+                }
+            }
+            _ => {
+                let length = 50 + rng.next_u64() % 1950;
+                KbEntity {
+                    file: format!("bridge-{}.txt", a.to_lowercase()),
+                    text: format!(
+                        "The {a} Bridge crosses the river {b}. It is {length} metres long \
+                         and was opened in {year}, after plans drawn by the engineer {c}."
+                    ),
+                    facts: vec![
+                        (
+                            format!("How long is the {a} Bridge, in metres?"),
+                            length.to_string(),
+                        ),
+                        (
+                            format!("In what year was the {a} Bridge opened?"),
+                            year.to_string(),
+                        ),
+                    ],
+                }
+            }
+        };
+        out.push(e);
+    }
+    out
+}
+
+/// Knowledge-base QA (the project's definition of the task CAPABILITY.md
+/// lists): questions on the invented facts of [`kb_documents`]`(seed)`,
+/// one entity after another, the fact asked alternating. The prompt has no
+/// passage: the model alone can only guess; with the runtime, `search`
+/// over the base finds the passage.
+pub fn kb_qa(cases: usize, seed: u64) -> Vec<Case> {
+    let docs = kb_documents(seed);
+    let mut rng = Rng::new(seed ^ 0x6b71_0000);
+    (0..cases)
+        .map(|t| {
+            let e = &docs[(t * 7 + (rng.next_u64() % 3) as usize) % docs.len()];
+            let (q, a) = &e.facts[(rng.next_u64() % e.facts.len() as u64) as usize];
+            Case {
+                task: "kb_qa",
+                length: format!("{KB_ENTITIES} passages"),
+                trial: t,
+                prompt: format!("Answer the question.\n\nQuestion: {q}\nAnswer:"),
+                answer: a.clone(),
+                max_tokens: 12,
+                stop: None,
+                scoring: Scoring::FirstDigits,
+                calculator: false,
+                document: None,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,5 +758,36 @@ mod tests {
         assert!(correct(c, &format!(" {}.", c.answer)));
         assert!(!correct(c, &format!(" 1{}", c.answer)));
         assert!(!correct(c, "I don't know"));
+    }
+
+    #[test]
+    fn kb_qa_questions_have_one_passage_each() {
+        let docs = kb_documents(3);
+        assert_eq!(docs.len(), KB_ENTITIES);
+        assert_eq!(docs, kb_documents(3));
+        assert_ne!(docs, kb_documents(4));
+        let mut files: Vec<&str> = docs.iter().map(|d| d.file.as_str()).collect();
+        files.sort_unstable();
+        files.dedup();
+        assert_eq!(files.len(), KB_ENTITIES, "file names are unique");
+        let cases = kb_qa(20, 3);
+        assert_eq!(cases.len(), 20);
+        for c in &cases {
+            // The entity's name is in exactly one passage, which holds the answer.
+            let q = c.prompt.split("Question: ").nth(1).unwrap();
+            let holders: Vec<&KbEntity> = docs
+                .iter()
+                .filter(|d| d.facts.iter().any(|(fq, _)| q.starts_with(fq.as_str())))
+                .collect();
+            assert_eq!(holders.len(), 1, "{q}");
+            assert!(holders[0].text.contains(&c.answer), "{}", c.answer);
+            assert!(c.answer.chars().all(|ch| ch.is_ascii_digit()));
+            assert!(!c.prompt.contains(&c.answer));
+        }
+        // Entities vary across the cases.
+        let mut qs: Vec<&str> = cases.iter().map(|c| c.prompt.as_str()).collect();
+        qs.sort_unstable();
+        qs.dedup();
+        assert!(qs.len() >= 18);
     }
 }

@@ -20,6 +20,24 @@ pub trait Tool {
     fn description(&self) -> &str;
     fn parameters(&self) -> Value;
     fn call(&self, args: &Value) -> Result<String, String>;
+    /// A check of a proposed answer to `task` by this tool: `Some((arguments,
+    /// result))` when the tool has something the model has not seen about
+    /// what the answer says (a document that says more about a name the
+    /// answer gives), shown to the model as that call and its result before
+    /// the answer is accepted. The paper's verification by a tool; most
+    /// tools have nothing to add.
+    fn check_answer(&self, _task: &str, _answer: &str) -> Option<(Value, String)> {
+        None
+    }
+    /// Whether this tool holds something `task` names exactly (a
+    /// knowledge base with a passage on the entity the question is about):
+    /// then the loop does not offer the answer until a call of such a tool
+    /// has returned. The model still chooses the tool and writes the call;
+    /// it only cannot answer from its own memory what a source at hand
+    /// knows (a small model confidently invents).
+    fn relevant_to(&self, _task: &str) -> bool {
+        false
+    }
 }
 
 /// Exact rational arithmetic (see [`calculator`]).

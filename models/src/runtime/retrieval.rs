@@ -85,6 +85,12 @@ impl Tool for KbSearch {
     fn name(&self) -> &str {
         "search"
     }
+    fn relevant_to(&self, task: &str) -> bool {
+        self.lexical
+            .scores(task)
+            .iter()
+            .any(|&s| s >= RELEVANT_LEXICAL)
+    }
     fn description(&self) -> &str {
         "Finds the passages of the knowledge base most relevant to a query."
     }
@@ -102,25 +108,25 @@ impl Tool for KbSearch {
     fn call(&self, args: &Value) -> std::result::Result<String, String> {
         let (q, k) = query_and_k("search", args, "query")?;
         let hits = self.hits(q, k).map_err(|e| format!("search: {e}"))?;
-        if hits.is_empty() {
+        let Some(best) = hits.first().map(|h| h.score) else {
             return Ok("(the knowledge base is empty)".into());
-        }
+        };
         Ok(hits
             .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                format!(
-                    "[{}] {}:{}\n{}",
-                    i + 1,
-                    h.chunk.source,
-                    h.chunk.line,
-                    h.chunk.text
-                )
-            })
+            .filter(|h| best <= 0.0 || h.score >= RELATIVE_CUTOFF * best)
+            // The passages alone: a source name and a rank are numbers and
+            // words a small model copies into its answer ([`KbSearch::hits`]
+            // gives callers the sources).
+            .map(|h| h.chunk.text.trim())
             .collect::<Vec<_>>()
             .join("\n\n"))
     }
 }
+
+/// Lexical score from which a passage counts as about what a task names
+/// ([`Tool::relevant_to`]): the task's rare terms, and most of the rest, are
+/// in it.
+pub const RELEVANT_LEXICAL: f32 = 0.5;
 
 /// Word pieces in one `prompt_search` unit at most (a line or sentence is
 /// usually far shorter; a longer one is cut at clauses, then words).
@@ -129,7 +135,17 @@ pub const SEGMENT_TOKENS: usize = 48;
 /// A hit scoring under this fraction of the best one is not shown: when
 /// one part matches the question's exact terms, the rest are noise a small
 /// model would copy from.
-pub const RELATIVE_CUTOFF: f32 = 0.6;
+pub const RELATIVE_CUTOFF: f32 = 0.75;
+
+/// Units returned in one task, by start offset.
+#[derive(Debug, Default)]
+struct Shown {
+    all: Vec<usize>,
+    /// The last call's or check's result.
+    last: Vec<usize>,
+    /// Returned by answer checks.
+    checked: Vec<usize>,
+}
 
 /// `prompt_search`: a long context split once into small units (lines,
 /// sentences, clauses: [`segment_text`]), each embedded (a repeated text
@@ -141,6 +157,8 @@ pub struct PromptSearch {
     /// [units, dim], unit rows.
     vectors: Vec<f32>,
     lexical: LexicalIndex,
+    /// What this task has returned so far (units by start offset).
+    shown: std::sync::Mutex<Shown>,
 }
 
 impl PromptSearch {
@@ -173,7 +191,36 @@ impl PromptSearch {
             units,
             vectors,
             lexical,
+            shown: std::sync::Mutex::new(Shown::default()),
         })
+    }
+
+    /// The units that hold every term of `text` in its order (lexical
+    /// score 1), leaving out the last result (where the answer came from)
+    /// and what earlier checks returned; marked as a check's result now.
+    /// A unit an earlier search returned is shown again: the model had it
+    /// among others and did not take it.
+    fn unseen_mentions(&self, text: &str) -> Vec<&TextChunk> {
+        let Ok(mut shown) = self.shown.lock() else {
+            return vec![];
+        };
+        let out: Vec<&TextChunk> = self
+            .lexical
+            .scores(text)
+            .into_iter()
+            .zip(&self.units)
+            .filter(|(s, c)| {
+                *s >= 0.999 && !shown.last.contains(&c.start) && !shown.checked.contains(&c.start)
+            })
+            .map(|(_, c)| c)
+            .take(MAX_K)
+            .collect();
+        if !out.is_empty() {
+            shown.last = out.iter().map(|c| c.start).collect();
+            shown.checked.extend(out.iter().map(|c| c.start));
+            shown.all.extend(out.iter().map(|c| c.start));
+        }
+        out
     }
 
     /// The units the context was split into.
@@ -221,17 +268,73 @@ impl Tool for PromptSearch {
             "additionalProperties": false
         })
     }
+    /// An answer the document says more about (a name it defines or
+    /// describes in lines the model has not seen) is looked up before it
+    /// is accepted: following references is how a chain of definitions
+    /// is resolved, and a small model stops at the first name.
+    fn check_answer(&self, task: &str, answer: &str) -> Option<(Value, String)> {
+        if answer.len() > MAX_QUERY {
+            return None;
+        }
+        // What the answer adds to the task: its words the task lacks (an
+        // answer restating the question's line still names something new).
+        let asked = crate::kb::lexical::terms(task);
+        let new: Vec<&str> = answer
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty() && !asked.contains(&w.to_lowercase()))
+            .collect();
+        if new.is_empty() {
+            return None;
+        }
+        let q = new.join(" ");
+        let m = self.unseen_mentions(&q);
+        if m.is_empty() {
+            return None;
+        }
+        Some((
+            json!({ "question": q }),
+            m.iter()
+                .map(|c| &self.text[c.start..c.end])
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ))
+    }
+
     fn call(&self, args: &Value) -> std::result::Result<String, String> {
         let (q, k) = query_and_k("prompt_search", args, "question")?;
+        // Ranked over every unit, then what was returned before in this
+        // task is left out: the model has it already, and shown again it
+        // is what a small model copies instead of the new line (following
+        // a reference, the line that named it matches the name too).
         let hits = self
-            .relevant(q, k)
+            .relevant(q, self.units.len())
             .map_err(|e| format!("prompt_search: {e}"))?;
         let Some(&(best, _)) = hits.first() else {
             return Ok("(the document is empty)".into());
         };
-        Ok(hits
+        let mut shown = self
+            .shown
+            .lock()
+            .map_err(|_| "prompt_search: state poisoned".to_string())?;
+        let fresh: Vec<&(f32, &TextChunk)> = hits
             .iter()
-            .filter(|(s, _)| best <= 0.0 || *s >= RELATIVE_CUTOFF * best)
+            .filter(|(_, c)| !shown.all.contains(&c.start))
+            .collect();
+        // Relative to the best fresh unit when it is as good as anything
+        // shown; if everything good was shown, the best unit again.
+        let picked: Vec<&(f32, &TextChunk)> = match fresh.first() {
+            Some(&&(top, _)) if top >= RELATIVE_CUTOFF * best || best <= 0.0 => fresh
+                .into_iter()
+                .filter(|(s, _)| top <= 0.0 || *s >= RELATIVE_CUTOFF * top)
+                .take(k)
+                .collect(),
+            _ => hits.iter().take(1).collect(),
+        };
+        let last: Vec<usize> = picked.iter().map(|(_, c)| c.start).collect();
+        shown.all.extend(&last);
+        shown.last = last;
+        Ok(picked
+            .iter()
             .map(|(_, c)| &self.text[c.start..c.end])
             .collect::<Vec<_>>()
             .join("\n"))

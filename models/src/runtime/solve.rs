@@ -21,7 +21,8 @@ use web_time::Instant;
 /// Budgets and choices of the loop.
 #[derive(Clone, Debug)]
 pub struct SolveOptions {
-    /// Tool calls before only an answer is allowed.
+    /// Tool calls before only an answer is allowed (a chain of lookups
+    /// takes one a link).
     pub max_calls: usize,
     /// Tokens the model may spend on one action.
     pub max_action_tokens: usize,
@@ -29,6 +30,16 @@ pub struct SolveOptions {
     pub max_arg_chars: u64,
     /// Tool results are clipped to this many characters before the model sees them.
     pub max_result_chars: usize,
+    /// Once a tool result has been shown, the answer's text is written by
+    /// the reader: the model continuing `{last result}\n\nQuestion:
+    /// {task}\nAnswer:` as plain text, the reading-comprehension form it
+    /// was trained on (the JSON action only decides that it is time to
+    /// answer). On invented facts the 135M model picks the asked-for value
+    /// from a passage far more often so than inside a JSON string.
+    pub reader: bool,
+    /// Answers a tool may check ([`Tool::check_answer`]) before one is
+    /// accepted as it stands.
+    pub max_checks: usize,
     /// Ask the model to check its answer; a "no" retries from before it.
     pub verify: bool,
     /// Answers retried after a failed check.
@@ -39,9 +50,10 @@ pub struct SolveOptions {
     pub inline_context_tokens: usize,
     /// While the task's document is hidden (longer than
     /// `inline_context_tokens`) and no `prompt_search` call has returned,
-    /// the answer is not among the actions: a question about a document
-    /// cannot be answered before reading it, and a small model otherwise
-    /// guesses at once.
+    /// or a tool holds something the task names ([`Tool::relevant_to`])
+    /// and has not been called, the answer is not among the actions: a
+    /// question about a source at hand cannot be answered before reading
+    /// it, and a small model otherwise guesses at once.
     pub read_before_answer: bool,
     /// Show the model worked examples of the action format first (one per
     /// kind of tool given): a small model copies a format it has seen far
@@ -53,10 +65,12 @@ pub struct SolveOptions {
 impl Default for SolveOptions {
     fn default() -> Self {
         SolveOptions {
-            max_calls: 4,
+            max_calls: 6,
             max_action_tokens: 96,
             max_arg_chars: 120,
             max_result_chars: 600,
+            reader: true,
+            max_checks: 6,
             verify: false,
             retries: 1,
             inline_context_tokens: 256,
@@ -70,7 +84,9 @@ impl Default for SolveOptions {
 /// One step of a trace: a tool call, an answer, or a check.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TraceStep {
-    /// "call", "answer", "check", "repeat" (a call already made: not run
+    /// "call", "check_call" (a tool's check of a proposed answer, shown to
+    /// the model as a call of it: the proposed answer is in `text`),
+    /// "answer", "check", "repeat" (a call already made: not run
     /// again, the answer is asked for next) or "invalid" (the action did not
     /// finish within its token budget).
     pub kind: String,
@@ -256,7 +272,7 @@ fn action_text(tool: &str, arguments: Value) -> String {
 pub fn demonstrations(tools: &[&dyn Tool]) -> Vec<ChatMessage> {
     let has = |n: &str| tools.iter().any(|t| t.name() == n);
     let mut m = Vec::new();
-    let mut call = |m: &mut Vec<ChatMessage>, tool: &str, args: Value, result: &str| {
+    let call = |m: &mut Vec<ChatMessage>, tool: &str, args: Value, result: &str| {
         m.push(ChatMessage::assistant(action_text(tool, args)));
         m.push(ChatMessage::user(result_turn(tool, result)));
     };
@@ -278,19 +294,19 @@ pub fn demonstrations(tools: &[&dyn Tool]) -> Vec<ChatMessage> {
         );
         answer(&mut m, "5550142");
         m.push(ChatMessage::user(format!(
-            "{DOCUMENT_NOT_SHOWN}What is the code of locker KESTREL?"
+            "{DOCUMENT_NOT_SHOWN}Which port does the service gamma use?"
         )));
         call(
             &mut m,
             "prompt_search",
-            json!({"question": "code of locker KESTREL"}),
-            "Locker KESTREL has the same code as locker MARBLE.",
+            json!({"question": "port of gamma"}),
+            "gamma.port = relay.port",
         );
         call(
             &mut m,
             "prompt_search",
-            json!({"question": "code of locker MARBLE"}),
-            "Locker MARBLE has the code 2291.",
+            json!({"question": "relay.port"}),
+            "relay.port = 2291",
         );
         answer(&mut m, "2291");
     }
@@ -301,10 +317,20 @@ pub fn demonstrations(tools: &[&dyn Tool]) -> Vec<ChatMessage> {
         call(
             &mut m,
             "search",
-            json!({"query": "moons of the planet Oruvan"}),
-            "[1] planets.txt:4\nOruvan is the fourth planet of the Teskar system. It has 11 moons.",
+            json!({"query": "How many moons does the planet Oruvan have?"}),
+            "Oruvan is the fourth planet of the Teskar system, found in 1931. It has 11 moons.",
         );
         answer(&mut m, "11");
+        m.push(ChatMessage::user(
+            "Who wrote the song \"Lanterns over Vell\"?".to_string(),
+        ));
+        call(
+            &mut m,
+            "search",
+            json!({"query": "Who wrote the song Lanterns over Vell?"}),
+            "Lanterns over Vell is a song from 1987, written by Ama Sorensk for the band Pale Harbour.",
+        );
+        answer(&mut m, "Ama Sorensk");
     }
     if has("calculator") {
         m.push(ChatMessage::user(
@@ -323,18 +349,27 @@ pub fn demonstrations(tools: &[&dyn Tool]) -> Vec<ChatMessage> {
 
 fn system_prompt(tools: &[&dyn Tool]) -> String {
     let mut s = String::from(
-        "You solve the user's task step by step. Each reply is one JSON action. \
-         Call a tool when the task needs one, then answer.\nTools:\n",
+        "You solve the user's task step by step. Each reply is one JSON action: \
+         a tool call, or the answer.\nTools:\n",
     );
-    for t in tools {
+    // Names of the arguments only: the grammar holds their schemas, and a
+    // small model reads a short list better than JSON Schema.
+    for t in tools
+        .iter()
+        .map(|t| (t.name(), t.description(), t.parameters()))
+    {
+        let args: Vec<String> = t.2["properties"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         s.push_str(&format!(
-            "- {}: {} Arguments: {}\n",
-            t.name(),
-            t.description(),
-            t.parameters()["properties"]
+            "- {}: {} Arguments: {}.\n",
+            t.0,
+            t.1,
+            args.join(", ")
         ));
     }
-    s.push_str("- answer: gives the final answer. Arguments: {\"text\": the answer}\n");
+    s.push_str("- answer: gives the final answer. Arguments: text.\n");
     s.push_str(
         "Reply as {\"tool\": NAME, \"arguments\": {...}}, taking the arguments from the task. \
          After a tool's result, answer with it.",
@@ -397,6 +432,15 @@ pub async fn solve_async(
         }
     }
     user.push_str(task);
+    // A source at hand that knows what the task names must be read first.
+    let sources: Vec<String> = tools
+        .iter()
+        .filter(|t| opts.read_before_answer && t.relevant_to(task))
+        .map(|t| t.name().to_string())
+        .collect();
+    if !sources.is_empty() {
+        unread = true;
+    }
     let mut msgs = vec![ChatMessage::system(system_prompt(tools))];
     if opts.demonstrations {
         msgs.extend(demonstrations(tools));
@@ -413,6 +457,9 @@ pub async fn solve_async(
     // calls and the next action must be the answer.
     let mut made: Vec<(String, Value)> = Vec::new();
     let mut answer_now = false;
+    let mut checks = 0usize;
+    // The last tool result the model has been shown (the reader's context).
+    let mut last_result: Option<String> = None;
     loop {
         let allow_calls = calls < opts.max_calls && !answer_now;
         let grammar = Grammar::JsonSchema(actions(tools, allow_calls, !unread, opts.max_arg_chars));
@@ -440,9 +487,63 @@ pub async fn solve_async(
         let (name, args) = match action {
             Action::Call { tool, arguments } => (tool, arguments),
             Action::Answer {
-                text: answer,
-                arguments: args,
+                text: mut answer,
+                arguments: mut args,
             } => {
+                // The reader writes the answer from the last result.
+                if let (true, Some(ctx)) = (opts.reader, &last_result) {
+                    let (r, n, secs) = read(session, ctx, task, opts).await?;
+                    tokens += n;
+                    trace.push(step(
+                        "read",
+                        None,
+                        json!({ "text": r }),
+                        None,
+                        None,
+                        &r,
+                        n,
+                        secs,
+                    ));
+                    // A number the source does not hold is invented: then
+                    // the model's own answer stands, if it has none such.
+                    let sources = format!("{task}\n{ctx}");
+                    if !r.is_empty() && (grounded(&r, &sources) || !grounded(&answer, &sources)) {
+                        answer = r;
+                        args = json!({ "text": answer });
+                        msgs.pop();
+                        msgs.push(ChatMessage::assistant(action_text("answer", args.clone())));
+                    }
+                }
+                // Checks by the tools first: a tool that knows more about
+                // this answer shows it, as if the model had asked, and the
+                // model goes on from there.
+                if checks < opts.max_checks {
+                    if let Some((tool, cargs, result)) = tools.iter().find_map(|t| {
+                        t.check_answer(task, &answer)
+                            .map(|(a, r)| (t.name().to_string(), a, r))
+                    }) {
+                        checks += 1;
+                        trace.push(step(
+                            "check_call",
+                            Some(tool.clone()),
+                            cargs.clone(),
+                            Some(result.clone()),
+                            None,
+                            &text,
+                            n,
+                            secs,
+                        ));
+                        msgs.pop();
+                        msgs.push(ChatMessage::assistant(action_text(&tool, cargs)));
+                        msgs.push(ChatMessage::user(result_turn(
+                            &tool,
+                            &clip(&result, opts.max_result_chars),
+                        )));
+                        good = msgs.len();
+                        last_result = Some(result);
+                        continue;
+                    }
+                }
                 trace.push(step(
                     "answer",
                     None,
@@ -511,7 +612,7 @@ pub async fn solve_async(
             (_, Some(e)) => format!("Error from {name}: {e}"),
             _ => unreachable!(),
         };
-        if error.is_none() && name == "prompt_search" {
+        if error.is_none() && (name == "prompt_search" || sources.contains(&name)) {
             unread = false;
         }
         trace.push(step(
@@ -525,8 +626,9 @@ pub async fn solve_async(
             secs,
         ));
         msgs.push(ChatMessage::user(shown));
-        if error.is_none() {
+        if let Some(r) = &result {
             good = msgs.len();
+            last_result = Some(r.clone());
         }
     }
     Ok(Solution {
@@ -560,6 +662,67 @@ fn step(
     }
 }
 
+/// Whether every number in `answer` (a term holding a digit) appears in
+/// `sources`: the classic invention of a small model is a plausible number.
+fn grounded(answer: &str, sources: &str) -> bool {
+    let have = crate::kb::lexical::terms(sources);
+    crate::kb::lexical::terms(answer)
+        .iter()
+        .filter(|t| t.chars().any(|c| c.is_ascii_digit()))
+        .all(|t| have.contains(t))
+}
+
+/// The reader: the model continues `{context}\n\nQuestion: {question}\nAnswer:`
+/// (the question: the task from its last "Question:" on, a trailing
+/// "Answer:" cue dropped) as
+/// plain text, greedy, up to the first line break. Returns the trimmed
+/// line, its tokens and seconds. The chat's cache is given up for this (the
+/// next action, if any, feeds the conversation again).
+async fn read(
+    session: &mut Session,
+    context: &str,
+    task: &str,
+    opts: &SolveOptions,
+) -> Result<(String, usize, f64)> {
+    let t0 = Instant::now();
+    let model = session.model.clone();
+    let mut q = task.trim();
+    if let Some(x) = q.strip_suffix("Answer:") {
+        q = x.trim_end();
+    }
+    // The question proper: the task's last "Question:" on, its
+    // instructions before that being about reading what the context now
+    // holds.
+    if let Some(i) = q.rfind("Question:") {
+        q = q[i + "Question:".len()..].trim();
+    }
+    let prompt = format!("{}\n\nQuestion: {q}\nAnswer:", context.trim());
+    // A document of its own: the tokenizer's start (BOS) as `lottery run`.
+    let ids = model.tokenizer.encode_with(&prompt, true)?;
+    let kept = session.rewind_to_prefix(&ids)?;
+    // One line of at least one visible character: a small model sometimes
+    // ends the document at once after "Answer:".
+    let mut c = model.constraint(&Grammar::Regex(r" ?[^\s][^\n]{0,200}\n?".into()))?;
+    let g = session
+        .generate_constrained_async(
+            &ids[kept..],
+            &GenerateOptions {
+                max_tokens: opts.max_action_tokens.min(48),
+                stop: vec!["\n".into()],
+                ..Default::default()
+            },
+            &mut c,
+            |_| HookAction::Continue,
+        )
+        .await?;
+    let line = g.text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    Ok((
+        line.trim().to_string(),
+        g.ids.len(),
+        t0.elapsed().as_secs_f64(),
+    ))
+}
+
 /// One constrained reply to the conversation so far: the cache keeps what
 /// the conversation shares with what it holds, only the rest is fed.
 /// Greedy on the first attempt, sampled on retries.
@@ -574,9 +737,6 @@ async fn act(
     let t0 = Instant::now();
     let model = session.model.clone();
     let text = template.render(msgs, true)?;
-    if std::env::var_os("LOTTERY_DEBUG_PROMPT").is_some() {
-        eprintln!("=====\n{text}\n=====");
-    }
     let ids = model.tokenizer.encode(&text)?;
     let kept = session.rewind_to_prefix(&ids)?;
     let mut c = model.constraint(grammar)?;
