@@ -3,7 +3,9 @@
 //! with the exact result (135M alone gets 3-digit multiplication 0/25).
 
 mod common;
-use lottery::models::runtime::solve::{action_schema, solve, SolveOptions};
+use lottery::models::runtime::solve::{
+    action_schema, demonstrations, parse_action, solve, Action, SolveOptions,
+};
 use lottery::models::runtime::{calculator, Calculator, Memory, Tool};
 use lottery::{Session, SessionOptions};
 
@@ -63,4 +65,40 @@ fn action_schema_lists_the_tools_and_the_answer() {
     assert!(text.contains("\"maxLength\":50"));
     let only = action_schema(&tools, false, 50);
     assert_eq!(only["anyOf"].as_array().unwrap().len(), 1);
+}
+
+/// The worked examples hold only the tools given, and every action in them
+/// is one the grammar spells (compact JSON, `", "` and `": "`).
+#[test]
+fn demonstrations_use_only_the_given_tools() {
+    struct Named(&'static str);
+    impl Tool for Named {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn description(&self) -> &str {
+            "test"
+        }
+        fn parameters(&self) -> serde_json::Value {
+            serde_json::json!({"type": "object"})
+        }
+        fn call(&self, _: &serde_json::Value) -> Result<String, String> {
+            Ok(String::new())
+        }
+    }
+    let (calc, search) = (Calculator, Named("search"));
+    let tools: Vec<&dyn Tool> = vec![&calc, &search];
+    let demo = demonstrations(&tools);
+    assert!(!demo.is_empty());
+    for m in demo.iter().filter(|m| m.role == "assistant") {
+        match parse_action(&m.content).unwrap() {
+            Action::Call { tool, .. } => assert_eq!(tool, "search"),
+            Action::Answer { .. } => {}
+        }
+        assert!(m.content.starts_with("{\"tool\": \""), "{}", m.content);
+    }
+    assert!(demonstrations(&[]).is_empty());
+    assert!(demonstrations(&[&calc as &dyn Tool]).is_empty());
+    let v = action_schema(&tools, true, 50);
+    assert_eq!(v["x-guidance"]["whitespace_flexible"], false);
 }

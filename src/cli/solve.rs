@@ -39,6 +39,9 @@ pub struct SolveArgs {
     /// Ask the model to check its answer, retrying once from before it on a "no".
     #[arg(long)]
     verify: bool,
+    /// Leave out the worked examples shown before the task.
+    #[arg(long)]
+    no_examples: bool,
     /// Write the trace (every action, call, result and check) as JSON here.
     #[arg(long)]
     trace: Option<PathBuf>,
@@ -107,6 +110,7 @@ pub fn solve(a: SolveArgs) -> Result<()> {
     let opts = SolveOptions {
         max_calls: a.max_calls,
         verify: a.verify,
+        demonstrations: !a.no_examples,
         ..Default::default()
     };
     let sol = run_loop(&mut session, &refs, &a.prompt, context.as_deref(), &opts)?;

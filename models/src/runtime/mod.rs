@@ -40,6 +40,13 @@ pub trait Tool {
     }
 }
 
+/// The expressions the calculator's schema admits: numbers (one decimal
+/// point at most) joined by operators, parentheses around them. Looser
+/// than the calculator (which reports unbalanced parentheses), tight
+/// enough that a constrained model cannot degenerate into `1.1.1.1...`.
+pub const EXPRESSION_PATTERN: &str =
+    r"^[(]*-?[0-9]+([.][0-9]+)?[)]*( *[-+*/^] *[(]*-?[0-9]+([.][0-9]+)?[)]*)*$";
+
 /// Exact rational arithmetic (see [`calculator`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Calculator;
@@ -59,7 +66,7 @@ impl Tool for Calculator {
             "properties": {"expression": {
                 "type": "string",
                 "maxLength": calculator::MAX_EXPR_LEN,
-                "pattern": "^[0-9][0-9+*/^(). -]*$"
+                "pattern": EXPRESSION_PATTERN
             }},
             "required": ["expression"],
             "additionalProperties": false

@@ -286,18 +286,21 @@ impl Tool for PromptSearch {
         if new.is_empty() {
             return None;
         }
-        let q = new.join(" ");
-        let m = self.unseen_mentions(&q);
-        if m.is_empty() {
-            return None;
+        // The last new name first: an answer that restates a line ("X = Y",
+        // "X is Y") gives what it resolves to last.
+        for q in new.iter().rev() {
+            let m = self.unseen_mentions(q);
+            if !m.is_empty() {
+                return Some((
+                    json!({ "question": q }),
+                    m.iter()
+                        .map(|c| &self.text[c.start..c.end])
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                ));
+            }
         }
-        Some((
-            json!({ "question": q }),
-            m.iter()
-                .map(|c| &self.text[c.start..c.end])
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ))
+        None
     }
 
     fn call(&self, args: &Value) -> std::result::Result<String, String> {

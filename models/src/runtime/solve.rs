@@ -51,9 +51,10 @@ pub struct SolveOptions {
     /// While the task's document is hidden (longer than
     /// `inline_context_tokens`) and no `prompt_search` call has returned,
     /// or a tool holds something the task names ([`Tool::relevant_to`])
-    /// and has not been called, the answer is not among the actions: a
-    /// question about a source at hand cannot be answered before reading
-    /// it, and a small model otherwise guesses at once.
+    /// and has not been called, the actions are calls of those sources
+    /// only: a question about a source at hand cannot be answered before
+    /// reading it (a small model otherwise guesses at once, or reaches for
+    /// the calculator with digits from a key).
     pub read_before_answer: bool,
     /// Show the model worked examples of the action format first (one per
     /// kind of tool given): a small model copies a format it has seen far
@@ -264,9 +265,10 @@ fn action_text(tool: &str, arguments: Value) -> String {
 }
 
 /// Worked examples of the loop, as earlier turns of the conversation: for
-/// each built-in tool among `tools`, a made-up task solved with it (lookups
+/// each retrieval tool among `tools`, made-up tasks solved with it (lookups
 /// in an invented document or knowledge base, one that follows a reference
-/// to a second lookup, a calculation). They show the format and the habit
+/// to a second lookup). None for the calculator: with one, the 135M model
+/// answered "What is 347 times 29?" itself instead of calling it. They show the format and the habit
 /// of answering with the value a result gives; nothing in them is from a
 /// task the runtime is measured on.
 pub fn demonstrations(tools: &[&dyn Tool]) -> Vec<ChatMessage> {
@@ -332,25 +334,13 @@ pub fn demonstrations(tools: &[&dyn Tool]) -> Vec<ChatMessage> {
         );
         answer(&mut m, "Ama Sorensk");
     }
-    if has("calculator") {
-        m.push(ChatMessage::user(
-            "A crate holds 36 jars. How many jars are in 17 crates?".to_string(),
-        ));
-        call(
-            &mut m,
-            "calculator",
-            json!({"expression": "17 * 36"}),
-            "612",
-        );
-        answer(&mut m, "612");
-    }
     m
 }
 
 fn system_prompt(tools: &[&dyn Tool]) -> String {
     let mut s = String::from(
-        "You solve the user's task step by step. Each reply is one JSON action: \
-         a tool call, or the answer.\nTools:\n",
+        "You solve the user's task step by step. Each reply is one JSON action. \
+         Call a tool when the task needs one, then answer.\nTools:\n",
     );
     // Names of the arguments only: the grammar holds their schemas, and a
     // small model reads a short list better than JSON Schema.
@@ -415,7 +405,9 @@ pub async fn solve_async(
     })?;
     let t0 = Instant::now();
     let mut user = String::new();
-    let mut unread = false;
+    // Sources to read before answering: the hidden document, and tools
+    // holding something the task names.
+    let mut sources: Vec<String> = Vec::new();
     if let Some(c) = context {
         let n = model.tokenizer.encode(c)?.len();
         if n <= opts.inline_context_tokens {
@@ -423,7 +415,7 @@ pub async fn solve_async(
             user.push_str("\n\n");
         } else if tools.iter().any(|t| t.name() == "prompt_search") {
             user.push_str(DOCUMENT_NOT_SHOWN);
-            unread = opts.read_before_answer;
+            sources.push("prompt_search".into());
         } else {
             return Err(Error::Model(format!(
                 "the context has {n} tokens, more than the {} shown whole, and no prompt_search tool is given",
@@ -432,15 +424,16 @@ pub async fn solve_async(
         }
     }
     user.push_str(task);
-    // A source at hand that knows what the task names must be read first.
-    let sources: Vec<String> = tools
-        .iter()
-        .filter(|t| opts.read_before_answer && t.relevant_to(task))
-        .map(|t| t.name().to_string())
-        .collect();
-    if !sources.is_empty() {
-        unread = true;
+    for t in tools {
+        if t.relevant_to(task) && !sources.iter().any(|s| s == t.name()) {
+            sources.push(t.name().to_string());
+        }
     }
+    if !opts.read_before_answer {
+        sources.clear();
+    }
+    // While unread, only calls of the sources are offered.
+    let mut unread = !sources.is_empty();
     let mut msgs = vec![ChatMessage::system(system_prompt(tools))];
     if opts.demonstrations {
         msgs.extend(demonstrations(tools));
@@ -462,7 +455,13 @@ pub async fn solve_async(
     let mut last_result: Option<String> = None;
     loop {
         let allow_calls = calls < opts.max_calls && !answer_now;
-        let grammar = Grammar::JsonSchema(actions(tools, allow_calls, !unread, opts.max_arg_chars));
+        let offered: Vec<&dyn Tool> = tools
+            .iter()
+            .copied()
+            .filter(|t| !unread || sources.iter().any(|s| s == t.name()))
+            .collect();
+        let grammar =
+            Grammar::JsonSchema(actions(&offered, allow_calls, !unread, opts.max_arg_chars));
         let (text, n, secs) = act(session, template, &msgs, &grammar, opts, attempt).await?;
         tokens += n;
         let Ok(action) = parse_action(&text) else {
@@ -612,7 +611,7 @@ pub async fn solve_async(
             (_, Some(e)) => format!("Error from {name}: {e}"),
             _ => unreachable!(),
         };
-        if error.is_none() && (name == "prompt_search" || sources.contains(&name)) {
+        if error.is_none() && sources.contains(&name) {
             unread = false;
         }
         trace.push(step(
