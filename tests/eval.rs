@@ -87,3 +87,48 @@ fn quick_eval_writes_resumes_and_reports() {
     );
     assert!(md.contains("(chart.svg)"), "{md}");
 }
+
+/// Knowledge-base QA through the runtime's loop: the base is written and
+/// indexed from the seed, the model must search it before answering (the
+/// base holds the entity the question names), and the trace is kept.
+#[test]
+fn solve_mode_searches_the_knowledge_base() {
+    let dir = std::env::temp_dir().join(format!("lottery-eval-solve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = lottery()
+        .args([
+            "eval", "--solve", "--tools", "search", "--tasks", "kb_qa", "--cases", "1", "--json",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["solve"], true);
+    assert!(v["config"].as_str().unwrap().contains("tools loop+search"));
+    assert!(dir.join("kb_qa-seed-0/kb/kb.json").exists());
+    let case: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(dir.join("cases.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let trace = case["trace"].as_array().unwrap();
+    assert_eq!(trace[0]["kind"], "call", "{case}");
+    assert_eq!(trace[0]["tool"], "search", "{case}");
+    // The loop's tools need --solve.
+    let out = lottery()
+        .args(["eval", "--tools", "search", "--tasks", "kb_qa", "--quick"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--solve"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -65,3 +65,19 @@ fn generate_chat_and_knowledge_base_examples_run() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A user-defined tool through the loop: the model calls it (the tool says
+/// the task names one of its items) and answers with its number.
+#[test]
+fn custom_tool_example_runs() {
+    let mut c = example("custom_tool");
+    c.arg("How many pine tables are in stock?");
+    let (answer, log) = run2(c);
+    assert!(
+        log.lines().any(|l| l.starts_with("[call]")
+            && l.contains("inventory")
+            && l.contains("12 pine tables")),
+        "{log}"
+    );
+    assert!(answer.contains("12"), "{answer}\n{log}");
+}

@@ -61,6 +61,26 @@ impl LexicalIndex {
         }
     }
 
+    /// Whether some text scores at least `min` for `query` and holds one of
+    /// its distinctive terms (in at most a tenth of the texts, at least
+    /// one: a name, an identifier), so that the query is about that text,
+    /// not merely worded like it.
+    pub fn names_a_text(&self, query: &str, min: f32) -> bool {
+        let q = terms(query);
+        let most = (self.docs.len() / 10).max(1);
+        let rare: Vec<&String> = q
+            .iter()
+            .filter(|t| self.df.get(*t).is_some_and(|&d| d <= most))
+            .collect();
+        if rare.is_empty() {
+            return false;
+        }
+        self.scores(query)
+            .iter()
+            .zip(&self.docs)
+            .any(|(&s, d)| s >= min && rare.iter().any(|t| d.contains(t)))
+    }
+
     /// The score of every text for `query`, each in [0, 1].
     pub fn scores(&self, query: &str) -> Vec<f32> {
         let mut q = terms(query);
@@ -115,11 +135,18 @@ mod tests {
             "\"9f1c2a7e-11b3-4c5d-8e9f-0a1b2c3d4e5f\": 481516",
             "\"0b7d4e21-9a8c-4f3e-b2d1-77aa55cc33ee\": 234234",
             "The grass is green. The sky is blue.",
+            "The sun is yellow.",
+            "What is the value of a good name?",
+            "The key is under the mat.",
         ];
         let ix = LexicalIndex::new(&texts);
         let s = ix.scores("What is the value of key \"0b7d4e21-9a8c-4f3e-b2d1-77aa55cc33ee\"?");
-        assert!(s[1] > 0.95, "{s:?}");
-        assert!(s[0] < 0.2 && s[2] < 0.2, "{s:?}");
+        // The key's text wins by far; the question's own words ("what",
+        // "the value of", "key") found elsewhere weigh less than its parts.
+        for (i, x) in s.iter().enumerate().filter(|(i, _)| *i != 1) {
+            assert!(*x < 0.75 * s[1], "{i}: {s:?}");
+        }
+        assert!(s[1] > 0.45 && s[0] == 0.0, "{s:?}");
     }
 
     #[test]
@@ -133,6 +160,19 @@ mod tests {
         let s = ix.scores("VAR ABCDE");
         assert!(s[0] > s[1] && s[1] > s[2], "{s:?}");
         assert!((s[0] - 1.0).abs() < 1e-6, "{s:?}");
+    }
+
+    #[test]
+    fn a_text_is_named_by_a_distinctive_term() {
+        let texts = [
+            "The Varn Society was founded in 1843.",
+            "The Osk Society has 412 members.",
+            "The weather is mild.",
+            "The sky is blue.",
+        ];
+        let ix = LexicalIndex::new(&texts);
+        assert!(ix.names_a_text("When was the Varn Society founded?", 0.5));
+        assert!(!ix.names_a_text("What is 17 times 23?", 0.5));
     }
 
     #[test]

@@ -86,10 +86,7 @@ impl Tool for KbSearch {
         "search"
     }
     fn relevant_to(&self, task: &str) -> bool {
-        self.lexical
-            .scores(task)
-            .iter()
-            .any(|&s| s >= RELEVANT_LEXICAL)
+        self.lexical.names_a_text(task, RELEVANT_LEXICAL)
     }
     fn description(&self) -> &str {
         "Finds the passages of the knowledge base most relevant to a query."
@@ -123,9 +120,9 @@ impl Tool for KbSearch {
     }
 }
 
-/// Lexical score from which a passage counts as about what a task names
-/// ([`Tool::relevant_to`]): the task's rare terms, and most of the rest, are
-/// in it.
+/// Lexical score from which a passage holding one of the task's
+/// distinctive terms (a name in at most two passages) counts as about what
+/// the task names ([`Tool::relevant_to`]).
 pub const RELEVANT_LEXICAL: f32 = 0.5;
 
 /// Word pieces in one `prompt_search` unit at most (a line or sentence is

@@ -489,30 +489,6 @@ pub async fn solve_async(
                 text: mut answer,
                 arguments: mut args,
             } => {
-                // The reader writes the answer from the last result.
-                if let (true, Some(ctx)) = (opts.reader, &last_result) {
-                    let (r, n, secs) = read(session, ctx, task, opts).await?;
-                    tokens += n;
-                    trace.push(step(
-                        "read",
-                        None,
-                        json!({ "text": r }),
-                        None,
-                        None,
-                        &r,
-                        n,
-                        secs,
-                    ));
-                    // A number the source does not hold is invented: then
-                    // the model's own answer stands, if it has none such.
-                    let sources = format!("{task}\n{ctx}");
-                    if !r.is_empty() && (grounded(&r, &sources) || !grounded(&answer, &sources)) {
-                        answer = r;
-                        args = json!({ "text": answer });
-                        msgs.pop();
-                        msgs.push(ChatMessage::assistant(action_text("answer", args.clone())));
-                    }
-                }
                 // Checks by the tools first: a tool that knows more about
                 // this answer shows it, as if the model had asked, and the
                 // model goes on from there.
@@ -553,6 +529,31 @@ pub async fn solve_async(
                     n,
                     secs,
                 ));
+                // No check to make: the reader writes the answer from the last
+                // result (once, at the end: it gives up the chat's cache).
+                if let (true, Some(ctx)) = (opts.reader, &last_result) {
+                    let (r, n, secs) = read(session, ctx, task, opts).await?;
+                    tokens += n;
+                    trace.push(step(
+                        "read",
+                        None,
+                        json!({ "text": r }),
+                        None,
+                        None,
+                        &r,
+                        n,
+                        secs,
+                    ));
+                    // A number the source does not hold is invented: then
+                    // the model's own answer stands, if it has none such.
+                    let sources = format!("{task}\n{ctx}");
+                    if !r.is_empty() && (grounded(&r, &sources) || !grounded(&answer, &sources)) {
+                        answer = r;
+                        args = json!({ "text": answer });
+                        msgs.pop();
+                        msgs.push(ChatMessage::assistant(action_text("answer", args.clone())));
+                    }
+                }
                 if opts.verify && retries < opts.retries {
                     msgs.push(ChatMessage::user(format!(
                         "Check: is \"{answer}\" the correct answer to the task? Reply with JSON."
