@@ -29,9 +29,13 @@ impl Tool for Inventory {
         "Says how many of an item the warehouse has in stock."
     }
     fn parameters(&self) -> Value {
+        // The items as an enum: under the grammar the model can only name
+        // one we stock (free text, the 135M model wrote "pineapple" for
+        // "pine tables").
+        let names: Vec<&str> = self.items.iter().map(|(n, _)| *n).collect();
         json!({
             "type": "object",
-            "properties": {"item": {"type": "string", "maxLength": 60}},
+            "properties": {"item": {"enum": names}},
             "required": ["item"],
             "additionalProperties": false
         })
