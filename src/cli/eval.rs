@@ -476,6 +476,8 @@ fn kb_qa_base(
     }
     let mut kb = KnowledgeBase::create(&kb_dir, encoder, ChunkOptions::default())?;
     kb.add_files(encoder, &files, &mut |_, _| {})?;
+    // Saved, so `lottery search --kb DIR/kb_qa-seed-S/kb` reproduces a call.
+    kb.save()?;
     Ok(lottery::models::runtime::retrieval::KbSearch::new(
         std::sync::Arc::new(kb),
         encoder.clone(),
