@@ -546,8 +546,8 @@ pub async fn solve_async(
                     ));
                     // A number the source does not hold is invented: then
                     // the model's own answer stands, if it has none such.
-                    let sources = format!("{task}\n{ctx}");
-                    if !r.is_empty() && (grounded(&r, &sources) || !grounded(&answer, &sources)) {
+                    let known = format!("{task}\n{ctx}");
+                    if !r.is_empty() && (grounded(&r, &known) || !grounded(&answer, &known)) {
                         answer = r;
                         args = json!({ "text": answer });
                         msgs.pop();
