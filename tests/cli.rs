@@ -41,6 +41,32 @@ fn run_json_prints_the_reference_greedy_ids() {
     assert!(v["timings"]["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
 }
 
+/// `lottery chat --tools`: each message goes through the runtime's loop;
+/// the call is shown as it happens and the answer is the tool's exact value.
+#[test]
+fn chat_with_tools_calls_the_calculator() {
+    use std::io::Write;
+    let mut child = lottery()
+        .args(["chat", "--tools", "calculator,memory", "--ctx", "1024"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is 347 times 29?\n\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "lottery chat failed: {stderr}");
+    assert!(stderr.contains("[calculator"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("10063"), "{stdout}\n{stderr}");
+}
+
 fn expect_error(args: &[&str], model: &std::path::Path, needle: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_lottery"))
         .env("LOTTERY_MODEL", model)

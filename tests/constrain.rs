@@ -20,6 +20,62 @@ fn tiny() -> Arc<Model> {
     Arc::new(Model::load(gpu, &path, &mut |_, _| {}).unwrap())
 }
 
+/// The runtime's reader may write numbers only as its sources spell them:
+/// every run of digits a random model writes under that grammar is made of
+/// the sources' numbers, though a tenth of the tiny vocabulary is digits.
+#[test]
+fn the_reader_writes_only_numbers_its_sources_hold() {
+    let model = tiny();
+    let mut s = Session::new(
+        model.clone(),
+        SessionOptions {
+            ctx: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let pattern = lottery::models::runtime::solve::reader_pattern("built in 1618, 214 m; 7");
+    let nums = ["1618", "214", "7"];
+    fn made_of(run: &str, nums: &[&str]) -> bool {
+        run.is_empty()
+            || nums
+                .iter()
+                .any(|n| run.strip_prefix(n).is_some_and(|r| made_of(r, nums)))
+    }
+    let mut digits = 0;
+    for seed in 0..6 {
+        let mut c = model.constraint(&Grammar::Regex(pattern.clone())).unwrap();
+        s.rewind(0).unwrap();
+        let opts = GenerateOptions {
+            max_tokens: 40,
+            stop_at_eos: false,
+            sampler: SamplerSettings {
+                temperature: 1.5,
+                seed,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let g = s
+            .generate_constrained(&[5, 9, 2], &opts, &mut c, |_| HookAction::Continue)
+            .unwrap();
+        // A run the token budget cut off may end in part of a number.
+        let closed = g
+            .text
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .to_string();
+        for run in closed.split(|c: char| !c.is_ascii_digit()) {
+            assert!(made_of(run, &nums), "{run:?} in {:?}", g.text);
+            digits += run.len();
+        }
+    }
+    assert!(digits > 0, "the numbers stay allowed");
+    assert_eq!(
+        lottery::models::runtime::solve::reader_pattern("no numbers here"),
+        r" ?[^\s][^\n]{0,200}\n?"
+    );
+}
+
 /// A random model's output matches the regex under the mask, greedy and
 /// sampled, and the generation ends because the grammar is complete.
 #[test]

@@ -19,13 +19,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const TASKS: [&str; 6] = [
+const TASKS: [&str; 7] = [
     "passkey",
     "kv_retrieval",
     "arithmetic",
     "var_tracking",
     "copy",
     "kb_qa",
+    "kb_multi",
 ];
 const LATER: [&str; 2] = ["word_problems", "tool_choice"];
 
@@ -35,7 +36,9 @@ pub struct EvalArgs {
     model: ModelArgs,
     /// Tasks, comma-separated: passkey, kv_retrieval, arithmetic,
     /// var_tracking, copy, kb_qa (questions on invented facts; with --solve
-    /// --tools search, the loop searches a knowledge base of them).
+    /// --tools search, the loop searches a knowledge base of them),
+    /// kb_multi (years between two of those facts: two lookups and a
+    /// subtraction).
     #[arg(
         long,
         default_value = "passkey,kv_retrieval,arithmetic,var_tracking,copy",
@@ -130,6 +133,7 @@ fn cases(a: &EvalArgs) -> Result<Vec<Case>> {
                 .flatten()
                 .collect(),
             "kb_qa" => vec![eval::kb_qa(n(20), s)],
+            "kb_multi" => vec![eval::kb_multi(n(20), s)],
             t if LATER.contains(&t) => return Err(anyhow!("task `{t}` is not built yet")),
             t => return Err(anyhow!("unknown task `{t}` ({})", TASKS.join(", "))),
         };
@@ -226,7 +230,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     // kb_qa's knowledge base: the seed's passages as files, indexed as
     // `lottery index` would.
     let kb_search = match (&encoder, a.tools.iter().any(|t| t == "search")) {
-        (Some(e), true) if all.iter().any(|c| c.task == "kb_qa") => {
+        (Some(e), true) if all.iter().any(|c| c.task.starts_with("kb_")) => {
             Some(kb_qa_base(e, a.out.as_deref(), a.seed)?)
         }
         _ => None,
@@ -276,7 +280,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 c,
                 &a.tools,
                 encoder.as_ref(),
-                kb_search.as_ref().filter(|_| c.task == "kb_qa"),
+                kb_search.as_ref().filter(|_| c.task.starts_with("kb_")),
             )?;
             done.insert((c.task.to_string(), c.length.clone(), c.trial), ok);
             if let Some(f) = jsonl.as_mut() {

@@ -404,6 +404,25 @@ struct ChatArgs {
     n: usize,
     #[arg(long)]
     system: Option<String>,
+    /// Answer every message with the runtime's loop (`lottery solve`) and
+    /// these tools (comma-separated): calculator, memory, prompt_search
+    /// (over --file), search (over --kb). The tool calls are shown as they
+    /// happen; memory lasts the whole conversation.
+    #[arg(long, value_delimiter = ',', value_parser = ["calculator", "memory", "prompt_search", "search"])]
+    tools: Vec<String>,
+    /// A document every message may ask about (shown whole when short, else
+    /// read through prompt_search).
+    #[arg(long, requires = "tools")]
+    file: Option<PathBuf>,
+    /// Knowledge base for `search` (`lottery index`).
+    #[arg(long, requires = "tools")]
+    kb: Option<PathBuf>,
+    /// Sentence-transformers directory for search and prompt_search.
+    #[arg(long, requires = "tools")]
+    embed_model: Option<PathBuf>,
+    /// Tool calls per message before only an answer is allowed.
+    #[arg(long, default_value_t = 6, requires = "tools")]
+    max_calls: usize,
 }
 
 pub fn main() -> Result<()> {
@@ -565,6 +584,9 @@ fn run(a: RunArgs) -> Result<()> {
 }
 
 fn chat(a: ChatArgs) -> Result<()> {
+    if !a.tools.is_empty() {
+        return chat_with_tools(a);
+    }
     let opts = a.sample.options(a.n)?;
     let model = a.model.load(false)?;
     let mut session = a.model.session(&model)?;
@@ -598,6 +620,78 @@ fn chat(a: ChatArgs) -> Result<()> {
         })?;
         println!();
         msgs.push(ChatMessage::assistant(g.text.trim().to_string()));
+    }
+    Ok(())
+}
+
+/// `lottery chat --tools`: every message is a task for the runtime's loop.
+/// The last exchanges go before it ("Earlier: ...") so that a follow-up
+/// can say "it"; the tools (and memory's values) last the conversation.
+fn chat_with_tools(a: ChatArgs) -> Result<()> {
+    use lottery::models::runtime::solve::{solve as run_loop, SolveOptions};
+    let context = match &a.file {
+        Some(f) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
+        }
+        None => None,
+    };
+    let model = a.model.load(false)?;
+    let mut session = a.model.session(&model)?;
+    let tools = solve::build_tools(
+        &a.tools,
+        context.as_deref(),
+        a.kb.as_deref(),
+        a.embed_model.as_deref(),
+    )?;
+    let refs: Vec<&dyn lottery::models::runtime::Tool> = tools.iter().map(|t| t.as_ref()).collect();
+    let opts = SolveOptions {
+        max_calls: a.max_calls,
+        ..Default::default()
+    };
+    eprintln!(
+        "chatting with {} and tools {} on {} ({}). Empty line or Ctrl-D to quit.",
+        model.path.display(),
+        a.tools.join(", "),
+        model.gpu.adapter.name,
+        model.gpu.adapter.backend
+    );
+    let mut earlier: Vec<(String, String)> = Vec::new();
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        let line = line.trim().to_string();
+        let mut task = String::new();
+        for (q, ans) in &earlier {
+            task.push_str(&format!("Earlier: {q} -> {ans}\n"));
+        }
+        if !earlier.is_empty() {
+            task.push('\n');
+        }
+        task.push_str(&line);
+        let sol = run_loop(&mut session, &refs, &task, context.as_deref(), &opts)?;
+        for s in &sol.trace {
+            if matches!(s.kind.as_str(), "call" | "check_call") {
+                eprintln!(
+                    "  [{} {}] -> {}",
+                    s.tool.as_deref().unwrap_or("?"),
+                    s.arguments,
+                    s.result.as_deref().or(s.error.as_deref()).unwrap_or("")
+                );
+            }
+        }
+        let answer = sol
+            .answer
+            .unwrap_or_else(|| format!("(no answer within {} calls)", a.max_calls));
+        println!("{answer}");
+        earlier.push((line, answer));
+        // Two exchanges are enough for "it" and keep the task short.
+        if earlier.len() > 2 {
+            earlier.remove(0);
+        }
     }
     Ok(())
 }

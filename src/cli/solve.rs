@@ -64,6 +64,48 @@ pub(super) fn encoder(dir: Option<PathBuf>) -> Result<Arc<BertEncoder>> {
     ))
 }
 
+/// The tools named, built: `prompt_search` over `context`, `search` over
+/// the knowledge base in `kb` (with the embedding model that built it,
+/// unless `embed_model` says otherwise). One encoder serves both.
+pub(super) fn build_tools(
+    names: &[String],
+    context: Option<&str>,
+    kb: Option<&std::path::Path>,
+    embed_model: Option<&std::path::Path>,
+) -> Result<Vec<Box<dyn Tool>>> {
+    let mut tools: Vec<Box<dyn Tool>> = Vec::new();
+    let mut enc: Option<Arc<BertEncoder>> = None;
+    for t in names {
+        match t.as_str() {
+            "calculator" => tools.push(Box::new(Calculator)),
+            "memory" => tools.push(Box::new(Memory::default())),
+            "prompt_search" => {
+                let text = context
+                    .ok_or_else(|| anyhow!("prompt_search reads the document given with --file"))?;
+                let e = match &enc {
+                    Some(e) => e.clone(),
+                    None => encoder(embed_model.map(PathBuf::from))?,
+                };
+                enc = Some(e.clone());
+                tools.push(Box::new(PromptSearch::new(e, text)?));
+            }
+            "search" => {
+                let dir = kb.ok_or_else(|| anyhow!("search needs --kb DIR"))?;
+                let kb = Arc::new(KnowledgeBase::open(dir)?);
+                let recorded = PathBuf::from(&kb.encoder_info().path);
+                let e = encoder(
+                    embed_model
+                        .map(PathBuf::from)
+                        .or(Some(recorded).filter(|p| p.is_dir())),
+                )?;
+                tools.push(Box::new(KbSearch::new(kb, e)?));
+            }
+            other => return Err(anyhow!("unknown tool {other:?}")),
+        }
+    }
+    Ok(tools)
+}
+
 pub fn solve(a: SolveArgs) -> Result<()> {
     let context = match &a.file {
         Some(f) => {
@@ -73,39 +115,12 @@ pub fn solve(a: SolveArgs) -> Result<()> {
     };
     let model = a.model.load(a.json)?;
     let mut session = a.model.session(&model)?;
-    let mut tools: Vec<Box<dyn Tool>> = Vec::new();
-    let mut enc: Option<Arc<BertEncoder>> = None;
-    for t in &a.tools {
-        match t.as_str() {
-            "calculator" => tools.push(Box::new(Calculator)),
-            "memory" => tools.push(Box::new(Memory::default())),
-            "prompt_search" => {
-                let text = context
-                    .as_deref()
-                    .ok_or_else(|| anyhow!("prompt_search reads the document given with --file"))?;
-                let e = match &enc {
-                    Some(e) => e.clone(),
-                    None => encoder(a.embed_model.clone())?,
-                };
-                enc = Some(e.clone());
-                tools.push(Box::new(PromptSearch::new(e, text)?));
-            }
-            "search" => {
-                let dir =
-                    a.kb.as_ref()
-                        .ok_or_else(|| anyhow!("search needs --kb DIR"))?;
-                let kb = Arc::new(KnowledgeBase::open(dir)?);
-                let recorded = PathBuf::from(&kb.encoder_info().path);
-                let e = encoder(
-                    a.embed_model
-                        .clone()
-                        .or(Some(recorded).filter(|p| p.is_dir())),
-                )?;
-                tools.push(Box::new(KbSearch::new(kb, e)?));
-            }
-            _ => unreachable!(),
-        }
-    }
+    let tools = build_tools(
+        &a.tools,
+        context.as_deref(),
+        a.kb.as_deref(),
+        a.embed_model.as_deref(),
+    )?;
     let refs: Vec<&dyn Tool> = tools.iter().map(|t| t.as_ref()).collect();
     let opts = SolveOptions {
         max_calls: a.max_calls,

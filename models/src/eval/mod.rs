@@ -443,6 +443,9 @@ pub struct KbEntity {
     pub file: String,
     pub text: String,
     pub facts: Vec<(String, String)>,
+    /// The dated event of the passage as a noun phrase ("the founding of
+    /// the X Society") and its year: [`kb_multi`] asks across two.
+    pub event: (String, u64),
 }
 
 /// The knowledge base of `kb_qa` for `seed`: [`KB_ENTITIES`] invented
@@ -473,6 +476,7 @@ pub fn kb_documents(seed: u64) -> Vec<KbEntity> {
                          Today it has {members} members, and its president is {c} {}.",
                         name(&mut rng)
                     ),
+                    event: (format!("the founding of the {a} Society"), year),
                     facts: vec![
                         (
                             format!("In what year was the {a} Society founded?"),
@@ -493,6 +497,7 @@ pub fn kb_documents(seed: u64) -> Vec<KbEntity> {
                         "Mount {a} rises {height} metres above the {b} valley. \
                          It was first climbed in {year} by an expedition led by {c}."
                     ),
+                    event: (format!("the first ascent of Mount {a}"), year),
                     facts: vec![
                         (
                             format!("How high is Mount {a}, in metres?"),
@@ -513,6 +518,7 @@ pub fn kb_documents(seed: u64) -> Vec<KbEntity> {
                         "The {a} Bridge crosses the river {b}. It is {length} metres long \
                          and was opened in {year}, after plans drawn by the engineer {c}."
                     ),
+                    event: (format!("the opening of the {a} Bridge"), year),
                     facts: vec![
                         (
                             format!("How long is the {a} Bridge, in metres?"),
@@ -559,9 +565,69 @@ pub fn kb_qa(cases: usize, seed: u64) -> Vec<Case> {
         .collect()
 }
 
+/// Two-hop knowledge-base QA: how many years lie between the dated events
+/// of two passages of [`kb_documents`]`(seed)` (the later year minus the
+/// earlier). No passage holds the answer: it takes two lookups and a
+/// subtraction, so the model alone cannot get it, nor a loop that answers
+/// from the one passage it read: the measure of decomposition.
+pub fn kb_multi(cases: usize, seed: u64) -> Vec<Case> {
+    let docs = kb_documents(seed);
+    let mut rng = Rng::new(seed ^ 0x6b6d_0000);
+    (0..cases)
+        .map(|t| {
+            let i = (rng.next_u64() % docs.len() as u64) as usize;
+            let mut j = (rng.next_u64() % docs.len() as u64) as usize;
+            // Two passages with different years (a difference of 0 years
+            // reads as a trick question).
+            while j == i || docs[j].event.1 == docs[i].event.1 {
+                j = (j + 1) % docs.len();
+            }
+            let (a, b) = (&docs[i].event, &docs[j].event);
+            let q = format!("How many years passed between {} and {}?", a.0, b.0);
+            Case {
+                task: "kb_multi",
+                length: "2 passages".into(),
+                trial: t,
+                prompt: format!("Answer the question.\n\nQuestion: {q}\nAnswer:"),
+                answer: a.1.abs_diff(b.1).to_string(),
+                max_tokens: 12,
+                stop: None,
+                scoring: Scoring::FirstDigits,
+                calculator: false,
+                document: None,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every two-hop question names two passages' events, and its answer
+    /// is the difference of their years.
+    #[test]
+    fn kb_multi_asks_across_two_passages() {
+        let docs = kb_documents(3);
+        let cases = kb_multi(30, 3);
+        assert_eq!(cases, kb_multi(30, 3), "deterministic per seed");
+        for c in &cases {
+            let named: Vec<&KbEntity> = docs
+                .iter()
+                .filter(|d| {
+                    c.prompt.contains(&format!("{} and", d.event.0))
+                        || c.prompt.contains(&format!("{}?", d.event.0))
+                })
+                .collect();
+            assert_eq!(named.len(), 2, "{}", c.prompt);
+            assert!(named
+                .iter()
+                .all(|d| d.text.contains(&d.event.1.to_string())));
+            let want = named[0].event.1.abs_diff(named[1].event.1);
+            assert!(want > 0);
+            assert_eq!(c.answer, want.to_string());
+        }
+    }
 
     #[test]
     fn passkey_follows_the_protocol() {

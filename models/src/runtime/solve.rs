@@ -672,7 +672,45 @@ fn grounded(answer: &str, sources: &str) -> bool {
         .all(|t| have.contains(t))
 }
 
-/// The reader: the model continues `{context}\n\nQuestion: {question}\nAnswer:`
+/// The reader's document. The instruction and the "Text:" label matter to
+/// a 135M model: over 192 questions on invented passages (kb_qa's
+/// generator, seeds 0 to 3) the bare `{context}\n\nQuestion: {q}\nAnswer:`
+/// with free numbers was right 156 times; with "Read the text and answer
+/// the question.", "Text:" and numbers confined as in [`reader_pattern`],
+/// 180; asking for "a few words" as well, 189 (and 96 of 96 on seeds 7 and
+/// 8): without it the model often copies the whole passage back, its first
+/// number the wrong one.
+fn reader_prompt(context: &str, question: &str) -> String {
+    format!(
+        "Read the text and answer the question in a few words.\n\nText: {}\n\nQuestion: {question}\nAnswer:",
+        context.trim()
+    )
+}
+
+/// The reader's grammar: one line of at least one visible character (a
+/// small model sometimes ends the document at once after "Answer:") in
+/// which every run of digits is made of numbers `sources` holds. Left free,
+/// the 135M model answers a question about a year with the year it thinks
+/// it is now ("The answer is: 2022") a fifth of the time; confined, it
+/// writes the year the text gives. Without numbers in the sources the line
+/// is free (and [`grounded`] judges it).
+pub fn reader_pattern(sources: &str) -> String {
+    let mut nums: Vec<String> = sources
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    nums.sort_unstable();
+    nums.dedup();
+    // A table of numbers is no source to confine to (nor a small grammar).
+    if nums.is_empty() || nums.len() > 256 {
+        return r" ?[^\s][^\n]{0,200}\n?".into();
+    }
+    let n = format!("({})", nums.join("|"));
+    format!(r" ?([^\s0-9]|{n})([^\n0-9]|{n})*\n?")
+}
+
+/// The reader: the model continues [`reader_prompt`]
 /// (the question: the task from its last "Question:" on, a trailing
 /// "Answer:" cue dropped) as
 /// plain text, greedy, up to the first line break. Returns the trimmed
@@ -696,13 +734,13 @@ async fn read(
     if let Some(i) = q.rfind("Question:") {
         q = q[i + "Question:".len()..].trim();
     }
-    let prompt = format!("{}\n\nQuestion: {q}\nAnswer:", context.trim());
+    let prompt = reader_prompt(context, q);
     // A document of its own: the tokenizer's start (BOS) as `lottery run`.
     let ids = model.tokenizer.encode_with(&prompt, true)?;
     let kept = session.rewind_to_prefix(&ids)?;
-    // One line of at least one visible character: a small model sometimes
-    // ends the document at once after "Answer:".
-    let mut c = model.constraint(&Grammar::Regex(r" ?[^\s][^\n]{0,200}\n?".into()))?;
+    let mut c = model.constraint(&Grammar::Regex(reader_pattern(&format!(
+        "{task}\n{context}"
+    ))))?;
     let g = session
         .generate_constrained_async(
             &ids[kept..],
