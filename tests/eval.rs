@@ -132,3 +132,43 @@ fn solve_mode_searches_the_knowledge_base() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--solve"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Tool choice through the loop: one question of each kind; the arithmetic
+/// one is computed by the calculator (the task spells out an operation),
+/// and the report scores the calls against each bucket's tool.
+#[test]
+fn tool_choice_scores_the_calls() {
+    let dir = std::env::temp_dir().join(format!("lottery-eval-choice-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = lottery()
+        .args([
+            "eval",
+            "--solve",
+            "--tools",
+            "calculator,search",
+            "--tasks",
+            "tool_choice",
+            "--cases",
+            "1",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cases: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("cases.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(cases.len(), 3);
+    let calc = cases.iter().find(|c| c["length"] == "calculator").unwrap();
+    assert_eq!(calc["trace"][0]["tool"], "calculator", "{calc}");
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("precision"), "{report}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

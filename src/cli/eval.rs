@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const TASKS: [&str; 7] = [
+const TASKS: [&str; 9] = [
     "passkey",
     "kv_retrieval",
     "arithmetic",
@@ -27,8 +27,9 @@ const TASKS: [&str; 7] = [
     "copy",
     "kb_qa",
     "kb_multi",
+    "word_problems",
+    "tool_choice",
 ];
-const LATER: [&str; 2] = ["word_problems", "tool_choice"];
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -38,7 +39,9 @@ pub struct EvalArgs {
     /// var_tracking, copy, kb_qa (questions on invented facts; with --solve
     /// --tools search, the loop searches a knowledge base of them),
     /// kb_multi (years between two of those facts: two lookups and a
-    /// subtraction).
+    /// subtraction), word_problems (2 to 4 steps), tool_choice (questions
+    /// needing the calculator, the knowledge base or neither; with --solve
+    /// the report scores the calls too).
     #[arg(
         long,
         default_value = "passkey,kv_retrieval,arithmetic,var_tracking,copy",
@@ -47,7 +50,9 @@ pub struct EvalArgs {
     tasks: Vec<String>,
     /// Buckets to run, by name or first word (passkey 256, 512, 1024, 1800;
     /// kv_retrieval 300, 600, 1200; arithmetic add2, add3, mul2, mul3, or
-    /// "mul3 annotated"; var_tracking "2 chains 3 hops"; copy, reverse).
+    /// "mul3 annotated"; var_tracking "2 chains 3 hops"; copy, reverse;
+    /// kb_qa "24 passages"; kb_multi "2 passages"; word_problems "2 steps",
+    /// "3 steps", "4 steps"; tool_choice calculator, search, none).
     /// Default: all.
     #[arg(long, value_delimiter = ',')]
     lengths: Vec<String>,
@@ -134,7 +139,14 @@ fn cases(a: &EvalArgs) -> Result<Vec<Case>> {
                 .collect(),
             "kb_qa" => vec![eval::kb_qa(n(20), s)],
             "kb_multi" => vec![eval::kb_multi(n(20), s)],
-            t if LATER.contains(&t) => return Err(anyhow!("task `{t}` is not built yet")),
+            "word_problems" => eval::WORD_STEPS
+                .iter()
+                .map(|&st| eval::word_problems(st, n(20), s))
+                .collect(),
+            "tool_choice" => eval::TOOL_CHOICE_KINDS
+                .iter()
+                .map(|k| eval::tool_choice(k, n(20), s))
+                .collect(),
             t => return Err(anyhow!("unknown task `{t}` ({})", TASKS.join(", "))),
         };
         for set in sets {
@@ -230,7 +242,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     // kb_qa's knowledge base: the seed's passages as files, indexed as
     // `lottery index` would.
     let kb_search = match (&encoder, a.tools.iter().any(|t| t == "search")) {
-        (Some(e), true) if all.iter().any(|c| c.task.starts_with("kb_")) => {
+        (Some(e), true) if all.iter().any(|c| needs_kb(c.task)) => {
             Some(kb_qa_base(e, a.out.as_deref(), a.seed)?)
         }
         _ => None,
@@ -280,7 +292,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 c,
                 &a.tools,
                 encoder.as_ref(),
-                kb_search.as_ref().filter(|_| c.task.starts_with("kb_")),
+                kb_search.as_ref().filter(|_| needs_kb(c.task)),
             )?;
             done.insert((c.task.to_string(), c.length.clone(), c.trial), ok);
             if let Some(f) = jsonl.as_mut() {
@@ -389,6 +401,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Tasks whose questions are about kb_qa's knowledge base.
+fn needs_kb(task: &str) -> bool {
+    task.starts_with("kb_") || task == "tool_choice"
 }
 
 /// One case through the runtime's loop: the tools named, `prompt_search`
@@ -522,6 +539,8 @@ fn write_reports(dir: &Path) -> Result<()> {
     let mut cols: Vec<(String, String)> = Vec::new();
     let mut seen: BTreeSet<(String, String, String, u64, u64)> = BTreeSet::new();
     let mut cell: BTreeMap<(String, (String, String)), (usize, usize)> = BTreeMap::new();
+    // Tool choice under the loop: (bucket, tools called) per case.
+    let mut choice: BTreeMap<String, Vec<(String, Vec<String>)>> = BTreeMap::new();
     for v in cases.iter().rev() {
         let (cfg, t, l) = (
             v["config"].as_str().unwrap_or("").to_string(),
@@ -537,6 +556,20 @@ fn write_reports(dir: &Path) -> Result<()> {
         );
         if !seen.insert(id) {
             continue; // a rerun of the same case: the latest counts
+        }
+        if t == "tool_choice" {
+            let called: Vec<String> = v["tool_calls"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c["tool"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            choice
+                .entry(cfg.clone())
+                .or_default()
+                .push((l.clone(), called));
         }
         let e = cell.entry((cfg, (t, l))).or_default();
         e.0 += v["correct"].as_bool().unwrap_or(false) as usize;
@@ -563,6 +596,7 @@ fn write_reports(dir: &Path) -> Result<()> {
     md.push_str(&"---|".repeat(cols.len()));
     md.push('\n');
     let mut json_rows = Vec::new();
+    let mut choice_md = String::new();
     for r in &rows {
         let m = &meta[r];
         md.push_str(&format!(
@@ -586,7 +620,21 @@ fn write_reports(dir: &Path) -> Result<()> {
             }
         }
         md.push('\n');
+        let calls = choice
+            .get(r)
+            .filter(|_| m["solve"].as_bool() == Some(true))
+            .map(|cs| {
+                eval::call_scores(
+                    cs.iter()
+                        .map(|(b, c)| (b.as_str(), c.iter().map(String::as_str).collect())),
+                )
+            });
+        if let Some((p, rc)) = calls {
+            let f = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+            choice_md.push_str(&format!("- {}: precision {}, recall {}\n", r, f(p), f(rc)));
+        }
         json_rows.push(serde_json::json!({
+            "tool_choice_calls": calls.map(|(p, rc)| serde_json::json!({"precision": p, "recall": rc})),
             "config": r,
             "bits_per_weight": m["bits_per_weight"],
             "kv_bytes_per_token": m["kv_bytes_per_token"],
@@ -611,6 +659,12 @@ fn write_reports(dir: &Path) -> Result<()> {
         .collect();
     let names: Vec<String> = cols.iter().map(|(t, l)| format!("{t} {l}")).collect();
     write_chart(&dir.join("chart.svg"), &names, &points)?;
+    if !choice_md.is_empty() {
+        md.push_str(
+            "\nTool choice, the calls made under the loop (each case expects its bucket's tool, none for \"none\"):\n\n",
+        );
+        md.push_str(&choice_md);
+    }
     md.push_str("\n![accuracy against bits per weight](chart.svg)\n");
     std::fs::write(dir.join("report.md"), md)?;
     std::fs::write(

@@ -171,6 +171,15 @@ pub fn first_digit_run(text: &str) -> Option<&str> {
     Some(&rest[..end])
 }
 
+/// Whether `text` holds `word` as a word (letters and digits, any case):
+/// "Paris." and "The capital of France is Paris" answer "Paris". The
+/// cases scored so have a budget of 12 tokens, too few to list guesses
+/// (the 135M model's misses name the country or nothing).
+pub fn has_word(text: &str, word: &str) -> bool {
+    text.split(|c: char| !c.is_alphanumeric())
+        .any(|w| !w.is_empty() && w.eq_ignore_ascii_case(word))
+}
+
 /// Whether a generation answers the case, by the case's rule.
 pub fn correct(case: &Case, output: &str) -> bool {
     let got = match case.scoring {
@@ -179,6 +188,9 @@ pub fn correct(case: &Case, output: &str) -> bool {
             .find(">>")
             .and_then(|i| first_digit_run(&output[i + 2..])),
         Scoring::FirstWord => output.split_whitespace().next(),
+        Scoring::Word => {
+            return has_word(output, &case.answer);
+        }
     };
     got == Some(case.answer.as_str())
 }
@@ -189,6 +201,9 @@ pub fn correct(case: &Case, output: &str) -> bool {
 pub fn correct_answer(case: &Case, answer: &str) -> bool {
     let got = match case.scoring {
         Scoring::FirstWord => answer.split_whitespace().next(),
+        Scoring::Word => {
+            return has_word(answer, &case.answer);
+        }
         _ => first_digit_run(answer),
     };
     got == Some(case.answer.as_str())
@@ -203,6 +218,8 @@ pub enum Scoring {
     DigitsAfterCall,
     /// The first whitespace-separated word equals the answer.
     FirstWord,
+    /// The answer is a word of the output (any case).
+    Word,
 }
 
 /// Arithmetic kinds: (name, operator, smallest, largest operand).
@@ -600,9 +617,253 @@ pub fn kb_multi(cases: usize, seed: u64) -> Vec<Case> {
         .collect()
 }
 
+/// Multi-step word problems (the project's definition of the task
+/// CAPABILITY.md lists): templated stories of 2, 3 or 4 steps whose
+/// intermediate values must be computed and used again, with operands of
+/// two and three digits so that the model alone cannot do them in its head
+/// (it gets 2-digit products wrong). Every intermediate value is a positive
+/// whole number. Buckets "2 steps", "3 steps", "4 steps".
+pub const WORD_STEPS: [usize; 3] = [2, 3, 4];
+
+pub fn word_problems(steps: usize, cases: usize, seed: u64) -> Vec<Case> {
+    let mut rng = Rng::new(seed ^ 0x7770_0000 ^ steps as u64);
+    const THINGS: [(&str, &str, &str); 4] = [
+        ("crates", "apples", "a shop"),
+        ("boxes", "pens", "a school"),
+        ("bags", "marbles", "a club"),
+        ("packs", "cards", "a library"),
+    ];
+    (0..cases)
+        .map(|t| {
+            let (unit, item, owner) = THINGS[(rng.next_u64() % 4) as usize];
+            let a = operand(&mut rng, 12, 48);
+            let b = operand(&mut rng, 12, 36);
+            let mut total = a * b;
+            let mut text = format!(
+                "{} has {a} {unit} with {b} {item} in each.",
+                capitalized(owner)
+            );
+            if steps >= 3 {
+                let c = operand(&mut rng, 101, 499);
+                total += c;
+                text.push_str(&format!(" It buys {c} more {item}."));
+            }
+            // The step that takes away: less than what there is.
+            let d = operand(&mut rng, 11, (total / 3).max(11));
+            total -= d;
+            text.push_str(&format!(" Then it gives away {d} {item}."));
+            let q = if steps >= 4 {
+                // Shared out evenly: add what makes the total divisible.
+                let e = operand(&mut rng, 3, 9);
+                let r = total % e;
+                if r != 0 {
+                    let extra = e - r;
+                    total += extra;
+                    text.push_str(&format!(" After that it finds {extra} more {item}."));
+                }
+                total /= e;
+                format!("It shares all its {item} equally among {e} groups. How many {item} does each group get?")
+            } else {
+                format!("How many {item} does it have now?")
+            };
+            Case {
+                task: "word_problems",
+                length: format!("{steps} steps"),
+                trial: t,
+                prompt: format!("Answer the question.\n\n{text} {q}\nAnswer:"),
+                answer: total.to_string(),
+                max_tokens: 16,
+                stop: None,
+                scoring: Scoring::FirstDigits,
+                calculator: false,
+                document: None,
+            }
+        })
+        .collect()
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
+
+/// Tool choice (the project's definition of the task CAPABILITY.md lists):
+/// questions of three kinds, one bucket each, named after the tool the
+/// question needs: "calculator" (a product of a 3-digit and a 2-digit
+/// number), "search" (a fact of [`kb_documents`]`(seed)`, as kb_qa) and
+/// "none" (the capital of a well-known country: the model knows it, and a
+/// call is wasted). With the runtime the report also scores the calls made
+/// against the bucket's tool (precision and recall).
+pub const TOOL_CHOICE_KINDS: [&str; 3] = ["calculator", "search", "none"];
+
+const CAPITALS: [(&str, &str); 12] = [
+    ("France", "Paris"),
+    ("Italy", "Rome"),
+    ("Japan", "Tokyo"),
+    ("Germany", "Berlin"),
+    ("Spain", "Madrid"),
+    ("England", "London"),
+    ("Russia", "Moscow"),
+    ("Egypt", "Cairo"),
+    ("Greece", "Athens"),
+    ("Portugal", "Lisbon"),
+    ("Ireland", "Dublin"),
+    ("Austria", "Vienna"),
+];
+
+pub fn tool_choice(kind: &str, cases: usize, seed: u64) -> Vec<Case> {
+    let docs = kb_documents(seed);
+    let mut rng = Rng::new(seed ^ 0x7463_0000 ^ kind.len() as u64);
+    (0..cases)
+        .map(|t| {
+            let (q, answer, scoring) = match kind {
+                "calculator" => {
+                    let (a, b) = (operand(&mut rng, 100, 999), operand(&mut rng, 10, 99));
+                    (
+                        format!("What is {a} times {b}?"),
+                        (a * b).to_string(),
+                        Scoring::FirstDigits,
+                    )
+                }
+                "search" => {
+                    let e = &docs[(rng.next_u64() % docs.len() as u64) as usize];
+                    let (q, a) = &e.facts[(rng.next_u64() % e.facts.len() as u64) as usize];
+                    (q.clone(), a.clone(), Scoring::FirstDigits)
+                }
+                _ => {
+                    let (c, cap) = CAPITALS[(rng.next_u64() % CAPITALS.len() as u64) as usize];
+                    (
+                        format!("What is the capital of {c}?"),
+                        cap.to_string(),
+                        Scoring::Word,
+                    )
+                }
+            };
+            Case {
+                task: "tool_choice",
+                length: kind.to_string(),
+                trial: t,
+                prompt: format!("Answer the question.\n\nQuestion: {q}\nAnswer:"),
+                answer,
+                max_tokens: 12,
+                stop: None,
+                scoring,
+                calculator: false,
+                document: None,
+            }
+        })
+        .collect()
+}
+
+/// Precision and recall of the calls made on tool-choice cases, summed
+/// over them: each case expects its bucket's tool (none for "none"), and a
+/// case's calls count once per distinct tool. `cases`: (bucket, tools
+/// called). None where nothing was called or expected.
+pub fn call_scores<'a>(
+    cases: impl IntoIterator<Item = (&'a str, Vec<&'a str>)>,
+) -> (Option<f64>, Option<f64>) {
+    let (mut hit, mut made, mut wanted) = (0usize, 0usize, 0usize);
+    for (bucket, mut called) in cases {
+        called.sort_unstable();
+        called.dedup();
+        let want = (bucket != "none").then_some(bucket);
+        made += called.len();
+        wanted += want.is_some() as usize;
+        hit += called.iter().filter(|c| Some(**c) == want).count();
+    }
+    let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
+    (ratio(hit, made), ratio(hit, wanted))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn word_problems_compute_whole_intermediate_values() {
+        for steps in WORD_STEPS {
+            let cases = word_problems(steps, 40, 5);
+            assert_eq!(cases, word_problems(steps, 40, 5), "deterministic per seed");
+            for c in &cases {
+                assert_eq!(c.length, format!("{steps} steps"));
+                let v: u64 = c.answer.parse().unwrap();
+                assert!(v > 0, "{}", c.prompt);
+                let nums: Vec<u64> = c
+                    .prompt
+                    .split(|ch: char| !ch.is_ascii_digit())
+                    .filter(|t| !t.is_empty())
+                    .map(|t| t.parse().unwrap())
+                    .collect();
+                // Recompute from the story's numbers in order.
+                let mut total = nums[0] * nums[1];
+                let mut i = 2;
+                if steps >= 3 {
+                    total += nums[i];
+                    i += 1;
+                }
+                total -= nums[i];
+                i += 1;
+                if steps >= 4 {
+                    if nums.len() == i + 2 {
+                        total += nums[i];
+                        i += 1;
+                    }
+                    assert_eq!(total % nums[i], 0, "{}", c.prompt);
+                    total /= nums[i];
+                }
+                assert_eq!(total, v, "{}", c.prompt);
+            }
+        }
+    }
+
+    #[test]
+    fn tool_choice_buckets_need_their_tool() {
+        let docs = kb_documents(2);
+        for kind in TOOL_CHOICE_KINDS {
+            let cases = tool_choice(kind, 20, 2);
+            assert_eq!(cases, tool_choice(kind, 20, 2));
+            for c in &cases {
+                assert_eq!(c.length, kind);
+                match kind {
+                    "calculator" => assert!(c.prompt.contains(" times ")),
+                    "search" => assert!(docs.iter().any(|d| d
+                        .facts
+                        .iter()
+                        .any(|(q, a)| c.prompt.contains(q.as_str()) && *a == c.answer))),
+                    _ => assert!(CAPITALS.iter().any(|(_, cap)| *cap == c.answer)),
+                }
+            }
+        }
+        let none = &tool_choice("none", 1, 0)[0];
+        assert!(correct(none, &format!(" {}.\n\nThe answer", none.answer)));
+        assert!(correct_answer(
+            none,
+            &format!("The capital is {}", none.answer)
+        ));
+        assert!(!correct(
+            none,
+            " I do not know.\nassistant\nIt is a country."
+        ));
+        assert!(
+            !correct(none, &format!("{}n", none.answer)),
+            "a word, not a prefix"
+        );
+    }
+
+    #[test]
+    fn call_scores_count_each_tool_once() {
+        let (p, r) = call_scores([
+            ("calculator", vec!["calculator", "calculator"]),
+            ("search", vec!["calculator"]),
+            ("none", vec![]),
+            ("none", vec!["search"]),
+        ]);
+        assert_eq!(p, Some(1.0 / 3.0));
+        assert_eq!(r, Some(0.5));
+        assert_eq!(call_scores([("none", vec![])]), (None, None));
+    }
 
     /// Every two-hop question names two passages' events, and its answer
     /// is the difference of their years.

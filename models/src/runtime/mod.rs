@@ -80,6 +80,100 @@ impl Tool for Calculator {
             .map(|v| v.to_string())
             .map_err(|e| format!("calculator: {e}"))
     }
+    /// A task that spells out an operation on numbers ("347 times 29",
+    /// "12.5 + 3", "the product of 18 and 7"): exact arithmetic is the
+    /// calculator's, and the 135M model, left to choose, answered such a
+    /// question at once with a number of its own.
+    fn relevant_to(&self, task: &str) -> bool {
+        states_an_operation(task)
+    }
+}
+
+/// Whether `text` holds `NUMBER OPERATOR NUMBER` (an operator symbol or
+/// word: + - * / x × ÷ ^, plus, minus, times, "divided by", "multiplied
+/// by", "to the power of") or "(the) sum/product/difference/quotient of
+/// NUMBER and NUMBER".
+pub fn states_an_operation(text: &str) -> bool {
+    // Tokens: numbers (digits with inner . or ,), words (lower-cased),
+    // and single symbols; each with whether white space came before it.
+    // Digits glued to letters ("75c09e96", "A7") are no number.
+    let mut toks: Vec<(bool, String, bool)> = Vec::new();
+    let mut chars = text.chars().peekable();
+    let mut space = true;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            let mut n = c.to_string();
+            while let Some(&d) = chars.peek() {
+                if d.is_ascii_digit() || ((d == '.' || d == ',') && n.len() < 40) {
+                    n.push(d);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            let glued_before = toks
+                .last()
+                .is_some_and(|t| !t.0 && !space && t.1.chars().all(char::is_alphabetic));
+            let glued_after = chars.peek().is_some_and(|d| d.is_alphabetic());
+            toks.push((!glued_before && !glued_after, n, space));
+        } else if c.is_alphabetic() {
+            let mut w = c.to_lowercase().to_string();
+            while let Some(&d) = chars.peek() {
+                if d.is_alphabetic() {
+                    w.extend(d.to_lowercase());
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            toks.push((false, w, space));
+        } else if !c.is_whitespace() {
+            toks.push((false, c.to_string(), space));
+        }
+        space = c.is_whitespace();
+    }
+    let spaced = |i: usize| toks.get(i).is_some_and(|t| t.2);
+    let is_num = |i: usize| toks.get(i).is_some_and(|t| t.0);
+    let word = |i: usize| toks.get(i).map(|t| t.1.as_str()).unwrap_or("");
+    // Operators as token sequences.
+    const OPS: [&[&str]; 14] = [
+        &["+"],
+        &["-"],
+        &["*"],
+        &["/"],
+        &["x"],
+        &["×"],
+        &["÷"],
+        &["^"],
+        &["plus"],
+        &["minus"],
+        &["times"],
+        &["divided", "by"],
+        &["multiplied", "by"],
+        &["to", "the", "power", "of"],
+    ];
+    for i in 0..toks.len() {
+        if is_num(i) {
+            for op in OPS {
+                let j = i + 1 + op.len();
+                // "-" and "/" also join dates, codes and phone numbers:
+                // as operators they stand apart.
+                let apart = !matches!(op[0], "-" | "/") || (spaced(i + 1) && spaced(j));
+                if op.iter().enumerate().all(|(k, w)| word(i + 1 + k) == *w) && is_num(j) && apart {
+                    return true;
+                }
+            }
+        }
+        if matches!(word(i), "sum" | "product" | "difference" | "quotient")
+            && word(i + 1) == "of"
+            && is_num(i + 2)
+            && word(i + 3) == "and"
+            && is_num(i + 4)
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Named values that persist across the steps of one task (`set`, `get`,
@@ -234,6 +328,33 @@ pub fn inline_calculator<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operations_on_numbers_are_recognised() {
+        for t in [
+            "What is 347 times 29?",
+            "Answer the question.\n\nQuestion: What is 12.5 + 3?\nAnswer:",
+            "compute 7 x 8",
+            "What is 90 - 17?",
+            "What is the product of 18 and 7?",
+            "How much is 1,200 divided by 4?",
+            "2 to the power of 10",
+        ] {
+            assert!(states_an_operation(t), "{t}");
+        }
+        for t in [
+            "What is the capital of France?",
+            "In what year was the Zegir Bridge opened?",
+            "What is the value of key 75c09e96-01d5-4f56?",
+            "Call 555 0142 after 9",
+            "A shop has 12 crates.",
+            "born 2020-01-22 or 3/4/2021",
+            "Harbor-Lights 4: phone 555-0142",
+            "unit A7 x 8",
+        ] {
+            assert!(!states_an_operation(t), "{t}");
+        }
+    }
 
     #[test]
     fn inline_calls_are_recognised_only_when_complete_and_plain() {

@@ -530,8 +530,14 @@ pub async fn solve_async(
                     secs,
                 ));
                 // No check to make: the reader writes the answer from the last
-                // result (once, at the end: it gives up the chat's cache).
-                if let (true, Some(ctx)) = (opts.reader, &last_result) {
+                // result (once, at the end: it gives up the chat's cache). A
+                // result that is one value (the calculator's) has nothing to
+                // pick from: the reader only restated the sum around it
+                // ("275 * 88 = 24200").
+                let readable = last_result
+                    .as_deref()
+                    .filter(|r| r.split_whitespace().nth(1).is_some());
+                if let (true, Some(ctx)) = (opts.reader, readable) {
                     let (r, n, secs) = read(session, ctx, task, opts).await?;
                     tokens += n;
                     trace.push(step(
