@@ -601,14 +601,8 @@ fn chat(a: ChatArgs) -> Result<()> {
         model.gpu.adapter.name,
         model.gpu.adapter.backend
     );
-    let stdin = std::io::stdin();
-    loop {
-        eprint!("> ");
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
-            break;
-        }
-        msgs.push(ChatMessage::user(line.trim().to_string()));
+    while let Some(line) = read_message()? {
+        msgs.push(ChatMessage::user(line));
         let ids = model.tokenizer.encode(&chat_prompt(&model, &msgs)?)?;
         // Reuse the cache for the shared prefix of the conversation.
         let keep = session.rewind_to_prefix(&ids)?;
@@ -622,6 +616,17 @@ fn chat(a: ChatArgs) -> Result<()> {
         msgs.push(ChatMessage::assistant(g.text.trim().to_string()));
     }
     Ok(())
+}
+
+/// The next chat message from stdin, after a prompt; None at an empty
+/// line or the end of input.
+fn read_message() -> Result<Option<String>> {
+    eprint!("> ");
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(line.trim().to_string()))
 }
 
 /// `lottery chat --tools`: every message is a task for the runtime's loop.
@@ -656,14 +661,7 @@ fn chat_with_tools(a: ChatArgs) -> Result<()> {
         model.gpu.adapter.backend
     );
     let mut earlier: Vec<(String, String)> = Vec::new();
-    let stdin = std::io::stdin();
-    loop {
-        eprint!("> ");
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
-            break;
-        }
-        let line = line.trim().to_string();
+    while let Some(line) = read_message()? {
         let mut task = String::new();
         for (q, ans) in &earlier {
             task.push_str(&format!("Earlier: {q} -> {ans}\n"));

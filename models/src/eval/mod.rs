@@ -554,6 +554,30 @@ pub fn kb_documents(seed: u64) -> Vec<KbEntity> {
     out
 }
 
+/// A question case of the runtime tasks: the question in the plain
+/// "Answer the question." form, 12 tokens, no document.
+fn question_case(
+    task: &'static str,
+    length: String,
+    trial: usize,
+    question: &str,
+    answer: String,
+    scoring: Scoring,
+) -> Case {
+    Case {
+        task,
+        length,
+        trial,
+        prompt: format!("Answer the question.\n\nQuestion: {question}\nAnswer:"),
+        answer,
+        max_tokens: 12,
+        stop: None,
+        scoring,
+        calculator: false,
+        document: None,
+    }
+}
+
 /// Knowledge-base QA (the project's definition of the task CAPABILITY.md
 /// lists): questions on the invented facts of [`kb_documents`]`(seed)`,
 /// one entity after another, the fact asked alternating. The prompt has no
@@ -566,18 +590,14 @@ pub fn kb_qa(cases: usize, seed: u64) -> Vec<Case> {
         .map(|t| {
             let e = &docs[(t * 7 + (rng.next_u64() % 3) as usize) % docs.len()];
             let (q, a) = &e.facts[(rng.next_u64() % e.facts.len() as u64) as usize];
-            Case {
-                task: "kb_qa",
-                length: format!("{KB_ENTITIES} passages"),
-                trial: t,
-                prompt: format!("Answer the question.\n\nQuestion: {q}\nAnswer:"),
-                answer: a.clone(),
-                max_tokens: 12,
-                stop: None,
-                scoring: Scoring::FirstDigits,
-                calculator: false,
-                document: None,
-            }
+            question_case(
+                "kb_qa",
+                format!("{KB_ENTITIES} passages"),
+                t,
+                q,
+                a.clone(),
+                Scoring::FirstDigits,
+            )
         })
         .collect()
 }
@@ -601,18 +621,14 @@ pub fn kb_multi(cases: usize, seed: u64) -> Vec<Case> {
             }
             let (a, b) = (&docs[i].event, &docs[j].event);
             let q = format!("How many years passed between {} and {}?", a.0, b.0);
-            Case {
-                task: "kb_multi",
-                length: "2 passages".into(),
-                trial: t,
-                prompt: format!("Answer the question.\n\nQuestion: {q}\nAnswer:"),
-                answer: a.1.abs_diff(b.1).to_string(),
-                max_tokens: 12,
-                stop: None,
-                scoring: Scoring::FirstDigits,
-                calculator: false,
-                document: None,
-            }
+            question_case(
+                "kb_multi",
+                "2 passages".into(),
+                t,
+                &q,
+                a.1.abs_diff(b.1).to_string(),
+                Scoring::FirstDigits,
+            )
         })
         .collect()
 }
@@ -741,18 +757,7 @@ pub fn tool_choice(kind: &str, cases: usize, seed: u64) -> Vec<Case> {
                     )
                 }
             };
-            Case {
-                task: "tool_choice",
-                length: kind.to_string(),
-                trial: t,
-                prompt: format!("Answer the question.\n\nQuestion: {q}\nAnswer:"),
-                answer,
-                max_tokens: 12,
-                stop: None,
-                scoring,
-                calculator: false,
-                document: None,
-            }
+            question_case("tool_choice", kind.to_string(), t, &q, answer, scoring)
         })
         .collect()
 }

@@ -550,10 +550,12 @@ pub async fn solve_async(
                         n,
                         secs,
                     ));
-                    // A number the source does not hold is invented: then
-                    // the model's own answer stands, if it has none such.
+                    // A number the source does not hold is invented, and a
+                    // line of the task's own words (the key asked about,
+                    // copied back) answers nothing: then the model's own
+                    // answer stands, if it has none such.
                     let known = format!("{task}\n{ctx}");
-                    if !r.is_empty() && (grounded(&r, &known) || !grounded(&answer, &known)) {
+                    if adds_to(&r, task) && (grounded(&r, &known) || !grounded(&answer, &known)) {
                         answer = r;
                         args = json!({ "text": answer });
                         msgs.pop();
@@ -666,6 +668,15 @@ fn step(
         tokens,
         seconds,
     }
+}
+
+/// Whether `answer` holds a term the task does not: one made only of the
+/// task's words restates the question.
+fn adds_to(answer: &str, task: &str) -> bool {
+    let asked = crate::kb::lexical::terms(task);
+    crate::kb::lexical::terms(answer)
+        .iter()
+        .any(|t| !asked.contains(t))
 }
 
 /// Whether every number in `answer` (a term holding a digit) appears in
