@@ -629,9 +629,12 @@ fn read_message() -> Result<Option<String>> {
     Ok(Some(line.trim().to_string()))
 }
 
-/// `lottery chat --tools`: every message is a task for the runtime's loop.
-/// The last exchanges go before it ("Earlier: ...") so that a follow-up
-/// can say "it"; the tools (and memory's values) last the conversation.
+/// `lottery chat --tools`: every message is a task for the runtime's loop;
+/// the tools (and memory's values) last the conversation. Without --file,
+/// the last two exchanges are the task's context, shown before it, so that
+/// a follow-up can say "it"; they are not the task, so what they mention
+/// neither makes a tool a source to read first nor joins the question the
+/// reader answers. With --file, the document is the context.
 fn chat_with_tools(a: ChatArgs) -> Result<()> {
     use lottery::models::runtime::solve::{solve as run_loop, SolveOptions};
     let context = match &a.file {
@@ -662,15 +665,21 @@ fn chat_with_tools(a: ChatArgs) -> Result<()> {
     );
     let mut earlier: Vec<(String, String)> = Vec::new();
     while let Some(line) = read_message()? {
-        let mut task = String::new();
-        for (q, ans) in &earlier {
-            task.push_str(&format!("Earlier: {q} -> {ans}\n"));
+        // The last exchanges that fit what the loop shows whole (longer
+        // would need prompt_search).
+        let mut history = None;
+        for from in 0..earlier.len() {
+            let mut h = String::from("Earlier in this conversation:");
+            for (q, ans) in &earlier[from..] {
+                h.push_str(&format!("\n{q} -> {ans}"));
+            }
+            if model.tokenizer.encode(&h)?.len() <= opts.inline_context_tokens {
+                history = Some(h);
+                break;
+            }
         }
-        if !earlier.is_empty() {
-            task.push('\n');
-        }
-        task.push_str(&line);
-        let sol = run_loop(&mut session, &refs, &task, context.as_deref(), &opts)?;
+        let ctx = context.as_deref().or(history.as_deref());
+        let sol = run_loop(&mut session, &refs, &line, ctx, &opts)?;
         for s in &sol.trace {
             if matches!(s.kind.as_str(), "call" | "check_call") {
                 eprintln!(

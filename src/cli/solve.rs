@@ -66,7 +66,7 @@ pub(super) fn encoder(dir: Option<PathBuf>) -> Result<Arc<BertEncoder>> {
 
 /// The tools named, built: `prompt_search` over `context`, `search` over
 /// the knowledge base in `kb` (with the embedding model that built it,
-/// unless `embed_model` says otherwise). One encoder serves both.
+/// unless `embed_model` says otherwise, loaded for it).
 pub(super) fn build_tools(
     names: &[String],
     context: Option<&str>,

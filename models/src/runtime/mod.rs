@@ -29,8 +29,10 @@ pub trait Tool {
     fn check_answer(&self, _task: &str, _answer: &str) -> Option<(Value, String)> {
         None
     }
-    /// Whether this tool holds something `task` names exactly (a
-    /// knowledge base with a passage on the entity the question is about):
+    /// Whether `task` is this tool's to answer first: it names exactly
+    /// something the tool holds (a knowledge base with a passage on the
+    /// entity the question is about), or asks for what the tool does (the
+    /// calculator, for an operation spelled out on numbers):
     /// then the loop does not offer the answer until a call of such a tool
     /// has returned. The model still chooses the tool and writes the call;
     /// it only cannot answer from its own memory what a source at hand

@@ -670,13 +670,15 @@ fn step(
     }
 }
 
-/// Whether `answer` holds a term the task does not: one made only of the
-/// task's words restates the question.
+/// Whether `answer` says more than the task: a line made only of the
+/// task's terms, one of them holding a digit, copies back the key or code
+/// the task asks about. (A line of the task's words alone may be right:
+/// the answer to "which is older, A or B?".)
 fn adds_to(answer: &str, task: &str) -> bool {
     let asked = crate::kb::lexical::terms(task);
-    crate::kb::lexical::terms(answer)
-        .iter()
-        .any(|t| !asked.contains(t))
+    let said = crate::kb::lexical::terms(answer);
+    said.iter().any(|t| !asked.contains(t))
+        || !said.iter().any(|t| t.chars().any(|c| c.is_ascii_digit()))
 }
 
 /// Whether every number in `answer` (a term holding a digit) appears in
@@ -706,7 +708,7 @@ fn reader_prompt(context: &str, question: &str) -> String {
 
 /// The reader's grammar: one line of at least one visible character (a
 /// small model sometimes ends the document at once after "Answer:") in
-/// which every run of digits is made of numbers `sources` holds. Left free,
+/// which every run of digits is a number `sources` holds. Left free,
 /// the 135M model answers a question about a year with the year it thinks
 /// it is now ("The answer is: 2022") a fifth of the time; confined, it
 /// writes the year the text gives. Without numbers in the sources the line
@@ -723,8 +725,10 @@ pub fn reader_pattern(sources: &str) -> String {
     if nums.is_empty() || nums.len() > 256 {
         return r" ?[^\s][^\n]{0,200}\n?".into();
     }
+    // A number only after a non-digit, so two never run together ("214"
+    // and "1618" do not make "2141618").
     let n = format!("({})", nums.join("|"));
-    format!(r" ?([^\s0-9]|{n})([^\n0-9]|{n})*\n?")
+    format!(r" ?({n}|[^\s0-9]{n}?)([^\n0-9]{n}?)*\n?")
 }
 
 /// The reader: the model continues [`reader_prompt`]
