@@ -20,6 +20,31 @@ fn tiny() -> Arc<Model> {
     Arc::new(Model::load(gpu, &path, &mut |_, _| {}).unwrap())
 }
 
+fn tiny_session(model: &Arc<Model>) -> Session {
+    Session::new(
+        model.clone(),
+        SessionOptions {
+            ctx: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Free-running decoding (no end at EOS) at `temperature`.
+fn sampled(max_tokens: usize, temperature: f32, seed: u64) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens,
+        stop_at_eos: false,
+        sampler: SamplerSettings {
+            temperature,
+            seed,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 /// The runtime's reader may write numbers only as its sources spell them:
 /// every run of digits a random model writes under that grammar is one of
 /// the sources' numbers (two never run together), though a tenth of the
@@ -27,14 +52,7 @@ fn tiny() -> Arc<Model> {
 #[test]
 fn the_reader_writes_only_numbers_its_sources_hold() {
     let model = tiny();
-    let mut s = Session::new(
-        model.clone(),
-        SessionOptions {
-            ctx: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut s = tiny_session(&model);
     let pattern = lottery::models::runtime::solve::reader_pattern("built in 1618, 214 m; 7");
     let nums = ["1618", "214", "7"];
     let made_of = |run: &str, nums: &[&str]| run.is_empty() || nums.contains(&run);
@@ -42,16 +60,7 @@ fn the_reader_writes_only_numbers_its_sources_hold() {
     for seed in 0..6 {
         let mut c = model.constraint(&Grammar::Regex(pattern.clone())).unwrap();
         s.rewind(0).unwrap();
-        let opts = GenerateOptions {
-            max_tokens: 40,
-            stop_at_eos: false,
-            sampler: SamplerSettings {
-                temperature: 1.5,
-                seed,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let opts = sampled(40, 1.5, seed);
         let g = s
             .generate_constrained(&[5, 9, 2], &opts, &mut c, |_| HookAction::Continue)
             .unwrap();
@@ -77,14 +86,7 @@ fn the_reader_writes_only_numbers_its_sources_hold() {
 #[test]
 fn a_random_model_spells_what_the_regex_allows() {
     let model = tiny();
-    let mut s = Session::new(
-        model.clone(),
-        SessionOptions {
-            ctx: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut s = tiny_session(&model);
     // The tiny vocabulary is one character per id, '!' (33) to 'H' (72).
     let re = "[A-E]{3}(!|#)[0-9]{2}";
     let check = |t: &str| {
@@ -98,16 +100,7 @@ fn a_random_model_spells_what_the_regex_allows() {
         for seed in 0..3 {
             let mut c = model.constraint(&Grammar::Regex(re.into())).unwrap();
             s.rewind(0).unwrap();
-            let opts = GenerateOptions {
-                max_tokens: 20,
-                stop_at_eos: false,
-                sampler: SamplerSettings {
-                    temperature,
-                    seed,
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
+            let opts = sampled(20, temperature, seed);
             let g = s
                 .generate_constrained(&[5, 9, 2], &opts, &mut c, |_| HookAction::Continue)
                 .unwrap();
