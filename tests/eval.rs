@@ -14,14 +14,30 @@ fn lottery() -> Command {
     c
 }
 
+/// `lottery eval ARGS --out DIR`, which must succeed; its output.
+fn eval_into(args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    let out = lottery()
+        .arg("eval")
+        .args(args)
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn quick_eval_writes_resumes_and_reports() {
     let dir = std::env::temp_dir().join(format!("lottery-eval-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let run = || {
-        let out = lottery()
-            .args([
-                "eval",
+        let out = eval_into(
+            &[
                 "--quick",
                 "--tasks",
                 "passkey,arithmetic,copy",
@@ -30,15 +46,8 @@ fn quick_eval_writes_resumes_and_reports() {
                 "--tools",
                 "calculator",
                 "--json",
-                "--out",
-            ])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            ],
+            &dir,
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v
@@ -95,18 +104,11 @@ fn quick_eval_writes_resumes_and_reports() {
 fn solve_mode_searches_the_knowledge_base() {
     let dir = std::env::temp_dir().join(format!("lottery-eval-solve-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = lottery()
-        .args([
-            "eval", "--solve", "--tools", "search", "--tasks", "kb_qa", "--cases", "1", "--json",
-            "--out",
-        ])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = eval_into(
+        &[
+            "--solve", "--tools", "search", "--tasks", "kb_qa", "--cases", "1", "--json",
+        ],
+        &dir,
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["solve"], true);
@@ -140,9 +142,8 @@ fn solve_mode_searches_the_knowledge_base() {
 fn tool_choice_scores_the_calls() {
     let dir = std::env::temp_dir().join(format!("lottery-eval-choice-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = lottery()
-        .args([
-            "eval",
+    eval_into(
+        &[
             "--solve",
             "--tools",
             "calculator,search",
@@ -150,15 +151,8 @@ fn tool_choice_scores_the_calls() {
             "tool_choice",
             "--cases",
             "1",
-            "--out",
-        ])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &dir,
     );
     let cases: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("cases.jsonl"))
         .unwrap()
