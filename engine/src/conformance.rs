@@ -3,7 +3,7 @@
 //! engine's tests and `lottery doctor` run this same code, so a vendor's
 //! report and our CI check exactly the same thing.
 
-use crate::formats::{self, GpuWeight};
+use crate::formats::{self, GpuWeight, Pattern, SparseFormat, SparseTensor};
 use crate::gpu::{Dispatch, Gpu, MatvecVariant, Step, StepBuffer};
 use crate::kv::{self, KvCache, KvDtype, KvPolicy, KvTypes};
 use crate::ops::{self, AttnShape, MatvecOpts, SampleUniform};
@@ -98,6 +98,86 @@ pub fn random_weight(
     ))
 }
 
+/// What the projection and lookup kernels are checked on: every dense
+/// format, and sparse patterns over every value format.
+#[derive(Clone, Copy, Debug)]
+pub enum WeightKind {
+    Dense(WeightFormat),
+    Sparse(SparseFormat),
+}
+
+impl WeightKind {
+    pub fn all() -> Vec<WeightKind> {
+        let mut v: Vec<WeightKind> = WeightFormat::ALL.map(WeightKind::Dense).to_vec();
+        for values in formats::sparse::VALUE_FORMATS {
+            for pattern in [Pattern::NM { n: 2, m: 4 }, Pattern::Unstructured] {
+                v.push(WeightKind::Sparse(SparseFormat { pattern, values }));
+            }
+        }
+        // Other N:M shapes run the same shader with other header words.
+        for (n, m, values) in [(4, 8, WeightFormat::Q8_0), (3, 8, WeightFormat::Q4_1)] {
+            v.push(WeightKind::Sparse(SparseFormat {
+                pattern: Pattern::NM { n, m },
+                values,
+            }));
+        }
+        v
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            WeightKind::Dense(f) => f.name().into(),
+            WeightKind::Sparse(s) => s.name(),
+        }
+    }
+
+    /// A row length with an odd number of blocks; sparse rows span more than
+    /// one group of stored offsets.
+    pub fn odd_k(self) -> usize {
+        match self {
+            WeightKind::Dense(f) => odd_k(f),
+            WeightKind::Sparse(_) => 32 * 9,
+        }
+    }
+
+    /// A row length for the lookup kernel.
+    fn embed_d(self) -> usize {
+        match self {
+            WeightKind::Dense(f) => match f.block_size() {
+                1 => 88,
+                32 => 96,
+                b => b,
+            },
+            WeightKind::Sparse(_) => 288,
+        }
+    }
+}
+
+/// Random weights of `kind` and their exact decoded values. Sparse ones keep
+/// the largest magnitudes, 60% pruned where the pattern leaves a choice.
+pub fn random_kind_weight(
+    gpu: &Gpu,
+    rng: &mut Rng,
+    kind: WeightKind,
+    n: usize,
+    k: usize,
+) -> Result<(GpuWeight, Vec<f32>)> {
+    match kind {
+        WeightKind::Dense(f) => random_weight(gpu, rng, f, n, k),
+        WeightKind::Sparse(sf) => {
+            let x = rng.vec(n * k, 0.5);
+            let mag: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+            let keep = formats::sparse::top_mask(&mag, n, k, sf.pattern, 0.6);
+            let t = SparseTensor::from_dense(sf, n, k, &x, &keep)?;
+            let deq = t.to_dense()?;
+            Ok((
+                GpuWeight::upload_sparse(gpu, &format!("w.{}", sf.name()), &t)?,
+                deq,
+            ))
+        }
+    }
+}
+
 /// A row length with an odd number of blocks (dense: of 8-wide units).
 pub fn odd_k(fmt: WeightFormat) -> usize {
     if fmt.block_size() == 256 {
@@ -172,75 +252,89 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         gpu.matvec = variant;
         let g: &Gpu = gpu;
         let vname = format!("{variant:?}").to_lowercase();
-        for fmt in WeightFormat::ALL {
+        for kind in WeightKind::all() {
             for &(n, t) in shapes {
                 for acc in [false, true] {
                     let seed = (n * 31 + t + acc as usize) as u64;
-                    case(&mut out, &tier, "matvec", fmt.name(), &vname, async move {
-                        let gpu = g;
-                        let sb = StepBuffer::new(gpu);
-                        let mut rng = Rng::new(seed);
-                        let k = odd_k(fmt);
-                        let (w, deq) = random_weight(gpu, &mut rng, fmt, n, k)?;
-                        let x = rng.vec(k, 1.0);
-                        let y0 = rng.vec(n, 1.0);
-                        let (xt, yt) = (gpu.upload("x", &x)?, gpu.upload("y", &y0)?);
-                        run(
-                            gpu,
-                            &sb,
-                            &step(1, 0),
-                            &ops::matvec(
+                    case(
+                        &mut out,
+                        &tier,
+                        "matvec",
+                        &kind.name(),
+                        &vname,
+                        async move {
+                            let gpu = g;
+                            let sb = StepBuffer::new(gpu);
+                            let mut rng = Rng::new(seed);
+                            let k = kind.odd_k();
+                            let (w, deq) = random_kind_weight(gpu, &mut rng, kind, n, k)?;
+                            let x = rng.vec(k, 1.0);
+                            let y0 = rng.vec(n, 1.0);
+                            let (xt, yt) = (gpu.upload("x", &x)?, gpu.upload("y", &y0)?);
+                            run(
                                 gpu,
                                 &sb,
-                                &w,
-                                &xt,
-                                &yt,
-                                MatvecOpts {
-                                    accumulate: acc,
-                                    ..Default::default()
-                                },
-                            )?,
-                        )?;
-                        let mut want = cpu::matmul(&x, &deq, 1, n, k);
-                        if acc {
-                            want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
-                        }
-                        Ok(compare(
-                            &format!("n={n} k={k} acc={acc}"),
-                            &read::<f32>(gpu, &yt).await?,
-                            &want,
-                            1e-4,
-                            1e-4,
-                        ))
-                    })
+                                &step(1, 0),
+                                &ops::matvec(
+                                    gpu,
+                                    &sb,
+                                    &w,
+                                    &xt,
+                                    &yt,
+                                    MatvecOpts {
+                                        accumulate: acc,
+                                        ..Default::default()
+                                    },
+                                )?,
+                            )?;
+                            let mut want = cpu::matmul(&x, &deq, 1, n, k);
+                            if acc {
+                                want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
+                            }
+                            Ok(compare(
+                                &format!("n={n} k={k} acc={acc}"),
+                                &read::<f32>(gpu, &yt).await?,
+                                &want,
+                                1e-4,
+                                1e-4,
+                            ))
+                        },
+                    )
                     .await;
-                    case(&mut out, &tier, "matmul", fmt.name(), &vname, async move {
-                        let gpu = g;
-                        let sb = StepBuffer::new(gpu);
-                        let mut rng = Rng::new(seed + 1000);
-                        let k = odd_k(fmt);
-                        let (w, deq) = random_weight(gpu, &mut rng, fmt, n, k)?;
-                        let x = rng.vec(t * k, 1.0);
-                        let y0 = rng.vec(t * n, 1.0);
-                        let (xt, yt) = (gpu.upload("x", &x)?, gpu.upload("y", &y0)?);
-                        run(
-                            gpu,
-                            &sb,
-                            &step(t as u32, 0),
-                            &ops::matmul(gpu, &sb, &w, &xt, &yt, acc, t as u32)?,
-                        )?;
-                        let mut want = cpu::matmul(&x, &deq, t, n, k);
-                        if acc {
-                            want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
-                        }
-                        Ok(compare(
-                            &format!("n={n} k={k} t={t} acc={acc}"),
-                            &read::<f32>(gpu, &yt).await?,
-                            &want,
-                            1e-4,
-                            1e-4,
-                        ))
-                    })
+                    case(
+                        &mut out,
+                        &tier,
+                        "matmul",
+                        &kind.name(),
+                        &vname,
+                        async move {
+                            let gpu = g;
+                            let sb = StepBuffer::new(gpu);
+                            let mut rng = Rng::new(seed + 1000);
+                            let k = kind.odd_k();
+                            let (w, deq) = random_kind_weight(gpu, &mut rng, kind, n, k)?;
+                            let x = rng.vec(t * k, 1.0);
+                            let y0 = rng.vec(t * n, 1.0);
+                            let (xt, yt) = (gpu.upload("x", &x)?, gpu.upload("y", &y0)?);
+                            run(
+                                gpu,
+                                &sb,
+                                &step(t as u32, 0),
+                                &ops::matmul(gpu, &sb, &w, &xt, &yt, acc, t as u32)?,
+                            )?;
+                            let mut want = cpu::matmul(&x, &deq, t, n, k);
+                            if acc {
+                                want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
+                            }
+                            Ok(compare(
+                                &format!("n={n} k={k} t={t} acc={acc}"),
+                                &read::<f32>(gpu, &yt).await?,
+                                &want,
+                                1e-4,
+                                1e-4,
+                            ))
+                        },
+                    )
                     .await;
                 }
             }
@@ -248,20 +342,13 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
     }
     gpu.matvec = default_variant;
     let g: &Gpu = gpu;
-    for fmt in WeightFormat::ALL {
-        case(&mut out, &tier, "embed", fmt.name(), "", async move {
+    for kind in WeightKind::all() {
+        case(&mut out, &tier, "embed", &kind.name(), "", async move {
             let gpu = g;
             let sb = StepBuffer::new(gpu);
             let mut rng = Rng::new(4);
-            let (vocab, d) = (
-                29usize,
-                match fmt.block_size() {
-                    1 => 88,
-                    32 => 96,
-                    b => b,
-                },
-            );
-            let (w, deq) = random_weight(gpu, &mut rng, fmt, vocab, d)?;
+            let (vocab, d) = (29usize, kind.embed_d());
+            let (w, deq) = random_kind_weight(gpu, &mut rng, kind, vocab, d)?;
             let toks: Vec<u32> = (0..7)
                 .map(|_| (rng.next_u64() % vocab as u64) as u32)
                 .collect();

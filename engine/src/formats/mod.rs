@@ -13,6 +13,9 @@ use crate::gpu::{Gpu, Tensor};
 use crate::{Error, Result};
 use half::f16;
 
+pub mod sparse;
+pub use sparse::{Pattern, SparseFormat, SparseTensor};
+
 /// A weight format the kernels can read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types)]
@@ -656,12 +659,39 @@ pub fn repack(fmt: WeightFormat, data: &[u8], n: usize, k: usize) -> Result<(Vec
     Ok((words, (nb * qw) as u32))
 }
 
+/// The defines that pick a decoder: `FORMAT` names the shader in
+/// `shaders/formats/`; sparse weights add their value format and pattern kind.
+pub fn format_defines(
+    format: WeightFormat,
+    sparse: Option<SparseFormat>,
+) -> Vec<(&'static str, String)> {
+    match sparse {
+        None => vec![("FORMAT", format.name().to_string())],
+        Some(s) => vec![
+            ("FORMAT", "sparse".to_string()),
+            ("SPARSE_VALUES", s.values.name().to_string()),
+            (
+                "SPARSE_NM",
+                (if matches!(s.pattern, Pattern::NM { .. }) {
+                    "1"
+                } else {
+                    "0"
+                })
+                .to_string(),
+            ),
+        ],
+    }
+}
+
 /// A weight matrix [n, k] on the GPU in `format`, as one or more row ranges.
 /// A weight larger than the device's per-binding limit (WebGPU guarantees
 /// only 128 MiB) is split by rows into parts that each fit; the ops launch
 /// one dispatch per part, so kernels never see the split.
 pub struct GpuWeight {
+    /// The format of the values (of the kept values when sparse).
     pub format: WeightFormat,
+    /// Set when only some weights are stored (shaders/formats/sparse.wgsl).
+    pub sparse: Option<SparseFormat>,
     pub n: usize,
     pub k: usize,
     pub name: String,
@@ -731,11 +761,66 @@ impl GpuWeight {
         }
         Ok(GpuWeight {
             format: fmt,
+            sparse: None,
             n,
             k,
             name: name.to_string(),
             parts,
         })
+    }
+
+    /// Uploads a sparse weight, split by rows as dense ones are.
+    pub fn upload_sparse(gpu: &Gpu, name: &str, t: &SparseTensor) -> Result<GpuWeight> {
+        let werr = |e: Error| Error::Weight {
+            name: name.to_string(),
+            msg: e.to_string(),
+        };
+        t.validate().map_err(werr)?;
+        // Rows keep different counts, so parts grow row by row up to the limit.
+        let limit = gpu.max_binding();
+        let mut parts = Vec::new();
+        let mut row0 = 0;
+        while row0 < t.n {
+            let mut bytes = (sparse::HEADER_WORDS * 4) as u64;
+            let mut rows = 0;
+            while row0 + rows < t.n && bytes + t.row_gpu_bytes(row0 + rows) as u64 <= limit {
+                bytes += t.row_gpu_bytes(row0 + rows) as u64;
+                rows += 1;
+            }
+            if rows == 0 {
+                return Err(Error::BindingTooLarge {
+                    what: format!("one row of weight `{name}`"),
+                    needed: bytes + t.row_gpu_bytes(row0) as u64,
+                    limit,
+                });
+            }
+            let words = t.gpu_words(row0, rows).map_err(werr)?;
+            let label = if rows == t.n {
+                name.to_string()
+            } else {
+                format!("{name}[{row0}..{}]", row0 + rows)
+            };
+            parts.push(WeightPart {
+                row0,
+                rows,
+                soff: 0,
+                data: gpu.upload(&label, &words)?,
+            });
+            row0 += rows;
+        }
+        Ok(GpuWeight {
+            format: t.format.values,
+            sparse: Some(t.format),
+            n: t.n,
+            k: t.k,
+            name: name.to_string(),
+            parts,
+        })
+    }
+
+    /// The defines that pick this weight's decoder in a kernel.
+    pub fn shader_defines(&self) -> Vec<(&'static str, String)> {
+        format_defines(self.format, self.sparse)
     }
 
     /// Bytes the kernels read for one full pass over the weight.

@@ -16,6 +16,15 @@ fn defines(pairs: &[(&str, &str)]) -> Defines {
         .collect()
 }
 
+/// A weight's decoder defines plus `extra`.
+fn weight_defines(w: &GpuWeight, extra: &[(&str, &str)]) -> Defines {
+    let mut d = defines(extra);
+    for (k, v) in w.shader_defines() {
+        d.insert(k.to_string(), v);
+    }
+    d
+}
+
 fn need(op: &'static str, t: &Tensor, bytes: u64) -> Result<()> {
     if t.bytes < bytes {
         return Err(Error::Shape {
@@ -297,7 +306,7 @@ pub fn embed(
 ) -> Result<Vec<Dispatch>> {
     check_weight("embed", table, out, max_tokens as u64)?;
     need("embed", tokens, max_tokens as u64 * 4)?;
-    let d = defines(&[("FORMAT", table.format.name())]);
+    let d = weight_defines(table, &[]);
     let x = (table.k as u32 / 8).div_ceil(64);
     table
         .parts
@@ -378,10 +387,7 @@ pub fn matvec(
 ) -> Result<Vec<Dispatch>> {
     check_weight("matvec", w, x, 1)?;
     need("matvec", y, w.n as u64 * 4)?;
-    let d = defines(&[
-        ("FORMAT", w.format.name()),
-        ("ACCUMULATE", if o.accumulate { "1" } else { "0" }),
-    ]);
+    let d = weight_defines(w, &[("ACCUMULATE", if o.accumulate { "1" } else { "0" })]);
     let (path, rows_per_group) = match gpu.matvec_variant() {
         MatvecVariant::Lanes => ("ops/matvec.wgsl", 8),
         MatvecVariant::Rows => ("ops/matvec_rows.wgsl", 64), // 16 invocations x 4 rows
@@ -427,10 +433,7 @@ pub fn matmul(
 ) -> Result<Vec<Dispatch>> {
     check_weight("matmul", w, x, max_tokens as u64)?;
     need("matmul", y, max_tokens as u64 * w.n as u64 * 4)?;
-    let d = defines(&[
-        ("FORMAT", w.format.name()),
-        ("ACCUMULATE", if accumulate { "1" } else { "0" }),
-    ]);
+    let d = weight_defines(w, &[("ACCUMULATE", if accumulate { "1" } else { "0" })]);
     let path = match gpu.matvec_variant() {
         MatvecVariant::Lanes => "ops/matmul.wgsl",
         MatvecVariant::Rows => "ops/matmul_rows.wgsl",
@@ -1082,21 +1085,37 @@ pub fn measure_adapter_limits(gpu: &Gpu, bytes: u64) -> Result<AdapterLimits> {
 /// and for warming the pipeline cache.
 pub fn all_variants() -> Vec<(&'static str, Defines)> {
     let mut v = Vec::new();
-    for f in crate::WeightFormat::ALL {
-        v.push(("ops/embed.wgsl", defines(&[("FORMAT", f.name())])));
+    let mut kinds: Vec<Vec<(&str, String)>> = crate::WeightFormat::ALL
+        .into_iter()
+        .map(|f| crate::formats::format_defines(f, None))
+        .collect();
+    for values in crate::formats::sparse::VALUE_FORMATS {
+        for pattern in [
+            crate::formats::Pattern::NM { n: 2, m: 4 },
+            crate::formats::Pattern::Unstructured,
+        ] {
+            let s = crate::formats::SparseFormat { pattern, values };
+            kinds.push(crate::formats::format_defines(values, Some(s)));
+        }
+    }
+    for kind in kinds {
+        let with = |extra: &[(&str, &str)]| {
+            let mut d = defines(extra);
+            for (k, val) in &kind {
+                d.insert(k.to_string(), val.clone());
+            }
+            d
+        };
+        v.push(("ops/embed.wgsl", with(&[])));
         for acc in ["0", "1"] {
-            v.push((
+            for p in [
                 "ops/matvec.wgsl",
-                defines(&[("FORMAT", f.name()), ("ACCUMULATE", acc)]),
-            ));
-            v.push((
+                "ops/matvec_rows.wgsl",
                 "ops/matmul.wgsl",
-                defines(&[("FORMAT", f.name()), ("ACCUMULATE", acc)]),
-            ));
-            v.push((
                 "ops/matmul_rows.wgsl",
-                defines(&[("FORMAT", f.name()), ("ACCUMULATE", acc)]),
-            ));
+            ] {
+                v.push((p, with(&[("ACCUMULATE", acc)])));
+            }
         }
     }
     for vec4 in ["0", "1"] {
