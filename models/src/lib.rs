@@ -9,6 +9,7 @@ pub mod generate;
 pub mod kb;
 pub mod load;
 pub mod model;
+pub mod prune;
 pub mod quantize;
 pub mod runtime;
 

@@ -269,6 +269,11 @@ impl SparseTensor {
         (self.k / 32 + self.groups_per_row()) * 4 + self.format.values.gpu_bytes(vals)
     }
 
+    /// Bytes of the whole weight in one GPU buffer.
+    pub fn gpu_bytes(&self) -> usize {
+        HEADER_WORDS * 4 + (0..self.n).map(|r| self.row_gpu_bytes(r)).sum::<usize>()
+    }
+
     fn groups_per_row(&self) -> usize {
         match self.format.pattern {
             Pattern::NM { .. } => 0,

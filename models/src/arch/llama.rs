@@ -3,8 +3,9 @@
 //! prefill and a decode step.
 
 use crate::load::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::load::sparse;
 use crate::{Error, Result};
-use lottery_engine::formats::{self, GpuWeight};
+use lottery_engine::formats::{self, GpuWeight, SparseTensor};
 use lottery_engine::gpu::{Dispatch, Gpu, StepBuffer, Tensor};
 use lottery_engine::kv::{KvCache, KvDtype, KvPolicy};
 use lottery_engine::ops::{self, AttnShape, MatvecOpts, SampleUniform};
@@ -44,7 +45,7 @@ impl LlamaConfig {
         let n_kv_head = g
             .opt_u32(&k("attention.head_count_kv"))?
             .unwrap_or(n_head as u32) as usize;
-        let embd = g.require_tensor("token_embd.weight")?;
+        let (embd_cols, embd_rows) = weight_dims(g, "token_embd.weight")?;
         let (block_key, embd_key) = (k("block_count"), k("embedding_length"));
         let cfg = LlamaConfig {
             n_layer: g.get_u32(&k("block_count"))? as usize,
@@ -53,7 +54,7 @@ impl LlamaConfig {
             n_kv_head,
             head_dim: if n_head > 0 { d_model / n_head } else { 0 },
             ff: g.get_u32(&k("feed_forward_length"))? as usize,
-            vocab: embd.n_rows() as usize,
+            vocab: embd_rows,
             ctx_train: g.opt_u32(&k("context_length"))?.unwrap_or(2048) as usize,
             rope_theta: g.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0),
             eps: g
@@ -86,11 +87,11 @@ impl LlamaConfig {
                 g.tensors().len()
             )));
         }
-        if cfg.d_model as u64 != embd.row_len() {
+        if cfg.d_model != embd_cols {
             return Err(Error::Model(format!(
                 "{embd_key} = {} but token_embd.weight rows hold {} values",
                 cfg.d_model,
-                embd.row_len()
+                embd_cols
             )));
         }
         let mut cfg = cfg;
@@ -138,6 +139,63 @@ fn check_dims<'a>(g: &'a GgufFile, name: &str, cols: usize, rows: usize) -> Resu
     Ok(t)
 }
 
+/// A weight as the file stores it.
+pub enum StoredWeight<'a> {
+    Dense(&'a TensorInfo),
+    Sparse(SparseTensor),
+}
+
+/// Whether the file holds weight `name`, dense or sparse.
+pub fn has_weight(g: &GgufFile, name: &str) -> bool {
+    g.tensor(name).is_some() || sparse::is_sparse(g, name)
+}
+
+/// (row length, rows) of weight `name`, dense or sparse.
+pub fn weight_dims(g: &GgufFile, name: &str) -> Result<(usize, usize)> {
+    if sparse::is_sparse(g, name) {
+        let m = g.require_tensor(&format!("{name}{}", sparse::MASK_SUFFIX))?;
+        let d = |i: usize| m.dims.get(i).copied().unwrap_or(1) as usize;
+        return Ok((d(0).saturating_mul(32), d(1)));
+    }
+    let t = g.require_tensor(name)?;
+    Ok((t.row_len() as usize, t.n_rows() as usize))
+}
+
+/// Weight `name`, checked to be [rows, cols].
+pub fn stored_weight<'a>(
+    g: &'a GgufFile,
+    name: &str,
+    cols: usize,
+    rows: usize,
+) -> Result<StoredWeight<'a>> {
+    if let Some(t) = sparse::read_sparse(g, name)? {
+        if g.tensor(name).is_some() {
+            return Err(Error::Model(format!(
+                "weight `{name}` is stored both dense and sparse"
+            )));
+        }
+        if t.k != cols || t.n != rows {
+            return Err(Error::ShapeMismatch {
+                name: name.to_string(),
+                expected: format!("[{cols}, {rows}]"),
+                got: format!("[{}, {}] (sparse)", t.k, t.n),
+            });
+        }
+        return Ok(StoredWeight::Sparse(t));
+    }
+    Ok(StoredWeight::Dense(check_dims(g, name, cols, rows)?))
+}
+
+/// Weight `name` decoded to f32 on the CPU, dense or sparse.
+pub fn weight_f32(g: &GgufFile, name: &str) -> Result<Vec<f32>> {
+    match sparse::read_sparse(g, name)? {
+        Some(t) => t
+            .to_dense()
+            .map_err(|e| Error::Model(format!("sparse tensor `{name}`: {e}"))),
+        None => tensor_f32(g, g.require_tensor(name)?),
+    }
+}
+
 /// Dequantizes any supported tensor to f32 on the CPU.
 pub fn tensor_f32(g: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>> {
     let fmt = weight_format(&t.name, t.ggml_type)?;
@@ -157,26 +215,49 @@ fn fused(
     names: &[(String, usize)],
     cols: usize,
 ) -> Result<GpuWeight> {
-    let infos = names
+    let stored = names
         .iter()
-        .map(|(n, rows)| check_dims(g, n, cols, *rows))
+        .map(|(n, rows)| stored_weight(g, n, cols, *rows))
         .collect::<Result<Vec<_>>>()?;
     let rows: usize = names.iter().map(|(_, r)| r).sum();
-    let first = infos[0].ggml_type;
-    let same = infos.iter().all(|t| t.ggml_type == first);
-    let fmt = weight_format(&infos[0].name, first);
+    let sparse: Vec<&SparseTensor> = stored
+        .iter()
+        .filter_map(|s| match s {
+            StoredWeight::Sparse(t) => Some(t),
+            StoredWeight::Dense(_) => None,
+        })
+        .collect();
+    if sparse.len() == stored.len() && sparse.iter().all(|t| t.format == sparse[0].format) {
+        let t = SparseTensor::concat_rows(&sparse)?;
+        return Ok(GpuWeight::upload_sparse(gpu, label, &t)?);
+    }
+    let dense: Vec<&TensorInfo> = stored
+        .iter()
+        .filter_map(|s| match s {
+            StoredWeight::Dense(t) => Some(*t),
+            StoredWeight::Sparse(_) => None,
+        })
+        .collect();
+    let fmt = dense
+        .first()
+        .map(|t| (weight_format(&t.name, t.ggml_type), t.ggml_type));
     let (fmt, bytes) = match fmt {
-        Ok(f) if same && cols % f.row_multiple() == 0 => {
+        Some((Ok(f), first))
+            if dense.len() == stored.len()
+                && dense.iter().all(|t| t.ggml_type == first)
+                && cols % f.row_multiple() == 0 =>
+        {
             let mut bytes = Vec::new();
-            for t in &infos {
+            for t in &dense {
                 bytes.extend_from_slice(g.tensor_data(t)?);
             }
             (f, bytes)
         }
         _ => {
+            // Mixed formats (or sparse beside dense) run as one f32 weight.
             let mut bytes = Vec::new();
-            for t in &infos {
-                bytes.extend(tensor_f32(g, t)?.iter().flat_map(|v| v.to_le_bytes()));
+            for (n, _) in names {
+                bytes.extend(weight_f32(g, n)?.iter().flat_map(|v| v.to_le_bytes()));
             }
             (WeightFormat::F32, bytes)
         }
@@ -189,6 +270,9 @@ fn fused(
 /// than WebGPU's default only when the model needs it.
 pub fn max_binding_bytes(g: &GgufFile) -> Result<u64> {
     let size = |name: &str| -> u64 {
+        if let Ok(Some(t)) = sparse::read_sparse(g, name) {
+            return t.gpu_bytes() as u64;
+        }
         g.tensor(name)
             .map(|t| match weight_format(name, t.ggml_type) {
                 Ok(f) => f.gpu_bytes(t.n_elements() as usize) as u64,
@@ -236,16 +320,17 @@ impl LlamaWeights {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<LlamaWeights> {
         let total = c.n_layer + 2;
-        let embd = check_dims(g, "token_embd.weight", c.d_model, c.vocab)?;
-        let embed_fmt = weight_format(&embd.name, embd.ggml_type)?;
-        let embed = GpuWeight::upload(
-            gpu,
-            "token_embd.weight",
-            embed_fmt,
-            g.tensor_data(embd)?,
-            c.vocab,
-            c.d_model,
-        )?;
+        let embed = match stored_weight(g, "token_embd.weight", c.d_model, c.vocab)? {
+            StoredWeight::Sparse(t) => GpuWeight::upload_sparse(gpu, "token_embd.weight", &t)?,
+            StoredWeight::Dense(embd) => GpuWeight::upload(
+                gpu,
+                "token_embd.weight",
+                weight_format(&embd.name, embd.ggml_type)?,
+                g.tensor_data(embd)?,
+                c.vocab,
+                c.d_model,
+            )?,
+        };
         progress(1, total);
         let norm = |name: &str| -> Result<Tensor> {
             let t = check_dims(g, name, c.d_model, 1)?;
@@ -284,15 +369,15 @@ impl LlamaWeights {
             progress(l + 2, total);
         }
         let out_norm = norm("output_norm.weight")?;
-        let lm_head = match g.tensor("output.weight") {
-            Some(_) => Some(fused(
+        let lm_head = match has_weight(g, "output.weight") {
+            true => Some(fused(
                 gpu,
                 g,
                 "output.weight",
                 &[("output.weight".to_string(), c.vocab)],
                 c.d_model,
             )?),
-            None => None,
+            false => None,
         };
         progress(total, total);
         Ok(LlamaWeights {

@@ -2,7 +2,7 @@
 //! ops (f64 accumulation) on weights dequantized exactly as the GPU sees them.
 //! Slow and simple on purpose: it is what the GPU forward is tested against.
 
-use super::llama::{tensor_f32, LlamaConfig};
+use super::llama::{has_weight, weight_f32, LlamaConfig};
 use crate::load::gguf::GgufFile;
 use crate::Result;
 use lottery_engine::kv::{KvDtype, KvTypes};
@@ -31,7 +31,7 @@ pub struct LlamaCpu {
 impl LlamaCpu {
     pub fn load(g: &GgufFile) -> Result<LlamaCpu> {
         let cfg = LlamaConfig::from_gguf(g)?;
-        let t = |n: &str| -> Result<Vec<f32>> { tensor_f32(g, g.require_tensor(n)?) };
+        let t = |n: &str| -> Result<Vec<f32>> { weight_f32(g, n) };
         let embed = t("token_embd.weight")?;
         let mut layers = Vec::new();
         for l in 0..cfg.n_layer {
@@ -48,7 +48,7 @@ impl LlamaCpu {
                 wd: t(&n("ffn_down"))?,
             });
         }
-        let head = if g.tensor("output.weight").is_some() {
+        let head = if has_weight(g, "output.weight") {
             t("output.weight")?
         } else {
             embed.clone()

@@ -74,7 +74,10 @@ pub fn check_llama_gguf(g: &GgufFile, c: &LlamaConfig) -> Result<Option<usize>> 
     let unexpected: Vec<String> = g
         .tensors()
         .iter()
-        .filter(|t| !known.contains(&t.name))
+        .filter(|t| {
+            let base = crate::load::sparse::companion_of(g, &t.name);
+            !known.contains(base.as_ref().unwrap_or(&t.name))
+        })
         .map(|t| t.name.clone())
         .collect();
     if !unexpected.is_empty() {

@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod gguf;
 pub mod hf;
+pub mod sparse;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate, TemplateLimits};

@@ -1,0 +1,574 @@
+//! Pruning a GGUF model into sparse weights (`lottery prune`): each layer
+//! projection is decoded to f32, pruned per output row, and the survivors
+//! are stored in a sparse format over a value format
+//! (engine/src/formats/sparse.rs, load/sparse.rs).
+//!
+//! - magnitude: keep the largest |W_ij|;
+//! - Wanda (arXiv 2306.11695): keep the largest |W_ij| * ||X_j||, with the
+//!   input norms from calibration text run on our own engine;
+//! - SparseGPT (arXiv 2301.00774): per row, columns in blocks of
+//!   [`SPARSEGPT_BLOCK`]; a block's mask keeps the smallest OBS losses
+//!   w^2 / [U_ii]^2 (U the upper Cholesky factor of H^-1, H = X^T X), and
+//!   every pruned weight's error is spread over the row's later columns
+//!   (w -= (w_i / U_ii) U_i,:), which minimises ||W X - W' X|| given the mask.
+//!
+//! Masks are chosen per output row (the same count in every row), so each
+//! row is an independent problem; OWL (arXiv 2310.05175) sets the sparsity
+//! per layer from its share of outlier scores.
+
+use crate::arch::llama::{weight_f32, LlamaConfig};
+use crate::load::gguf::{GgufFile, GgufWriter, MetaValue};
+use crate::load::sparse::{add_sparse, companion_of, is_sparse};
+use crate::{Error, Result};
+use lottery_engine::formats::sparse::top_mask;
+use lottery_engine::formats::{Pattern, SparseFormat, SparseTensor};
+use std::collections::HashMap;
+
+/// Columns per SparseGPT mask-selection block.
+pub const SPARSEGPT_BLOCK: usize = 128;
+/// Dampening of the Hessian's diagonal, as a fraction of its mean.
+pub const SPARSEGPT_DAMP: f64 = 0.01;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PruneMethod {
+    Magnitude,
+    Wanda,
+    SparseGpt,
+}
+
+impl PruneMethod {
+    pub fn parse(s: &str) -> Option<PruneMethod> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "magnitude" => PruneMethod::Magnitude,
+            "wanda" => PruneMethod::Wanda,
+            "sparsegpt" => PruneMethod::SparseGpt,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PruneMethod::Magnitude => "magnitude",
+            PruneMethod::Wanda => "wanda",
+            PruneMethod::SparseGpt => "sparsegpt",
+        }
+    }
+
+    /// Whether the method needs calibration statistics.
+    pub fn needs_calibration(self) -> bool {
+        self != PruneMethod::Magnitude
+    }
+}
+
+/// How each layer's sparsity is set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LayerSparsity {
+    Uniform,
+    /// OWL: layers with more outliers (scores above `m` times their mean)
+    /// keep more, within +-`lambda` of the target.
+    Owl { m: f64, lambda: f64 },
+}
+
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    pub method: PruneMethod,
+    /// The pattern; its unstructured sparsity is `sparsity`.
+    pub pattern: Pattern,
+    pub sparsity: f64,
+    pub values: lottery_engine::WeightFormat,
+    pub layer_sparsity: LayerSparsity,
+    /// Weights whose name contains one of these stay as they are.
+    pub skip: Vec<String>,
+}
+
+/// What pruning did to one weight.
+#[derive(Clone, Debug)]
+pub struct PruneReport {
+    pub name: String,
+    pub layer: usize,
+    /// Fraction of weights removed.
+    pub sparsity: f64,
+    /// Bits per weight of the stored tensor (values, scales, mask).
+    pub bits_per_weight: f64,
+    /// Relative output error on the calibration inputs,
+    /// ||(W - W') X|| / ||W X|| (from the Hessian when there is one, else
+    /// from the per-channel energies; plain weight error without either).
+    pub rel_error: f64,
+}
+
+/// Calibration statistics of one projection input: the per-channel mean
+/// square (Wanda) and, for SparseGPT, the mean Gram matrix X^T X / T.
+#[derive(Clone, Debug, Default)]
+pub struct InputStats {
+    pub mean_sq: Vec<f32>,
+    pub gram: Option<Vec<f32>>,
+}
+
+/// Statistics by input name: `blk.L.attn_in`, `o_in`, `ffn_in`, `down_in`.
+pub type PruneStats = HashMap<String, InputStats>;
+
+/// The projections pruned, with the input each reads.
+const PROJECTIONS: [(&str, &str); 7] = [
+    ("attn_q", "attn_in"),
+    ("attn_k", "attn_in"),
+    ("attn_v", "attn_in"),
+    ("attn_output", "o_in"),
+    ("ffn_gate", "ffn_in"),
+    ("ffn_up", "ffn_in"),
+    ("ffn_down", "down_in"),
+];
+
+/// Prunes the layer projections of `src` (everything else is copied as
+/// stored). `progress(done, total)` is called per weight.
+pub fn prune_gguf(
+    src: &GgufFile,
+    opts: &PruneOptions,
+    stats: &PruneStats,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(GgufWriter, Vec<PruneReport>)> {
+    if !(0.0..1.0).contains(&opts.sparsity) {
+        return Err(Error::Model(format!(
+            "sparsity {} must be at least 0 and below 1",
+            opts.sparsity
+        )));
+    }
+    let c = LlamaConfig::from_gguf(src)?;
+    let format = SparseFormat::new(opts.pattern, opts.values)?;
+    let target = match opts.pattern {
+        Pattern::NM { n, m } => 1.0 - n as f64 / m as f64,
+        Pattern::Unstructured => opts.sparsity,
+    };
+    let mut todo = Vec::new();
+    for l in 0..c.n_layer {
+        for (p, input) in PROJECTIONS {
+            let name = format!("blk.{l}.{p}.weight");
+            if opts.skip.iter().any(|s| name.contains(s.as_str())) {
+                continue;
+            }
+            todo.push((l, name, format!("blk.{l}.{input}")));
+        }
+    }
+    let get_stats = |key: &str, k: usize| -> Result<Option<&InputStats>> {
+        if !opts.method.needs_calibration() {
+            return Ok(None);
+        }
+        let s = stats
+            .get(key)
+            .ok_or_else(|| Error::Model(format!("calibration statistics lack `{key}`")))?;
+        if s.mean_sq.len() != k || s.gram.as_ref().is_some_and(|g| g.len() != k * k) {
+            return Err(Error::Model(format!(
+                "calibration statistics `{key}` do not match {k} input channels"
+            )));
+        }
+        if opts.method == PruneMethod::SparseGpt && s.gram.is_none() {
+            return Err(Error::Model(format!(
+                "SparseGPT needs the Gram matrix of `{key}`"
+            )));
+        }
+        Ok(Some(s))
+    };
+    // Per-layer sparsity (OWL reads every layer's scores first).
+    let mut layer_target = vec![target; c.n_layer];
+    if let (LayerSparsity::Owl { m, lambda }, Pattern::Unstructured) =
+        (opts.layer_sparsity, opts.pattern)
+    {
+        let mut ratio = vec![0f64; c.n_layer];
+        for l in 0..c.n_layer {
+            let (mut out, mut all) = (0usize, 0usize);
+            for (l2, name, key) in &todo {
+                if *l2 != l {
+                    continue;
+                }
+                let w = weight_f32(src, name)?;
+                let k = w.len() / rows_of(src, name)?;
+                let s = scores(&w, k, get_stats(key, k)?);
+                let mean = s.iter().map(|v| *v as f64).sum::<f64>() / s.len().max(1) as f64;
+                out += s.iter().filter(|v| **v as f64 > m * mean).count();
+                all += s.len();
+            }
+            ratio[l] = out as f64 / all.max(1) as f64;
+        }
+        layer_target = owl_targets(&ratio, target, lambda);
+    }
+    let mut w_out = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        if k == "general.alignment" || k.starts_with(crate::load::sparse::KEY_PREFIX) {
+            continue;
+        }
+        w_out.add_metadata(k.clone(), v.clone())?;
+    }
+    w_out.add_metadata(
+        "lottery.prune.method",
+        MetaValue::String(opts.method.name().into()),
+    )?;
+    let pruned: HashMap<&str, usize> = todo.iter().map(|(l, n, _)| (n.as_str(), *l)).collect();
+    // Tensors not pruned are copied as stored (sparse ones with their companions).
+    for t in src.tensors() {
+        let base = companion_of(src, &t.name);
+        if pruned.contains_key(t.name.as_str())
+            || base.as_ref().is_some_and(|b| pruned.contains_key(b.as_str()))
+        {
+            continue;
+        }
+        w_out.add_tensor(
+            t.name.clone(),
+            &t.dims,
+            t.ggml_type,
+            src.tensor_data(t)?.to_vec(),
+        )?;
+    }
+    for (k, v) in src.metadata() {
+        if let Some(b) = k.strip_prefix(crate::load::sparse::KEY_PREFIX) {
+            if !pruned.contains_key(b) && is_sparse(src, b) {
+                w_out.add_metadata(k.clone(), v.clone())?;
+            }
+        }
+    }
+    let mut report = Vec::new();
+    for (i, (l, name, key)) in todo.iter().enumerate() {
+        let w = weight_f32(src, name)?;
+        let n = rows_of(src, name)?;
+        let k = w.len() / n;
+        let st = get_stats(key, k)?;
+        let sparsity = layer_target[*l];
+        let (pruned_w, keep) = match opts.method {
+            PruneMethod::SparseGpt => {
+                let gram = st.and_then(|s| s.gram.as_ref()).ok_or_else(|| {
+                    Error::Model(format!("SparseGPT needs the Gram matrix of `{key}`"))
+                })?;
+                sparsegpt(&w, n, k, gram, opts.pattern, sparsity)?
+            }
+            _ => {
+                let s = scores(&w, k, st);
+                let keep = top_mask(&s, n, k, opts.pattern, sparsity);
+                let pw = w
+                    .iter()
+                    .zip(&keep)
+                    .map(|(v, k)| if *k { *v } else { 0.0 })
+                    .collect();
+                (pw, keep)
+            }
+        };
+        let t = SparseTensor::from_dense(format, n, k, &pruned_w, &keep)
+            .map_err(|e| Error::Model(format!("pruning `{name}`: {e}")))?;
+        let stored = t.to_dense()?;
+        report.push(PruneReport {
+            name: name.clone(),
+            layer: *l,
+            sparsity: 1.0 - t.density(),
+            bits_per_weight: t.bits_per_weight(),
+            rel_error: output_error(&w, &stored, n, k, st),
+        });
+        add_sparse(&mut w_out, name, &t)?;
+        progress(i + 1, todo.len());
+    }
+    Ok((w_out, report))
+}
+
+fn rows_of(g: &GgufFile, name: &str) -> Result<usize> {
+    Ok(crate::arch::llama::weight_dims(g, name)?.1.max(1))
+}
+
+/// Wanda's |W_ij| * ||X_j|| (magnitude alone without statistics).
+fn scores(w: &[f32], k: usize, st: Option<&InputStats>) -> Vec<f32> {
+    match st {
+        None => w.iter().map(|v| v.abs()).collect(),
+        Some(s) => w
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v.abs() * s.mean_sq[i % k].max(0.0).sqrt())
+            .collect(),
+    }
+}
+
+/// OWL's per-layer sparsities: layers with a larger outlier ratio keep
+/// more weights, linearly within `target` +- `lambda`, averaging `target`.
+pub fn owl_targets(ratio: &[f64], target: f64, lambda: f64) -> Vec<f64> {
+    let (lo, hi) = ratio
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), r| (a.min(*r), b.max(*r)));
+    if !(hi > lo) {
+        return vec![target; ratio.len()];
+    }
+    let raw: Vec<f64> = ratio
+        .iter()
+        .map(|r| target + lambda - 2.0 * lambda * (r - lo) / (hi - lo))
+        .collect();
+    let shift = target - raw.iter().sum::<f64>() / raw.len() as f64;
+    raw.iter().map(|s| (s + shift).clamp(0.0, 0.99)).collect()
+}
+
+/// ||(W - W') X|| / ||W X|| with E[x x^T] = `gram` (or its diagonal, or I).
+fn output_error(w: &[f32], w2: &[f32], n: usize, k: usize, st: Option<&InputStats>) -> f64 {
+    let quad = |v: &[f64]| -> f64 {
+        match st {
+            Some(InputStats {
+                gram: Some(g), ..
+            }) => {
+                let mut s = 0.0;
+                for i in 0..k {
+                    if v[i] == 0.0 {
+                        continue;
+                    }
+                    let row = &g[i * k..(i + 1) * k];
+                    let mut a = 0.0;
+                    for j in 0..k {
+                        a += row[j] as f64 * v[j];
+                    }
+                    s += v[i] * a;
+                }
+                s
+            }
+            Some(s) => (0..k).map(|j| s.mean_sq[j] as f64 * v[j] * v[j]).sum(),
+            None => v.iter().map(|x| x * x).sum(),
+        }
+    };
+    let (mut err, mut sig) = (0.0, 0.0);
+    for r in 0..n {
+        let a: Vec<f64> = w[r * k..(r + 1) * k].iter().map(|v| *v as f64).collect();
+        let d: Vec<f64> = (0..k).map(|j| a[j] - w2[r * k + j] as f64).collect();
+        err += quad(&d);
+        sig += quad(&a);
+    }
+    if sig > 0.0 {
+        (err / sig).max(0.0).sqrt()
+    } else {
+        0.0
+    }
+}
+
+/// Upper-triangular U with U^T U = (H + damp)^-1, for SparseGPT's updates.
+/// Dead channels (zero energy) get a unit diagonal. f64 throughout.
+pub fn inverse_hessian_factor(gram: &[f32], k: usize) -> Result<Vec<f64>> {
+    let mut h: Vec<f64> = gram.iter().map(|v| *v as f64).collect();
+    let mean_diag = (0..k).map(|i| h[i * k + i]).sum::<f64>() / k.max(1) as f64;
+    let damp = SPARSEGPT_DAMP * mean_diag.max(1e-12);
+    for i in 0..k {
+        if h[i * k + i] <= 0.0 {
+            h[i * k + i] = 1.0;
+        }
+        h[i * k + i] += damp;
+    }
+    // Reversing the order turns a lower Cholesky factor L' of P H P into
+    // U = P L'^-1 P, upper, with U^T U = H^-1 (P the reversal).
+    let rev = |i: usize| k - 1 - i;
+    let mut a = vec![0f64; k * k];
+    for i in 0..k {
+        for j in 0..k {
+            a[i * k + j] = h[rev(i) * k + rev(j)];
+        }
+    }
+    // In-place lower Cholesky of a.
+    for j in 0..k {
+        let mut d = a[j * k + j];
+        for p in 0..j {
+            d -= a[j * k + p] * a[j * k + p];
+        }
+        if d <= 0.0 {
+            return Err(Error::Model(format!(
+                "the calibration Hessian is not positive definite at channel {}",
+                rev(j)
+            )));
+        }
+        let d = d.sqrt();
+        a[j * k + j] = d;
+        for i in j + 1..k {
+            let mut s = a[i * k + j];
+            for p in 0..j {
+                s -= a[i * k + p] * a[j * k + p];
+            }
+            a[i * k + j] = s / d;
+        }
+        for p in j + 1..k {
+            a[j * k + p] = 0.0;
+        }
+    }
+    // Inverse of the lower factor, column by column (forward substitution).
+    let mut inv = vec![0f64; k * k];
+    for c in 0..k {
+        inv[c * k + c] = 1.0 / a[c * k + c];
+        for i in c + 1..k {
+            let mut s = 0.0;
+            for p in c..i {
+                s += a[i * k + p] * inv[p * k + c];
+            }
+            inv[i * k + c] = -s / a[i * k + i];
+        }
+    }
+    let mut u = vec![0f64; k * k];
+    for i in 0..k {
+        for j in 0..k {
+            u[i * k + j] = inv[rev(i) * k + rev(j)];
+        }
+    }
+    Ok(u)
+}
+
+/// SparseGPT on a row-major [n, k] weight: the pruned weights (zeros where
+/// pruned, the rest updated) and the keep-mask.
+pub fn sparsegpt(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    gram: &[f32],
+    pattern: Pattern,
+    sparsity: f64,
+) -> Result<(Vec<f32>, Vec<bool>)> {
+    let u = inverse_hessian_factor(gram, k)?;
+    let diag: Vec<f64> = (0..k).map(|i| u[i * k + i]).collect();
+    let mut out = vec![0f32; n * k];
+    let mut keep = vec![false; n * k];
+    let mut row = vec![0f64; k];
+    for r in 0..n {
+        row.iter_mut()
+            .zip(&w[r * k..(r + 1) * k])
+            .for_each(|(a, b)| *a = *b as f64);
+        let mut kr = vec![false; k];
+        let mut b0 = 0;
+        while b0 < k {
+            // A block of whole N:M groups (or SPARSEGPT_BLOCK columns).
+            let b1 = (b0 + SPARSEGPT_BLOCK).min(k);
+            let loss: Vec<f32> = (b0..b1)
+                .map(|i| (row[i] * row[i] / (diag[i] * diag[i])) as f32)
+                .collect();
+            let km = top_mask(&loss, 1, b1 - b0, pattern, sparsity);
+            kr[b0..b1].copy_from_slice(&km);
+            for i in b0..b1 {
+                if kr[i] {
+                    continue;
+                }
+                let e = row[i] / diag[i];
+                let ui = &u[i * k..(i + 1) * k];
+                for j in i..k {
+                    row[j] -= e * ui[j];
+                }
+                row[i] = 0.0;
+            }
+            b0 = b1;
+        }
+        for i in 0..k {
+            out[r * k + i] = if kr[i] { row[i] as f32 } else { 0.0 };
+            keep[r * k + i] = kr[i];
+        }
+    }
+    Ok((out, keep))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lottery_engine::reference::Rng;
+
+    /// Inputs with correlated channels, their Gram matrix, and a weight.
+    fn problem(n: usize, k: usize, t: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let mut rng = Rng::new(seed);
+        let base = rng.vec(t * 4, 1.0);
+        let noise = rng.vec(t * k, 1.0);
+        // Channel j = a scaled mix of 4 latent factors plus noise, with
+        // energies spanning two orders of magnitude.
+        let x: Vec<f32> = (0..t * k)
+            .map(|i| {
+                let (tt, j) = (i / k, i % k);
+                let s = 0.1 + 3.0 * ((j * 7) % 11) as f32 / 11.0;
+                s * (base[tt * 4 + j % 4] + 0.3 * noise[i])
+            })
+            .collect();
+        let mut g = vec![0f32; k * k];
+        for tt in 0..t {
+            for i in 0..k {
+                for j in 0..k {
+                    g[i * k + j] += x[tt * k + i] * x[tt * k + j] / t as f32;
+                }
+            }
+        }
+        (x, g, rng.vec(n * k, 1.0))
+    }
+
+    fn recon_error(x: &[f32], w: &[f32], w2: &[f32], n: usize, k: usize) -> f64 {
+        let t = x.len() / k;
+        let mut e = 0.0;
+        for tt in 0..t {
+            for r in 0..n {
+                let d: f64 = (0..k)
+                    .map(|j| (w[r * k + j] - w2[r * k + j]) as f64 * x[tt * k + j] as f64)
+                    .sum();
+                e += d * d;
+            }
+        }
+        e.sqrt()
+    }
+
+    #[test]
+    fn inverse_factor_reproduces_the_inverse() {
+        let (_, g, _) = problem(1, 12, 40, 3);
+        let u = inverse_hessian_factor(&g, 12).unwrap();
+        // (U^T U) (H + damp) = I.
+        let k = 12;
+        let damp = SPARSEGPT_DAMP * (0..k).map(|i| g[i * k + i] as f64).sum::<f64>() / k as f64;
+        for i in 0..k {
+            for j in 0..k {
+                let mut s = 0.0;
+                for p in 0..k {
+                    let hinv_ip: f64 = (0..k).map(|q| u[q * k + i] * u[q * k + p]).sum();
+                    let h = g[p * k + j] as f64 + if p == j { damp } else { 0.0 };
+                    s += hinv_ip * h;
+                }
+                assert!((s - if i == j { 1.0 } else { 0.0 }).abs() < 1e-6, "{i},{j}: {s}");
+            }
+            for j in 0..i {
+                assert_eq!(u[i * k + j], 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn sparsegpt_reconstructs_better_than_wanda_better_than_magnitude() {
+        let (n, k) = (16, 64);
+        let (x, g, w) = problem(n, k, 256, 8);
+        let ms: Vec<f32> = (0..k).map(|j| g[j * k + j]).collect();
+        for pattern in [Pattern::Unstructured, Pattern::NM { n: 2, m: 4 }] {
+            let st = InputStats {
+                mean_sq: ms.clone(),
+                gram: None,
+            };
+            let apply = |keep: &[bool]| -> Vec<f32> {
+                w.iter().zip(keep).map(|(v, k)| if *k { *v } else { 0.0 }).collect()
+            };
+            let mag = apply(&top_mask(&scores(&w, k, None), n, k, pattern, 0.5));
+            let wanda = apply(&top_mask(&scores(&w, k, Some(&st)), n, k, pattern, 0.5));
+            let (sgpt, keep) = sparsegpt(&w, n, k, &g, pattern, 0.5).unwrap();
+            assert_eq!(keep.iter().filter(|k| **k).count(), n * k / 2);
+            for (v, k) in sgpt.iter().zip(&keep) {
+                assert!(*k || *v == 0.0);
+            }
+            let (em, ew, es) = (
+                recon_error(&x, &w, &mag, n, k),
+                recon_error(&x, &w, &wanda, n, k),
+                recon_error(&x, &w, &sgpt, n, k),
+            );
+            eprintln!("{pattern:?}: magnitude {em:.2} wanda {ew:.2} sparsegpt {es:.2}");
+            assert!(es < ew && ew < em, "{pattern:?}: {es} {ew} {em}");
+        }
+    }
+
+    #[test]
+    fn wanda_mask_follows_the_activation_norms() {
+        let w = vec![1.0f32, 0.9, 0.8, 0.7];
+        let plain = top_mask(&scores(&w, 4, None), 1, 4, Pattern::NM { n: 2, m: 4 }, 0.5);
+        assert_eq!(plain, [true, true, false, false]);
+        let st = InputStats {
+            mean_sq: vec![0.01, 0.01, 4.0, 4.0],
+            gram: None,
+        };
+        let wanda = top_mask(&scores(&w, 4, Some(&st)), 1, 4, Pattern::NM { n: 2, m: 4 }, 0.5);
+        assert_eq!(wanda, [false, false, true, true]);
+    }
+
+    #[test]
+    fn owl_keeps_more_where_outliers_are() {
+        let t = owl_targets(&[0.01, 0.05, 0.03], 0.5, 0.08);
+        assert!(t[1] < t[2] && t[2] < t[0], "{t:?}");
+        let mean = t.iter().sum::<f64>() / 3.0;
+        assert!((mean - 0.5).abs() < 1e-9);
+    }
+}
