@@ -475,6 +475,38 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         ))
     })
     .await;
+    case(&mut out, &tier, "gram", "f32", "", async move {
+        let gpu = g;
+        let sb = StepBuffer::new(gpu);
+        let mut rng = Rng::new(13);
+        let (t, k, stride) = (6usize, 37usize, 41usize);
+        let x = rng.vec(t * stride, 2.0);
+        let g0 = rng.vec(k * k, 1.0);
+        let (xt, gt) = (gpu.upload("x", &x)?, gpu.upload("gram", &g0)?);
+        run(
+            gpu,
+            &sb,
+            &step(t as u32, 0),
+            &[ops::gram(gpu, &sb, &xt, &gt, k as u32, stride as u32, t as u32)?],
+        )?;
+        let want: Vec<f32> = (0..k * k)
+            .map(|ij| {
+                let (i, j) = (ij / k, ij % k);
+                (g0[ij] as f64
+                    + (0..t)
+                        .map(|r| x[r * stride + i] as f64 * x[r * stride + j] as f64)
+                        .sum::<f64>()) as f32
+            })
+            .collect();
+        Ok(compare(
+            "gram",
+            &read::<f32>(gpu, &gt).await?,
+            &want,
+            1e-4,
+            1e-5,
+        ))
+    })
+    .await;
     for (d, t) in if quick {
         vec![(83usize, 5usize)]
     } else {

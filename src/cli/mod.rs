@@ -17,6 +17,7 @@ mod bench;
 mod doctor;
 mod embed;
 mod eval;
+mod prune;
 mod solve;
 
 #[derive(Parser)]
@@ -50,6 +51,9 @@ enum Cmd {
     Adapters,
     /// Re-quantize a GGUF model to another weight format.
     Quantize(QuantizeArgs),
+    /// Prune a GGUF model's layer weights into a sparse format (magnitude,
+    /// Wanda or SparseGPT; unstructured or N:M), kept values quantized.
+    Prune(prune::PruneArgs),
     /// Write a GGUF model as an HF checkpoint directory (safetensors).
     Convert(ConvertArgs),
     /// List adapters and run the kernel conformance suite (a report for bug reports).
@@ -440,6 +444,7 @@ pub fn main() -> Result<()> {
         Cmd::Doctor(a) => doctor::doctor(a),
         Cmd::Perplexity(a) => perplexity(a),
         Cmd::Quantize(a) => quantize(a),
+        Cmd::Prune(a) => prune::prune(a),
         Cmd::Convert(a) => convert(a),
         Cmd::Embed(a) => embed::embed(a),
         Cmd::Index(a) => embed::index(a),
@@ -751,6 +756,41 @@ fn info(path: Option<PathBuf>, all: bool) -> Result<()> {
         println!(
             "  {ty:6} {n:4} tensors {el:12} weights {b:12} bytes ({:.2} bits/weight)",
             *b as f64 * 8.0 / *el as f64
+        );
+    }
+    let sparse = lottery::models::load::sparse::sparse_names(&g);
+    if !sparse.is_empty() {
+        println!("sparse weights ({}):", sparse.len());
+        let (mut bits, mut weights) = (0.0, 0.0);
+        for (i, name) in sparse.iter().enumerate() {
+            match lottery::models::load::sparse::read_sparse(&g, name) {
+                Ok(Some(t)) => {
+                    let n = (t.n * t.k) as f64;
+                    bits += t.bits_per_weight() * n;
+                    weights += n;
+                    if all || i < 24 {
+                        println!(
+                            "  {:32} [{}, {}] {:12} values {:5} sparsity {:5.1}% {:.3} bits/weight",
+                            name,
+                            t.k,
+                            t.n,
+                            t.format.pattern.name(),
+                            t.format.values.name(),
+                            100.0 * (1.0 - t.density()),
+                            t.bits_per_weight()
+                        );
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => println!("  {name}: unreadable: {e}"),
+            }
+        }
+        if !all && sparse.len() > 24 {
+            println!("  ... {} more (--all)", sparse.len() - 24);
+        }
+        println!(
+            "  all sparse weights: {:.3} bits/weight (values, scales and masks)",
+            bits / weights.max(1.0)
         );
     }
     println!("tensors:");

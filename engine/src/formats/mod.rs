@@ -781,7 +781,7 @@ impl GpuWeight {
         let mut parts = Vec::new();
         let mut row0 = 0;
         while row0 < t.n {
-            let mut bytes = (sparse::HEADER_WORDS * 4) as u64;
+            let mut bytes = ((sparse::HEADER_WORDS + sparse::PAD_WORDS) * 4) as u64;
             let mut rows = 0;
             while row0 + rows < t.n && bytes + t.row_gpu_bytes(row0 + rows) as u64 <= limit {
                 bytes += t.row_gpu_bytes(row0 + rows) as u64;

@@ -18,7 +18,7 @@
 //! index of every [`GROUP_COLS`]-column group (1/8 bit per weight), and a
 //! kernel counts bits inside the group (at most 7 `countOneBits`).
 
-use super::{dequantize, quantize, repack, WeightFormat};
+use super::{dequantize, quantize, WeightFormat};
 use crate::{Error, Result};
 
 /// Kept values per row are padded to a whole number of these (one block of
@@ -29,6 +29,9 @@ pub const GROUP_COLS: usize = 256;
 /// Words of the GPU header: mask, group-offset, value and scale word
 /// offsets, kept values per 8-column unit and per row (N:M only), padding.
 pub const HEADER_WORDS: usize = 8;
+/// Zero words after a GPU part: a unit's decoder reads a fixed window past
+/// its first value (5 words of f16 values) and the next block's scale.
+pub const PAD_WORDS: usize = 4;
 /// Value formats a sparse tensor can store its kept values in.
 pub const VALUE_FORMATS: [WeightFormat; 4] = [
     WeightFormat::F16,
@@ -263,7 +266,7 @@ impl SparseTensor {
     }
 
     /// Bytes row `r` adds to the GPU layout (its mask, group offsets and
-    /// padded values); a part adds [`HEADER_WORDS`] words to its rows.
+    /// padded values); a part adds [`HEADER_WORDS`] + [`PAD_WORDS`] words.
     pub fn row_gpu_bytes(&self, r: usize) -> usize {
         let vals = self.row_kept(r).next_multiple_of(VALUE_BLOCK);
         (self.k / 32 + self.groups_per_row()) * 4 + self.format.values.gpu_bytes(vals)
@@ -271,7 +274,7 @@ impl SparseTensor {
 
     /// Bytes of the whole weight in one GPU buffer.
     pub fn gpu_bytes(&self) -> usize {
-        HEADER_WORDS * 4 + (0..self.n).map(|r| self.row_gpu_bytes(r)).sum::<usize>()
+        (HEADER_WORDS + PAD_WORDS) * 4 + (0..self.n).map(|r| self.row_gpu_bytes(r)).sum::<usize>()
     }
 
     fn groups_per_row(&self) -> usize {
@@ -295,13 +298,10 @@ impl SparseTensor {
         let (starts, total) = self.row_starts();
         let v0 = starts.get(row0).copied().unwrap_or(total);
         let v1 = starts.get(row0 + rows).copied().unwrap_or(total);
-        let fmt = self.format.values;
-        let (vwords, vsoff) = repack(
-            fmt,
-            &self.values[fmt.ggml_bytes(v0)..fmt.ggml_bytes(v1)],
-            1,
-            v1 - v0,
-        )?;
+        let (vwords, swords) = value_words(
+            self.format.values,
+            &self.values[self.format.values.ggml_bytes(v0)..self.format.values.ggml_bytes(v1)],
+        );
         let mask_off = HEADER_WORDS;
         let goff_off = mask_off + rows * words;
         let gpr = self.groups_per_row();
@@ -313,12 +313,12 @@ impl SparseTensor {
             }
             Pattern::Unstructured => (0, 0),
         };
-        let mut out = Vec::with_capacity(val_off + vwords.len());
+        let mut out = Vec::with_capacity(val_off + vwords.len() + swords.len() + PAD_WORDS);
         out.extend([
             mask_off as u32,
             goff_off as u32,
             val_off as u32,
-            (val_off as u32) + vsoff,
+            (val_off + vwords.len()) as u32,
             per_unit,
             row_stride as u32,
             0,
@@ -338,6 +338,9 @@ impl SparseTensor {
             }
         }
         out.extend_from_slice(&vwords);
+        out.extend_from_slice(&swords);
+        // A unit's decoder loads a fixed window of words past its first value.
+        out.extend([0; PAD_WORDS]);
         Ok(out)
     }
 
@@ -369,6 +372,40 @@ impl SparseTensor {
         t.validate()?;
         Ok(t)
     }
+}
+
+/// The GPU words of ggml-encoded kept values: the codes in value order
+/// (4-bit ones eight per word, low nibble first, so a unit's values sit in
+/// two adjacent words; 8-bit four per word; f16 two), then one scale word per
+/// 32 values as ggml stores it (d, or d and m).
+fn value_words(fmt: WeightFormat, bytes: &[u8]) -> (Vec<u32>, Vec<u32>) {
+    let word = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let half = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as u32;
+    let (mut vals, mut scales) = (Vec::new(), Vec::new());
+    match fmt {
+        WeightFormat::Q4_0 | WeightFormat::Q4_1 => {
+            let q0 = if fmt == WeightFormat::Q4_1 { 4 } else { 2 };
+            for b in bytes.chunks_exact(fmt.block_bytes()) {
+                let nib = |i: usize| -> u32 {
+                    let byte = b[q0 + i % 16];
+                    (if i < 16 { byte & 15 } else { byte >> 4 }) as u32
+                };
+                for m in 0..4 {
+                    vals.push((0..8).fold(0u32, |a, t| a | nib(8 * m + t) << (4 * t)));
+                }
+                scales.push(if fmt == WeightFormat::Q4_1 { word(b, 0) } else { half(b, 0) });
+            }
+        }
+        WeightFormat::Q8_0 => {
+            for b in bytes.chunks_exact(34) {
+                vals.extend((0..8).map(|j| word(b, 2 + 4 * j)));
+                scales.push(half(b, 0));
+            }
+        }
+        // f16 (the only other value format): two per word.
+        _ => vals.extend(bytes.chunks_exact(4).map(|c| word(c, 0))),
+    }
+    (vals, scales)
 }
 
 /// The keep-mask of row-major [n, k] `scores` that keeps, per row, the

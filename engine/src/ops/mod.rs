@@ -794,6 +794,38 @@ pub fn sumsq(
     )
 }
 
+/// g[i, j] += sum_t x[t, i] * x[t, j] over the batch (calibration Gram
+/// matrix). x: [n_tokens, stride]; g: [k, k]
+pub fn gram(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    x: &Tensor,
+    g: &Tensor,
+    k: u32,
+    stride: u32,
+    max_tokens: u32,
+) -> Result<Dispatch> {
+    need("gram", x, max_tokens as u64 * stride as u64 * 4)?;
+    need("gram", g, k as u64 * k as u64 * 4)?;
+    let p = Params4 {
+        a: k,
+        b: stride,
+        c: 0,
+        d: 0,
+    };
+    let tiles = k.div_ceil(32);
+    launch(
+        gpu,
+        &format!("gram {}", g.label),
+        "ops/gram.wgsl",
+        &Defines::new(),
+        step,
+        &p,
+        &[x, g],
+        Grid::Fixed([tiles, tiles, 1]),
+    )
+}
+
 /// y[t] = LayerNorm((x[t] + b) + r[t]) * g + beta (two-pass mean and variance).
 /// x, r, y: [n_tokens, d]; b, g, beta: [d]
 #[allow(clippy::too_many_arguments)]
@@ -1127,6 +1159,7 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
         }
     }
     v.push(("probe/fma.wgsl", Defines::new()));
+    v.push(("ops/gram.wgsl", Defines::new()));
     for gelu in ["0", "1"] {
         v.push(("ops/bias_act.wgsl", defines(&[("GELU", gelu)])));
     }

@@ -58,6 +58,7 @@ sources!(
     "ops/swiglu.wgsl",
     "ops/sample.wgsl",
     "ops/sumsq.wgsl",
+    "ops/gram.wgsl",
     "ops/layernorm.wgsl",
     "ops/bias_act.wgsl",
     "ops/encoder_attention.wgsl",

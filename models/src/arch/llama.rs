@@ -476,21 +476,63 @@ pub struct CalibStats {
     pub o_in: Vec<Tensor>,
     pub ffn_in: Vec<Tensor>,
     pub down_in: Vec<Tensor>,
+    /// Gram matrices X^T X of the same inputs, when asked for (SparseGPT):
+    /// per layer, [attn_in, o_in, ffn_in, down_in].
+    pub gram: Option<Vec<[Tensor; 4]>>,
 }
 
 impl CalibStats {
-    pub fn new(gpu: &Gpu, c: &LlamaConfig) -> Result<CalibStats> {
+    pub fn new(gpu: &Gpu, c: &LlamaConfig, gram: bool) -> Result<CalibStats> {
         let make = |what: &str, k: usize| -> Result<Vec<Tensor>> {
             (0..c.n_layer)
                 .map(|l| Ok(gpu.zeros(&format!("calib.{l}.{what}"), k as u64 * 4)?))
                 .collect()
+        };
+        let gram = if gram {
+            let mut v = Vec::with_capacity(c.n_layer);
+            for l in 0..c.n_layer {
+                let z = |what: &str, k: usize| -> Result<Tensor> {
+                    Ok(gpu.zeros(&format!("gram.{l}.{what}"), (k * k) as u64 * 4)?)
+                };
+                v.push([
+                    z("attn_in", c.d_model)?,
+                    z("o_in", c.n_head * c.head_dim)?,
+                    z("ffn_in", c.d_model)?,
+                    z("down_in", c.ff)?,
+                ]);
+            }
+            Some(v)
+        } else {
+            None
         };
         Ok(CalibStats {
             attn_in: make("attn_in", c.d_model)?,
             o_in: make("o_in", c.n_head * c.head_dim)?,
             ffn_in: make("ffn_in", c.d_model)?,
             down_in: make("down_in", c.ff)?,
+            gram,
         })
+    }
+
+    /// The dispatches that add input `which` (0 attn_in, 1 o_in, 2 ffn_in,
+    /// 3 down_in) of layer `l`, `x` of `k` channels, to the statistics.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        gpu: &Gpu,
+        step: &StepBuffer,
+        l: usize,
+        which: usize,
+        x: &Tensor,
+        k: u32,
+        max_batch: u32,
+    ) -> Result<Vec<Dispatch>> {
+        let stats = [&self.attn_in, &self.o_in, &self.ffn_in, &self.down_in][which];
+        let mut d = vec![ops::sumsq(gpu, step, x, &stats[l], k, k, max_batch)?];
+        if let Some(g) = &self.gram {
+            d.push(ops::gram(gpu, step, x, &g[l][which], k, k, max_batch)?);
+        }
+        Ok(d)
     }
 }
 
@@ -553,15 +595,7 @@ pub fn build_graph(
             max_batch,
         )?);
         if let Some(cs) = calib {
-            g.push(ops::sumsq(
-                gpu,
-                step,
-                &a.xn,
-                &cs.attn_in[l],
-                d,
-                d,
-                max_batch,
-            )?);
+            g.extend(cs.record(gpu, step, l, 0, &a.xn, d, max_batch)?);
         }
         g.extend(proj(&lw.wqkv, &a.xn, &a.qkv, false)?);
         g.push(ops::rope_kv(
@@ -614,15 +648,7 @@ pub fn build_graph(
         )?);
         if let Some(cs) = calib {
             let w = (c.n_head * c.head_dim) as u32;
-            g.push(ops::sumsq(
-                gpu,
-                step,
-                &a.attn,
-                &cs.o_in[l],
-                w,
-                w,
-                max_batch,
-            )?);
+            g.extend(cs.record(gpu, step, l, 1, &a.attn, w, max_batch)?);
         }
         g.extend(proj(&lw.wo, &a.attn, &a.x, true)?);
         g.push(ops::rmsnorm(
@@ -636,29 +662,12 @@ pub fn build_graph(
             max_batch,
         )?);
         if let Some(cs) = calib {
-            g.push(ops::sumsq(
-                gpu,
-                step,
-                &a.xn,
-                &cs.ffn_in[l],
-                d,
-                d,
-                max_batch,
-            )?);
+            g.extend(cs.record(gpu, step, l, 2, &a.xn, d, max_batch)?);
         }
         g.extend(proj(&lw.w_gate_up, &a.xn, &a.gu, false)?);
         g.push(ops::swiglu(gpu, step, &a.gu, &a.h, c.ff as u32, max_batch)?);
         if let Some(cs) = calib {
-            let f = c.ff as u32;
-            g.push(ops::sumsq(
-                gpu,
-                step,
-                &a.h,
-                &cs.down_in[l],
-                f,
-                f,
-                max_batch,
-            )?);
+            g.extend(cs.record(gpu, step, l, 3, &a.h, c.ff as u32, max_batch)?);
         }
         g.extend(proj(&lw.w_down, &a.h, &a.x, true)?);
     }

@@ -496,10 +496,23 @@ impl Session {
     /// (gate/up), `blk.L.down_in`. The cache is left empty.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn calibrate(&mut self, ids: &[u32]) -> Result<Vec<(String, Vec<f32>)>> {
+        let stats = self.calibrate_inputs(ids, false)?;
+        Ok(stats.into_iter().map(|(k, v)| (k, v.mean_sq)).collect())
+    }
+
+    /// As [`Session::calibrate`], with the mean Gram matrix X^T X / T of
+    /// each input as well when `gram` is set (SparseGPT's Hessians; the
+    /// GPU accumulates them, one [k, k] buffer per input and layer).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn calibrate_inputs(
+        &mut self,
+        ids: &[u32],
+        gram: bool,
+    ) -> Result<Vec<(String, crate::prune::InputStats)>> {
         self.check_ids(&ids[..0])?;
         let model = self.model.clone();
         let (gpu, c) = (&model.gpu, &model.config);
-        let stats = llama::CalibStats::new(gpu, c)?;
+        let stats = llama::CalibStats::new(gpu, c, gram)?;
         let sampler = sampler_uniform(c.vocab, &SamplerSettings::default());
         let graph = llama::build_graph(
             gpu,
@@ -530,14 +543,27 @@ impl Session {
         let n = ids.len().max(1) as f32;
         let mut out = Vec::new();
         for l in 0..c.n_layer {
-            for (what, t) in [
+            for (i, (what, t)) in [
                 ("attn_in", &stats.attn_in[l]),
                 ("o_in", &stats.o_in[l]),
                 ("ffn_in", &stats.ffn_in[l]),
                 ("down_in", &stats.down_in[l]),
-            ] {
+            ]
+            .into_iter()
+            .enumerate()
+            {
                 let v: Vec<f32> = gpu.read(t)?;
-                out.push((format!("blk.{l}.{what}"), v.iter().map(|x| x / n).collect()));
+                let gram = match &stats.gram {
+                    Some(g) => Some(gpu.read::<f32>(&g[l][i])?.iter().map(|x| x / n).collect()),
+                    None => None,
+                };
+                out.push((
+                    format!("blk.{l}.{what}"),
+                    crate::prune::InputStats {
+                        mean_sq: v.iter().map(|x| x / n).collect(),
+                        gram,
+                    },
+                ));
             }
         }
         Ok(out)
