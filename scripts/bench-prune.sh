@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Pruning benchmark (BENCHMARKS.md, "Sparse weights"): each method x pattern
+# x value format on the default model, perplexity on the golden text,
+# calibration on the Apache-2.0 license text (never the scored text).
+# Usage: scripts/bench-prune.sh [OUT_DIR] [CONFIG...], CONFIG = METHOD:PATTERN:VALUES
+# with PATTERN 0.5 / 0.7 (unstructured sparsity) or 2:4 / 4:8.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/lottery-xdg}"
+out="${1:-target/bench-prune}"
+shift || true
+mkdir -p "$out"
+model="${LOTTERY_MODEL:-models-cache/SmolLM2-135M-Instruct.Q4_1.gguf}"
+calib="${CALIB:-/usr/share/common-licenses/Apache-2.0}"
+text="${PPL_TEXT:-../shared/golden/ppl_text.txt}"
+bin=target/release/lottery
+configs=("$@")
+if [ ${#configs[@]} -eq 0 ]; then
+  configs=(magnitude:0.5:q8_0 wanda:0.5:q8_0 sparsegpt:0.5:q8_0 magnitude:2:4:q4_0 wanda:2:4:q4_0 sparsegpt:2:4:q4_0)
+fi
+for c in "${configs[@]}"; do
+  method="${c%%:*}"; rest="${c#*:}"; values="${rest##*:}"; pat="${rest%:*}"
+  if [[ "$pat" == *:* ]]; then sel=(--pattern "$pat"); else sel=(--sparsity "$pat"); fi
+  f="$out/${method}-${pat/:/_}-${values}.gguf"
+  cal=()
+  [ "$method" != magnitude ] && cal=(--calibration "$calib")
+  /usr/bin/time -f "%e s" -o "$f.time" "$bin" prune --in "$model" --out "$f" --method "$method" \
+    "${sel[@]}" --values "$values" "${cal[@]}" > "$f.prune.txt" 2>&1
+  "$bin" perplexity --model "$f" --file "$text" --json > "$f.ppl.json" 2>/dev/null
+  ppl=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['perplexity'])" "$f.ppl.json")
+  bits=$(tail -1 "$f.prune.txt" | sed -E 's/.*: ([0-9.]+) bits per weight.*/\1/')
+  echo "$method $pat $values: perplexity $ppl, $bits bits/weight in the pruned layers, $(stat -c %s "$f") bytes, pruned in $(cat "$f.time")" | tee -a "$out/summary.txt"
+done
