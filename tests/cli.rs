@@ -252,3 +252,82 @@ fn embed_json_index_and_search_end_to_end() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `lottery prune` on the real model, then `info` and `run` on the result:
+/// the sparse file lists its pattern and bits per weight and generates.
+#[test]
+fn prune_info_run_round_trip() {
+    let dir = std::env::temp_dir().join(format!("lottery-cli-prune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_path = dir.join("pruned.gguf");
+    let out = lottery()
+        .args(["prune", "--in"])
+        .arg(common::model_path())
+        .arg("--out")
+        .arg(&out_path)
+        .args([
+            "--method",
+            "magnitude",
+            "--pattern",
+            "2:4",
+            "--values",
+            "q4_0",
+            "--skip",
+            "blk.0.",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "prune failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 29 layers of 7 projections; 2:4 over q4_0 is 1 bit of mask + 2.25 of values.
+    assert!(
+        stdout.contains("pruned 203 weights (2:4, q4_0 values, magnitude): 3.250 bits per weight"),
+        "{stdout}"
+    );
+    let info = lottery().arg("info").arg(&out_path).output().unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("sparse weights (203)"), "{info}");
+    assert!(
+        info.lines().any(|l| l.contains("blk.1.ffn_down.weight")
+            && l.contains("2:4")
+            && l.contains("q4_0")
+            && l.contains("50.0%")),
+        "{info}"
+    );
+    let out = lottery()
+        .args(["run", "--model"])
+        .arg(&out_path)
+        .args([
+            "--prompt",
+            "The capital of France is",
+            "-n",
+            "6",
+            "--temperature",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(common::ids(&v["ids"]).len(), 6, "{v}");
+    // Wanda without calibration text is refused with the reason.
+    let out = lottery()
+        .args(["prune", "--in"])
+        .arg(common::model_path())
+        .arg("--out")
+        .arg(dir.join("x.gguf"))
+        .args(["--method", "wanda", "--sparsity", "0.5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --calibration"));
+}

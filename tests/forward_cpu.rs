@@ -407,3 +407,84 @@ fn run_ahead_matches_waiting_for_each_token() {
         assert_eq!(got, want, "{}", policy.label());
     }
 }
+
+/// The tiny model pruned into each sparse pattern and value format (one run
+/// with the V projection left dense, so Q/K/V mix sparse and dense and fall
+/// back to f32): the GPU forward reading the sparse weights matches the CPU
+/// forward over the same decoded weights.
+#[test]
+fn gpu_forward_matches_cpu_forward_sparse() {
+    use lottery::engine::formats::Pattern;
+    use lottery::models::load::sparse;
+    use lottery::models::prune::{prune_gguf, LayerSparsity, PruneMethod, PruneOptions};
+    let dir = std::env::temp_dir().join(format!("lottery-tiny-sparse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dense = dir.join("dense.gguf");
+    tiny_model(WeightFormat::F32, &dense);
+    let src = GgufFile::open(&dense).unwrap();
+    let gpu = Arc::new(Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| panic!("{e}")));
+    for (pattern, sparsity, values, skip) in [
+        (Pattern::NM { n: 2, m: 4 }, 0.0, WeightFormat::Q4_0, vec![]),
+        (Pattern::NM { n: 3, m: 8 }, 0.0, WeightFormat::F16, vec![]),
+        (Pattern::Unstructured, 0.7, WeightFormat::Q8_0, vec![]),
+        (
+            Pattern::Unstructured,
+            0.5,
+            WeightFormat::Q4_1,
+            vec!["attn_v".to_string()],
+        ),
+    ] {
+        let opts = PruneOptions {
+            method: PruneMethod::Magnitude,
+            pattern,
+            sparsity,
+            values,
+            layer_sparsity: LayerSparsity::Uniform,
+            skip: skip.clone(),
+        };
+        let (w, report) = prune_gguf(&src, &opts, &Default::default(), &mut |_, _| {}).unwrap();
+        assert_eq!(report.len(), common::LAYERS * (7 - skip.len()));
+        let path = dir.join(format!(
+            "{}-{}.gguf",
+            pattern.name().replace(':', "_"),
+            values.name()
+        ));
+        w.write_file(&path).unwrap();
+        let g = GgufFile::open(&path).unwrap();
+        assert!(sparse::is_sparse(&g, "blk.1.ffn_down.weight"));
+        assert_eq!(
+            sparse::is_sparse(&g, "blk.0.attn_v.weight"),
+            skip.is_empty()
+        );
+        let model = Arc::new(Model::load(gpu.clone(), &path, &mut |_, _| {}).unwrap());
+        let cpu = LlamaCpu::load(&g).unwrap();
+        let want = cpu.forward_kv(&PROMPT, KvDtype::F32.into());
+        let mut s = Session::new(
+            model,
+            SessionOptions {
+                ctx: 32,
+                kv: KvDtype::F32.into(),
+                max_batch: 4,
+                logit_rows: 4,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let got = s.logits(&PROMPT).unwrap();
+        let mut worst = 0f32;
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            worst = worst.max((g - w).abs());
+            assert!(
+                (g - w).abs() <= 1e-3 * (1.0 + w.abs()),
+                "{} {}: logit {i}: expected {w}, got {g}",
+                pattern.name(),
+                values.name()
+            );
+        }
+        eprintln!(
+            "{} {}: max logit error {worst:.2e}",
+            pattern.name(),
+            values.name()
+        );
+    }
+}

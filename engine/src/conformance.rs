@@ -487,7 +487,15 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
             gpu,
             &sb,
             &step(t as u32, 0),
-            &[ops::gram(gpu, &sb, &xt, &gt, k as u32, stride as u32, t as u32)?],
+            &[ops::gram(
+                gpu,
+                &sb,
+                &xt,
+                &gt,
+                k as u32,
+                stride as u32,
+                t as u32,
+            )?],
         )?;
         let want: Vec<f32> = (0..k * k)
             .map(|ij| {

@@ -66,7 +66,10 @@ pub enum LayerSparsity {
     Uniform,
     /// OWL: layers with more outliers (scores above `m` times their mean)
     /// keep more, within +-`lambda` of the target.
-    Owl { m: f64, lambda: f64 },
+    Owl {
+        m: f64,
+        lambda: f64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -206,7 +209,9 @@ pub fn prune_gguf(
     for t in src.tensors() {
         let base = companion_of(src, &t.name);
         if pruned.contains_key(t.name.as_str())
-            || base.as_ref().is_some_and(|b| pruned.contains_key(b.as_str()))
+            || base
+                .as_ref()
+                .is_some_and(|b| pruned.contains_key(b.as_str()))
         {
             continue;
         }
@@ -286,7 +291,9 @@ fn scores(w: &[f32], k: usize, st: Option<&InputStats>) -> Vec<f32> {
 pub fn owl_targets(ratio: &[f64], target: f64, lambda: f64) -> Vec<f64> {
     let (lo, hi) = ratio
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), r| (a.min(*r), b.max(*r)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), r| {
+            (a.min(*r), b.max(*r))
+        });
     if !(hi > lo) {
         return vec![target; ratio.len()];
     }
@@ -299,12 +306,10 @@ pub fn owl_targets(ratio: &[f64], target: f64, lambda: f64) -> Vec<f64> {
 }
 
 /// ||(W - W') X|| / ||W X|| with E[x x^T] = `gram` (or its diagonal, or I).
-fn output_error(w: &[f32], w2: &[f32], n: usize, k: usize, st: Option<&InputStats>) -> f64 {
+pub fn output_error(w: &[f32], w2: &[f32], n: usize, k: usize, st: Option<&InputStats>) -> f64 {
     let quad = |v: &[f64]| -> f64 {
         match st {
-            Some(InputStats {
-                gram: Some(g), ..
-            }) => {
+            Some(InputStats { gram: Some(g), .. }) => {
                 let mut s = 0.0;
                 for i in 0..k {
                     if v[i] == 0.0 {
@@ -513,7 +518,10 @@ mod tests {
                     let h = g[p * k + j] as f64 + if p == j { damp } else { 0.0 };
                     s += hinv_ip * h;
                 }
-                assert!((s - if i == j { 1.0 } else { 0.0 }).abs() < 1e-6, "{i},{j}: {s}");
+                assert!(
+                    (s - if i == j { 1.0 } else { 0.0 }).abs() < 1e-6,
+                    "{i},{j}: {s}"
+                );
             }
             for j in 0..i {
                 assert_eq!(u[i * k + j], 0.0);
@@ -532,7 +540,10 @@ mod tests {
                 gram: None,
             };
             let apply = |keep: &[bool]| -> Vec<f32> {
-                w.iter().zip(keep).map(|(v, k)| if *k { *v } else { 0.0 }).collect()
+                w.iter()
+                    .zip(keep)
+                    .map(|(v, k)| if *k { *v } else { 0.0 })
+                    .collect()
             };
             let mag = apply(&top_mask(&scores(&w, k, None), n, k, pattern, 0.5));
             let wanda = apply(&top_mask(&scores(&w, k, Some(&st)), n, k, pattern, 0.5));
@@ -560,7 +571,13 @@ mod tests {
             mean_sq: vec![0.01, 0.01, 4.0, 4.0],
             gram: None,
         };
-        let wanda = top_mask(&scores(&w, 4, Some(&st)), 1, 4, Pattern::NM { n: 2, m: 4 }, 0.5);
+        let wanda = top_mask(
+            &scores(&w, 4, Some(&st)),
+            1,
+            4,
+            Pattern::NM { n: 2, m: 4 },
+            0.5,
+        );
         assert_eq!(wanda, [false, false, true, true]);
     }
 

@@ -68,10 +68,16 @@ pub fn prune(a: PruneArgs) -> Result<()> {
             m: 5.0,
             lambda: 0.08,
         },
-        o => return Err(anyhow!("--layer-sparsity must be uniform or owl, got `{o}`")),
+        o => {
+            return Err(anyhow!(
+                "--layer-sparsity must be uniform or owl, got `{o}`"
+            ))
+        }
     };
     if layer_sparsity != LayerSparsity::Uniform && pattern != Pattern::Unstructured {
-        return Err(anyhow!("--layer-sparsity owl needs --sparsity (an N:M pattern fixes every layer's)"));
+        return Err(anyhow!(
+            "--layer-sparsity owl needs --sparsity (an N:M pattern fixes every layer's)"
+        ));
     }
     let src = GgufFile::open(&a.input)?;
     let t0 = Instant::now();

@@ -393,7 +393,11 @@ fn value_words(fmt: WeightFormat, bytes: &[u8]) -> (Vec<u32>, Vec<u32>) {
                 for m in 0..4 {
                     vals.push((0..8).fold(0u32, |a, t| a | nib(8 * m + t) << (4 * t)));
                 }
-                scales.push(if fmt == WeightFormat::Q4_1 { word(b, 0) } else { half(b, 0) });
+                scales.push(if fmt == WeightFormat::Q4_1 {
+                    word(b, 0)
+                } else {
+                    half(b, 0)
+                });
             }
         }
         WeightFormat::Q8_0 => {

@@ -90,8 +90,7 @@ impl LlamaConfig {
         if cfg.d_model != embd_cols {
             return Err(Error::Model(format!(
                 "{embd_key} = {} but token_embd.weight rows hold {} values",
-                cfg.d_model,
-                embd_cols
+                cfg.d_model, embd_cols
             )));
         }
         let mut cfg = cfg;
