@@ -6,6 +6,7 @@ pub mod constrain;
 pub mod error;
 pub mod eval;
 pub mod generate;
+pub mod gptq;
 pub mod kb;
 pub mod load;
 pub mod model;

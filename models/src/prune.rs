@@ -110,8 +110,8 @@ pub struct InputStats {
 /// Statistics by input name: `blk.L.attn_in`, `o_in`, `ffn_in`, `down_in`.
 pub type PruneStats = HashMap<String, InputStats>;
 
-/// The projections pruned, with the input each reads.
-const PROJECTIONS: [(&str, &str); 7] = [
+/// The layer projections, with the input each reads.
+pub const PROJECTIONS: [(&str, &str); 7] = [
     ("attn_q", "attn_in"),
     ("attn_k", "attn_in"),
     ("attn_v", "attn_in"),
@@ -120,6 +120,18 @@ const PROJECTIONS: [(&str, &str); 7] = [
     ("ffn_up", "ffn_in"),
     ("ffn_down", "down_in"),
 ];
+
+/// (layer, input) of a layer projection's weight name (`blk.3.ffn_up.weight`
+/// reads `ffn_in`).
+pub fn projection_input(name: &str) -> Option<(usize, &'static str)> {
+    let rest = name.strip_prefix("blk.")?.strip_suffix(".weight")?;
+    let (l, p) = rest.split_once('.')?;
+    let l = l.parse().ok()?;
+    PROJECTIONS
+        .iter()
+        .find(|(q, _)| *q == p)
+        .map(|(_, input)| (l, *input))
+}
 
 /// Prunes the layer projections of `src` (everything else is copied as
 /// stored). `progress(done, total)` is called per weight.

@@ -93,7 +93,51 @@ pub fn quantize_gguf(
     src: &GgufFile,
     opts: &QuantizeOptions,
 ) -> Result<(GgufWriter, Vec<TensorReport>)> {
-    quantize_with(src, opts, &HashMap::new())
+    quantize_with(src, opts, &HashMap::new(), &mut |_, _, _| Ok(None))
+}
+
+/// GPTQ re-quantization: every layer projection whose format GPTQ supports
+/// is quantized with error feedback through its input's Gram matrix from
+/// `stats` (`Session::calibrate_inputs` with `gram`); the rest as
+/// [`quantize_gguf`] does. `progress(done, total)` per projection.
+pub fn quantize_gguf_gptq(
+    src: &GgufFile,
+    opts: &QuantizeOptions,
+    stats: &crate::prune::PruneStats,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(GgufWriter, Vec<TensorReport>)> {
+    let c = crate::arch::llama::LlamaConfig::from_gguf(src)?;
+    let total = c.n_layer * crate::prune::PROJECTIONS.len();
+    let mut done = 0;
+    let mut factors: HashMap<String, Vec<f64>> = HashMap::new();
+    quantize_with(src, opts, &HashMap::new(), &mut |name, to, x| {
+        let Some((l, input)) = crate::prune::projection_input(name) else {
+            return Ok(None);
+        };
+        if !crate::gptq::GPTQ_FORMATS.contains(&to) || l >= c.n_layer {
+            return Ok(None);
+        }
+        let key = format!("blk.{l}.{input}");
+        let gram = stats
+            .get(&key)
+            .and_then(|s| s.gram.as_ref())
+            .ok_or_else(|| Error::Model(format!("GPTQ needs the Gram matrix of `{key}`")))?;
+        let k = (gram.len() as f64).sqrt() as usize;
+        if k == 0 || k * k != gram.len() || x.len() % k != 0 {
+            return Err(Error::Model(format!(
+                "the Gram matrix of `{key}` does not fit `{name}`"
+            )));
+        }
+        if !factors.contains_key(&key) {
+            // Q/K/V (and gate/up) are visited together: keep one factor.
+            factors.clear();
+            factors.insert(key.clone(), crate::prune::inverse_hessian_factor(gram, k)?);
+        }
+        let q = crate::gptq::gptq_rows(to, x, x.len() / k, k, gram, &factors[&key]);
+        done += 1;
+        progress(done, total);
+        Ok(Some(q))
+    })
 }
 
 /// The format tensor `name` with rows of `row_len` gets.
@@ -108,11 +152,15 @@ fn format_for(opts: &QuantizeOptions, name: &str, row_len: usize) -> WeightForma
 }
 
 /// As [`quantize_gguf`], taking the f32 values of the tensors in `replaced`
-/// from there instead of the source (activation-aware scaling).
+/// from there instead of the source (activation-aware scaling), and the
+/// bytes of a 2-D tensor from `encode(name, format, values)` when it gives
+/// them (GPTQ).
+#[allow(clippy::type_complexity)]
 fn quantize_with(
     src: &GgufFile,
     opts: &QuantizeOptions,
     replaced: &HashMap<String, Vec<f32>>,
+    encode: &mut dyn FnMut(&str, WeightFormat, &[f32]) -> Result<Option<Vec<u8>>>,
 ) -> Result<(GgufWriter, Vec<TensorReport>)> {
     let mut w = GgufWriter::new();
     for (k, v) in src.metadata() {
@@ -150,7 +198,10 @@ fn quantize_with(
             Some(v) => v.clone(),
             None => tensor_f32(src, t)?,
         };
-        let q = formats::quantize(to, &x).map_err(err_in)?;
+        let q = match encode(&t.name, to, &x)? {
+            Some(q) => q,
+            None => formats::quantize(to, &x).map_err(err_in)?,
+        };
         let mut y = vec![0f32; x.len()];
         formats::dequantize(to, &q, &mut y).map_err(err_in)?;
         let err: f64 = x
@@ -329,6 +380,6 @@ pub fn quantize_gguf_awq(
         }
         alphas.push([a_qkv, a_o, a_ffn, a_down]);
     }
-    let (w, report) = quantize_with(src, opts, &replaced)?;
+    let (w, report) = quantize_with(src, opts, &replaced, &mut |_, _, _| Ok(None))?;
     Ok((w, report, alphas))
 }

@@ -379,6 +379,11 @@ struct QuantizeArgs {
     /// Tokens of calibration text to use.
     #[arg(long, default_value_t = 512)]
     calib_tokens: usize,
+    /// With --calibration: awq (per-channel scales folded into the norms) or
+    /// gptq (error feedback through each input's Hessian; q4_0, q4_1, q5_0,
+    /// q5_1, iq4_nl, q8_0).
+    #[arg(long, default_value = "awq", value_parser = ["awq", "gptq"], requires = "calibration")]
+    method: String,
 }
 
 #[derive(Args)]
@@ -939,24 +944,54 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
                     ..Default::default()
                 },
             )?;
-            let stats = s.calibrate(&ids)?.into_iter().collect();
-            println!(
-                "calibrated on {} tokens in {:.1}s",
-                ids.len(),
-                t0.elapsed().as_secs_f64()
-            );
-            let (w, report, alphas) =
-                lottery::models::quantize::quantize_gguf_awq(&src, &opts, &stats)?;
-            let mean =
-                |i: usize| alphas.iter().map(|a| a[i]).sum::<f32>() / alphas.len().max(1) as f32;
-            println!(
-                "mean alpha per group: qkv {:.2}, o {:.2}, gate/up {:.2}, down {:.2}",
-                mean(0),
-                mean(1),
-                mean(2),
-                mean(3)
-            );
-            (w, report)
+            if a.method == "gptq" {
+                let stats: lottery::models::prune::PruneStats =
+                    s.calibrate_inputs(&ids, true)?.into_iter().collect();
+                println!(
+                    "calibrated on {} tokens in {:.1}s",
+                    ids.len(),
+                    t0.elapsed().as_secs_f64()
+                );
+                let bar = indicatif::ProgressBar::new(1);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "gptq [{bar:30}] {pos}/{len} {elapsed}",
+                    )
+                    .map_err(|e| anyhow!("{e}"))?
+                    .progress_chars("=> "),
+                );
+                let r = lottery::models::quantize::quantize_gguf_gptq(
+                    &src,
+                    &opts,
+                    &stats,
+                    &mut |d, t| {
+                        bar.set_length(t as u64);
+                        bar.set_position(d as u64);
+                    },
+                )?;
+                bar.finish_and_clear();
+                r
+            } else {
+                let stats = s.calibrate(&ids)?.into_iter().collect();
+                println!(
+                    "calibrated on {} tokens in {:.1}s",
+                    ids.len(),
+                    t0.elapsed().as_secs_f64()
+                );
+                let (w, report, alphas) =
+                    lottery::models::quantize::quantize_gguf_awq(&src, &opts, &stats)?;
+                let mean = |i: usize| {
+                    alphas.iter().map(|a| a[i]).sum::<f32>() / alphas.len().max(1) as f32
+                };
+                println!(
+                    "mean alpha per group: qkv {:.2}, o {:.2}, gate/up {:.2}, down {:.2}",
+                    mean(0),
+                    mean(1),
+                    mean(2),
+                    mean(3)
+                );
+                (w, report)
+            }
         }
     };
     w.write_file(&a.out)?;
