@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pruning benchmark (BENCHMARKS.md, "Sparse weights"): each method x pattern
 # x value format on the default model, perplexity on the golden text,
-# calibration on the Apache-2.0 license text (never the scored text).
+# calibration on 2,048 tokens of non-GNU license texts (the scored text is
+# the GPL-3's start, so no GNU license is used).
 # Usage: scripts/bench-prune.sh [OUT_DIR] [CONFIG...], CONFIG = METHOD:PATTERN:VALUES
 # with PATTERN 0.5 / 0.7 (unstructured sparsity) or 2:4 / 4:8.
 set -euo pipefail
@@ -11,7 +12,10 @@ out="${1:-target/bench-prune}"
 shift || true
 mkdir -p "$out"
 model="${LOTTERY_MODEL:-models-cache/SmolLM2-135M-Instruct.Q4_1.gguf}"
-calib="${CALIB:-/usr/share/common-licenses/Apache-2.0}"
+calib="${CALIB:-$out/calib.txt}"
+if [ ! -s "$calib" ]; then
+  cat /usr/share/common-licenses/{Apache-2.0,MPL-2.0,Artistic,BSD,CC0-1.0} > "$calib"
+fi
 text="${PPL_TEXT:-../shared/golden/ppl_text.txt}"
 bin=target/release/lottery
 configs=("$@")
@@ -23,7 +27,7 @@ for c in "${configs[@]}"; do
   if [[ "$pat" == *:* ]]; then sel=(--pattern "$pat"); else sel=(--sparsity "$pat"); fi
   f="$out/${method}-${pat/:/_}-${values}.gguf"
   cal=()
-  [ "$method" != magnitude ] && cal=(--calibration "$calib")
+  [ "$method" != magnitude ] && cal=(--calibration "$calib" --calib-tokens 2048)
   /usr/bin/time -f "%e s" -o "$f.time" "$bin" prune --in "$model" --out "$f" --method "$method" \
     "${sel[@]}" --values "$values" "${cal[@]}" > "$f.prune.txt" 2>&1
   "$bin" perplexity --model "$f" --file "$text" --json > "$f.ppl.json" 2>/dev/null

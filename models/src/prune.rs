@@ -422,7 +422,11 @@ pub fn inverse_hessian_factor(gram: &[f32], k: usize) -> Result<Vec<f64>> {
 }
 
 /// SparseGPT on a row-major [n, k] weight: the pruned weights (zeros where
-/// pruned, the rest updated) and the keep-mask.
+/// pruned, the rest updated) and the keep-mask. Blocks of
+/// [`SPARSEGPT_BLOCK`] columns choose their masks when the walk reaches them,
+/// from the weights as updated so far: unstructured masks pool the block's
+/// OBS losses over all rows (as the paper does, so rows differ in count
+/// where their losses differ), N:M masks choose within each group.
 pub fn sparsegpt(
     w: &[f32],
     n: usize,
@@ -433,25 +437,30 @@ pub fn sparsegpt(
 ) -> Result<(Vec<f32>, Vec<bool>)> {
     let u = inverse_hessian_factor(gram, k)?;
     let diag: Vec<f64> = (0..k).map(|i| u[i * k + i]).collect();
-    let mut out = vec![0f32; n * k];
+    let mut rows: Vec<f64> = w.iter().map(|v| *v as f64).collect();
     let mut keep = vec![false; n * k];
-    let mut row = vec![0f64; k];
-    for r in 0..n {
-        row.iter_mut()
-            .zip(&w[r * k..(r + 1) * k])
-            .for_each(|(a, b)| *a = *b as f64);
-        let mut kr = vec![false; k];
-        let mut b0 = 0;
-        while b0 < k {
-            // A block of whole N:M groups (or SPARSEGPT_BLOCK columns).
-            let b1 = (b0 + SPARSEGPT_BLOCK).min(k);
-            let loss: Vec<f32> = (b0..b1)
-                .map(|i| (row[i] * row[i] / (diag[i] * diag[i])) as f32)
-                .collect();
-            let km = top_mask(&loss, 1, b1 - b0, pattern, sparsity);
-            kr[b0..b1].copy_from_slice(&km);
+    let mut b0 = 0;
+    while b0 < k {
+        let b1 = (b0 + SPARSEGPT_BLOCK).min(k);
+        let bw = b1 - b0;
+        let loss: Vec<f32> = (0..n * bw)
+            .map(|i| {
+                let (r, c) = (i / bw, b0 + i % bw);
+                let v = rows[r * k + c];
+                (v * v / (diag[c] * diag[c])) as f32
+            })
+            .collect();
+        let km = match pattern {
+            Pattern::NM { .. } => top_mask(&loss, n, bw, pattern, sparsity),
+            // One pool per block: its n * bw losses.
+            Pattern::Unstructured => top_mask(&loss, 1, n * bw, pattern, sparsity),
+        };
+        for r in 0..n {
+            let row = &mut rows[r * k..(r + 1) * k];
             for i in b0..b1 {
-                if kr[i] {
+                let kept = km[r * bw + i - b0];
+                keep[r * k + i] = kept;
+                if kept {
                     continue;
                 }
                 let e = row[i] / diag[i];
@@ -461,13 +470,14 @@ pub fn sparsegpt(
                 }
                 row[i] = 0.0;
             }
-            b0 = b1;
         }
-        for i in 0..k {
-            out[r * k + i] = if kr[i] { row[i] as f32 } else { 0.0 };
-            keep[r * k + i] = kr[i];
-        }
+        b0 = b1;
     }
+    let out = rows
+        .iter()
+        .zip(&keep)
+        .map(|(v, k)| if *k { *v as f32 } else { 0.0 })
+        .collect();
     Ok((out, keep))
 }
 
@@ -561,6 +571,11 @@ mod tests {
             let wanda = apply(&top_mask(&scores(&w, k, Some(&st)), n, k, pattern, 0.5));
             let (sgpt, keep) = sparsegpt(&w, n, k, &g, pattern, 0.5).unwrap();
             assert_eq!(keep.iter().filter(|k| **k).count(), n * k / 2);
+            if let Pattern::NM { .. } = pattern {
+                for grp in keep.chunks(4) {
+                    assert_eq!(grp.iter().filter(|k| **k).count(), 2);
+                }
+            }
             for (v, k) in sgpt.iter().zip(&keep) {
                 assert!(*k || *v == 0.0);
             }
