@@ -162,6 +162,12 @@ fn quantize_with(
     replaced: &HashMap<String, Vec<f32>>,
     encode: &mut dyn FnMut(&str, WeightFormat, &[f32]) -> Result<Option<Vec<u8>>>,
 ) -> Result<(GgufWriter, Vec<TensorReport>)> {
+    if let Some(name) = crate::load::sparse::sparse_names(src).first() {
+        return Err(Error::Model(format!(
+            "`{name}` is stored sparse: re-quantizing a pruned file is not supported; \
+             prune the dense source again with `lottery prune --values FORMAT`"
+        )));
+    }
     let mut w = GgufWriter::new();
     for (k, v) in src.metadata() {
         if k == "general.file_type" || k == "general.alignment" {

@@ -10,15 +10,6 @@
 struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
 const FMT_BLOCK: u32 = 32u;
 
-// Kept values before slot j of a unit with mask byte mb.
-fn sp_rank(mb: u32, j: u32) -> u32 {
-    return countOneBits(mb & ((1u << j) - 1u));
-}
-
-fn sp_kept(mb: u32, j: u32) -> bool {
-    return ((mb >> j) & 1u) == 1u;
-}
-
 #include "formats/sparse_{{SPARSE_VALUES}}.wgsl"
 
 fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
@@ -39,8 +30,35 @@ fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
     }
     c += countOneBits(mw & ((1u << sh) - 1u));
 #endif
-    var r = sp_values(c, mb, w[2], w[3]);
-    r.c0 = u * 8u;
-    r.c1 = r.c0 + 4u;
-    return r;
+    // Slot j's value is the unit's (number of kept slots before j)-th: a
+    // running count, not a popcount per slot (a vector popcount is a dozen
+    // instructions on CPU adapters).
+    let win = sp_window(c, w[2], w[3]);
+    let k0 = mb & 1u;
+    let k1 = (mb >> 1u) & 1u;
+    let k2 = (mb >> 2u) & 1u;
+    let k3 = (mb >> 3u) & 1u;
+    let k4 = (mb >> 4u) & 1u;
+    let k5 = (mb >> 5u) & 1u;
+    let k6 = (mb >> 6u) & 1u;
+    let k7 = (mb >> 7u) & 1u;
+    let r1 = k0;
+    let r2 = r1 + k1;
+    let r3 = r2 + k2;
+    let r4 = r3 + k3;
+    let r5 = r4 + k4;
+    let r6 = r5 + k5;
+    let r7 = r6 + k6;
+    var un: Unit;
+    // A pruned slot reads some neighbour's value: select, not multiply by 0,
+    // so an infinite neighbour cannot leave a NaN there.
+    un.w0 = select(vec4<f32>(0.0),
+        vec4<f32>(sp_at(win, 0u, c), sp_at(win, r1, c), sp_at(win, r2, c), sp_at(win, r3, c)),
+        vec4<u32>(k0, k1, k2, k3) == vec4<u32>(1u));
+    un.w1 = select(vec4<f32>(0.0),
+        vec4<f32>(sp_at(win, r4, c), sp_at(win, r5, c), sp_at(win, r6, c), sp_at(win, r7, c)),
+        vec4<u32>(k4, k5, k6, k7) == vec4<u32>(1u));
+    un.c0 = u * 8u;
+    un.c1 = un.c0 + 4u;
+    return un;
 }

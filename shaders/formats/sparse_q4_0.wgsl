@@ -1,22 +1,22 @@
 // Kept values stored as Q4_0 over the kept values, repacked: codes eight per
 // word in value order (low nibble first), one f16 scale word per 32 values.
-fn sp_q4(wa: u32, wb: u32, sa: f32, sb: f32, c: u32, mb: u32, j: u32) -> f32 {
-    let r = sp_rank(mb, j);
-    let p = c % 8u + r;
-    let q = (select(wa, wb, p >= 8u) >> (4u * (p % 8u))) & 15u;
-    let d = select(sa, sb, c % 32u + r >= 32u);
-    return select(0.0, (f32(q) - 8.0) * d, sp_kept(mb, j));
+// A unit's window: the 8 codes from its first value on, and the scales of
+// the block it starts in and the next.
+struct SpWin { codes: u32, sa: f32, sb: f32 }
+
+fn sp_window(c: u32, vo: u32, so: u32) -> SpWin {
+    let s = 4u * (c % 8u);
+    let lo = w[vo + c / 8u];
+    let hi = w[vo + c / 8u + 1u];
+    var win: SpWin;
+    win.codes = select((lo >> s) | (hi << (32u - s)), lo, s == 0u);
+    win.sa = unpack2x16float(w[so + c / 32u]).x;
+    win.sb = unpack2x16float(w[so + c / 32u + 1u]).x;
+    return win;
 }
 
-fn sp_values(c: u32, mb: u32, vo: u32, so: u32) -> Unit {
-    let wa = w[vo + c / 8u];
-    let wb = w[vo + c / 8u + 1u];
-    let sa = unpack2x16float(w[so + c / 32u]).x;
-    let sb = unpack2x16float(w[so + c / 32u + 1u]).x;
-    var u: Unit;
-    u.w0 = vec4<f32>(sp_q4(wa, wb, sa, sb, c, mb, 0u), sp_q4(wa, wb, sa, sb, c, mb, 1u),
-                     sp_q4(wa, wb, sa, sb, c, mb, 2u), sp_q4(wa, wb, sa, sb, c, mb, 3u));
-    u.w1 = vec4<f32>(sp_q4(wa, wb, sa, sb, c, mb, 4u), sp_q4(wa, wb, sa, sb, c, mb, 5u),
-                     sp_q4(wa, wb, sa, sb, c, mb, 6u), sp_q4(wa, wb, sa, sb, c, mb, 7u));
-    return u;
+// The r-th value of the window.
+fn sp_at(win: SpWin, r: u32, c: u32) -> f32 {
+    let q = (win.codes >> (4u * r)) & 15u;
+    return (f32(q) - 8.0) * select(win.sa, win.sb, c % 32u + r >= 32u);
 }
