@@ -93,15 +93,23 @@ fn candidates(fmt: WeightFormat, b: &[f32]) -> Vec<Params> {
         _ => iq4nl_scale(b),
     };
     let m = h16(lo);
-    SCALE_STEPS
+    let affine = matches!(fmt, WeightFormat::Q4_1 | WeightFormat::Q5_1);
+    let mut bases = vec![base];
+    // The signed grids (-8..7, -16..15) are lopsided: also try giving the
+    // largest magnitude the short side, which leaves the long side to the
+    // opposite sign when later updates push weights there.
+    match fmt {
+        WeightFormat::Q4_0 => bases.push(signed_max / 7.0),
+        WeightFormat::Q5_0 => bases.push(signed_max / 15.0),
+        _ => {}
+    }
+    bases
         .iter()
-        .map(|s| Params {
-            d: h16(base * s),
-            m: if matches!(fmt, WeightFormat::Q4_1 | WeightFormat::Q5_1) {
-                m
-            } else {
-                0.0
-            },
+        .flat_map(|b| {
+            SCALE_STEPS.iter().map(move |s| Params {
+                d: h16(b * s),
+                m: if affine { m } else { 0.0 },
+            })
         })
         .collect()
 }
