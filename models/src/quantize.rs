@@ -104,13 +104,26 @@ pub fn quantize_gguf_gptq(
     src: &GgufFile,
     opts: &QuantizeOptions,
     stats: &crate::prune::PruneStats,
+    awq: bool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(GgufWriter, Vec<TensorReport>)> {
     let c = crate::arch::llama::LlamaConfig::from_gguf(src)?;
+    // With `awq`, the activation-aware scales come first and GPTQ works on
+    // the scaled model, whose inputs are x / s: H' = S^-1 H S^-1.
+    let (replaced, scales) = if awq {
+        let ms: ActStats = stats
+            .iter()
+            .map(|(k, v)| (k.clone(), v.mean_sq.clone()))
+            .collect();
+        let (r, _, s) = awq_transform(src, opts, &ms)?;
+        (r, s)
+    } else {
+        (HashMap::new(), HashMap::new())
+    };
     let total = c.n_layer * crate::prune::PROJECTIONS.len();
     let mut done = 0;
-    let mut factors: HashMap<String, Vec<f64>> = HashMap::new();
-    quantize_with(src, opts, &HashMap::new(), &mut |name, to, x| {
+    let mut factors: HashMap<String, (Vec<f32>, Vec<f64>)> = HashMap::new();
+    quantize_with(src, opts, &replaced, &mut |name, to, x| {
         let Some((l, input)) = crate::prune::projection_input(name) else {
             return Ok(None);
         };
@@ -131,9 +144,17 @@ pub fn quantize_gguf_gptq(
         if !factors.contains_key(&key) {
             // Q/K/V (and gate/up) are visited together: keep one factor.
             factors.clear();
-            factors.insert(key.clone(), crate::prune::inverse_hessian_factor(gram, k)?);
+            let g = match scales.get(&key) {
+                Some(s) => (0..k * k)
+                    .map(|ij| gram[ij] / (s[ij / k] * s[ij % k]))
+                    .collect(),
+                None => gram.clone(),
+            };
+            let u = crate::prune::inverse_hessian_factor(&g, k)?;
+            factors.insert(key.clone(), (g, u));
         }
-        let q = crate::gptq::gptq_rows(to, x, x.len() / k, k, gram, &factors[&key]);
+        let (g, u) = &factors[&key];
+        let q = crate::gptq::gptq_rows(to, x, x.len() / k, k, g, u);
         done += 1;
         progress(done, total);
         Ok(Some(q))
@@ -297,8 +318,27 @@ pub fn quantize_gguf_awq(
     opts: &QuantizeOptions,
     stats: &ActStats,
 ) -> Result<(GgufWriter, Vec<TensorReport>, Vec<[f32; 4]>)> {
+    let (replaced, alphas, _) = awq_transform(src, opts, stats)?;
+    let (w, report) = quantize_with(src, opts, &replaced, &mut |_, _, _| Ok(None))?;
+    Ok((w, report, alphas))
+}
+
+/// The scaled weights and folded norms of [`quantize_gguf_awq`], the chosen
+/// alphas per layer, and each input's channel scales s (`blk.L.attn_in`,
+/// ...): the scaled model's inputs are x_j / s_j.
+#[allow(clippy::type_complexity)]
+fn awq_transform(
+    src: &GgufFile,
+    opts: &QuantizeOptions,
+    stats: &ActStats,
+) -> Result<(
+    HashMap<String, Vec<f32>>,
+    Vec<[f32; 4]>,
+    HashMap<String, Vec<f32>>,
+)> {
     let c = crate::arch::llama::LlamaConfig::from_gguf(src)?;
     let mut replaced: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut scales: HashMap<String, Vec<f32>> = HashMap::new();
     let mut alphas = Vec::new();
     for l in 0..c.n_layer {
         let name = |s: &str| format!("blk.{l}.{s}.weight");
@@ -330,6 +370,7 @@ pub fn quantize_gguf_awq(
         let (a_down, s) = search_scales(&[(&down, fmt("ffn_down", ff))], &stat("down_in", ff)?)?;
         scale_cols(&mut down, &s);
         scale_rows_inv(&mut up, &s);
+        scales.insert(format!("blk.{l}.down_in"), s);
         // 2. output projection (input: attention output, folded into V's rows;
         // heads sharing a KV head must share scales, so their statistics are averaged).
         let ms_o = stat("o_in", c.n_head * hd)?;
@@ -350,6 +391,7 @@ pub fn quantize_gguf_awq(
             .map(|r| s[(r / hd) * group * hd + r % hd])
             .collect();
         scale_rows_inv(&mut v, &s_v);
+        scales.insert(format!("blk.{l}.o_in"), s);
         // 3. Q/K/V (input: attention RMSNorm, folded into its gain).
         let ms = stat("attn_in", d)?;
         let (a_qkv, s) = search_scales(
@@ -364,6 +406,7 @@ pub fn quantize_gguf_awq(
             scale_cols(w, &s);
         }
         an.iter_mut().zip(&s).for_each(|(g, s)| *g /= s);
+        scales.insert(format!("blk.{l}.attn_in"), s);
         // 4. gate/up (input: FFN RMSNorm, folded into its gain).
         let ms = stat("ffn_in", d)?;
         let (a_ffn, s) =
@@ -371,6 +414,7 @@ pub fn quantize_gguf_awq(
         scale_cols(&mut gate, &s);
         scale_cols(&mut up, &s);
         fnorm.iter_mut().zip(&s).for_each(|(g, s)| *g /= s);
+        scales.insert(format!("blk.{l}.ffn_in"), s);
         for (n, t) in [
             ("attn_q", q),
             ("attn_k", k),
@@ -386,6 +430,5 @@ pub fn quantize_gguf_awq(
         }
         alphas.push([a_qkv, a_o, a_ffn, a_down]);
     }
-    let (w, report) = quantize_with(src, opts, &replaced, &mut |_, _, _| Ok(None))?;
-    Ok((w, report, alphas))
+    Ok((replaced, alphas, scales))
 }

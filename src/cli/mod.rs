@@ -382,7 +382,8 @@ struct QuantizeArgs {
     /// With --calibration: awq (per-channel scales folded into the norms) or
     /// gptq (error feedback through each input's Hessian; q4_0, q4_1, q5_0,
     /// q5_1, iq4_nl, q8_0).
-    #[arg(long, default_value = "awq", value_parser = ["awq", "gptq"], requires = "calibration")]
+    /// awq-gptq: the AWQ scales first, then GPTQ on the scaled model.
+    #[arg(long, default_value = "awq", value_parser = ["awq", "gptq", "awq-gptq"], requires = "calibration")]
     method: String,
 }
 
@@ -944,7 +945,7 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
                     ..Default::default()
                 },
             )?;
-            if a.method == "gptq" {
+            if a.method != "awq" {
                 let stats: lottery::models::prune::PruneStats =
                     s.calibrate_inputs(&ids, true)?.into_iter().collect();
                 println!(
@@ -964,6 +965,7 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
                     &src,
                     &opts,
                     &stats,
+                    a.method == "awq-gptq",
                     &mut |d, t| {
                         bar.set_length(t as u64);
                         bar.set_position(d as u64);
