@@ -24,10 +24,6 @@ fn weight(
     conformance::random_weight(gpu, rng, fmt, n, k).unwrap()
 }
 
-fn k_for(fmt: WeightFormat) -> usize {
-    conformance::odd_k(fmt)
-}
-
 #[test]
 fn conformance_suite_on_every_supported_tier() {
     let features = gpu().device.features();
@@ -115,13 +111,28 @@ fn weights_split_under_a_small_binding_limit() {
     );
     let sb = StepBuffer::new(&gpu);
     let mut rng = Rng::new(10);
-    for fmt in [WeightFormat::Q8_0, WeightFormat::F32, WeightFormat::Q4_1] {
-        let (n, k, t) = (700usize, k_for(fmt), 9usize);
-        let (w, deq) = weight(&gpu, &mut rng, fmt, n, k);
+    use conformance::WeightKind;
+    use formats::{Pattern, SparseFormat};
+    for kind in [
+        WeightKind::Dense(WeightFormat::Q8_0),
+        WeightKind::Dense(WeightFormat::F32),
+        WeightKind::Dense(WeightFormat::Q4_1),
+        WeightKind::Sparse(SparseFormat {
+            pattern: Pattern::Unstructured,
+            values: WeightFormat::Q4_0,
+        }),
+        WeightKind::Sparse(SparseFormat {
+            pattern: Pattern::NM { n: 2, m: 4 },
+            values: WeightFormat::Q8_0,
+        }),
+    ] {
+        let name = kind.name();
+        let (n, k, t) = (700usize, kind.odd_k(), 9usize);
+        let (w, deq) = conformance::random_kind_weight(&gpu, &mut rng, kind, n, k).unwrap();
         assert!(
             w.parts.len() > 1,
             "{}: expected a split, got one part of {} bytes",
-            fmt.name(),
+            name,
             w.bytes()
         );
         let x = rng.vec(t * k, 1.0);
@@ -130,7 +141,7 @@ fn weights_split_under_a_small_binding_limit() {
         let d = ops::matmul(&gpu, &sb, &w, &xt, &yt, false, t as u32).unwrap();
         gpu.run(&sb, &step(t as u32, 0), &d).unwrap();
         assert_close(
-            &format!("split matmul {} ({} parts)", fmt.name(), w.parts.len()),
+            &format!("split matmul {} ({} parts)", name, w.parts.len()),
             &gpu.read::<f32>(&yt).unwrap(),
             &cpu::matmul(&x, &deq, t, n, k),
             1e-4,
@@ -140,7 +151,7 @@ fn weights_split_under_a_small_binding_limit() {
         let d = ops::matvec(&gpu, &sb, &w, &xt, &y1, MatvecOpts::default()).unwrap();
         gpu.run(&sb, &step(1, 0), &d).unwrap();
         assert_close(
-            &format!("split matvec {}", fmt.name()),
+            &format!("split matvec {}", name),
             &gpu.read::<f32>(&y1).unwrap(),
             &cpu::matmul(&x[..k], &deq, 1, n, k),
             1e-4,
@@ -157,7 +168,7 @@ fn weights_split_under_a_small_binding_limit() {
             .flat_map(|t| deq[*t as usize * k..][..k].to_vec())
             .collect();
         assert_close(
-            &format!("split embed {}", fmt.name()),
+            &format!("split embed {}", name),
             &gpu.read::<f32>(&out).unwrap(),
             &want,
             0.0,
