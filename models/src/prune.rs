@@ -6,15 +6,16 @@
 //! - magnitude: keep the largest |W_ij|;
 //! - Wanda (arXiv 2306.11695): keep the largest |W_ij| * ||X_j||, with the
 //!   input norms from calibration text run on our own engine;
-//! - SparseGPT (arXiv 2301.00774): per row, columns in blocks of
-//!   [`SPARSEGPT_BLOCK`]; a block's mask keeps the smallest OBS losses
-//!   w^2 / [U_ii]^2 (U the upper Cholesky factor of H^-1, H = X^T X), and
-//!   every pruned weight's error is spread over the row's later columns
-//!   (w -= (w_i / U_ii) U_i,:), which minimises ||W X - W' X|| given the mask.
+//! - SparseGPT (arXiv 2301.00774): columns in blocks of [`SPARSEGPT_BLOCK`];
+//!   a block's mask prunes the smallest OBS losses w^2 / [U_ii]^2 (U the
+//!   upper Cholesky factor of H^-1, H = X^T X), pooled over all rows for
+//!   unstructured masks, and every pruned weight's error is spread over its
+//!   row's later columns (w -= (w_i / U_ii) U_i,:), which minimises
+//!   ||W X - W' X|| given the mask.
 //!
-//! Masks are chosen per output row (the same count in every row), so each
-//! row is an independent problem; OWL (arXiv 2310.05175) sets the sparsity
-//! per layer from its share of outlier scores.
+//! Magnitude and Wanda choose per output row (the same count in every row);
+//! SparseGPT's pooled blocks let rows differ. OWL (arXiv 2310.05175) sets the
+//! sparsity per layer from its share of outlier scores.
 
 use crate::arch::llama::{weight_f32, LlamaConfig};
 use crate::load::gguf::{GgufFile, GgufWriter, MetaValue};
@@ -207,7 +208,10 @@ pub fn prune_gguf(
     }
     let mut w_out = GgufWriter::new();
     for (k, v) in src.metadata() {
-        if k == "general.alignment" || k.starts_with(crate::load::sparse::KEY_PREFIX) {
+        if k == "general.alignment"
+            || k.starts_with(crate::load::sparse::KEY_PREFIX)
+            || k.starts_with("lottery.prune.")
+        {
             continue;
         }
         w_out.add_metadata(k.clone(), v.clone())?;
@@ -242,6 +246,8 @@ pub fn prune_gguf(
         }
     }
     let mut report = Vec::new();
+    // Q/K/V (and gate/up) come one after another and share an input.
+    let mut factor: Option<(String, Vec<f64>)> = None;
     for (i, (l, name, key)) in todo.iter().enumerate() {
         let w = weight_f32(src, name)?;
         let n = rows_of(src, name)?;
@@ -253,7 +259,11 @@ pub fn prune_gguf(
                 let gram = st.and_then(|s| s.gram.as_ref()).ok_or_else(|| {
                     Error::Model(format!("SparseGPT needs the Gram matrix of `{key}`"))
                 })?;
-                sparsegpt(&w, n, k, gram, opts.pattern, sparsity)?
+                if factor.as_ref().is_none_or(|(f, _)| f != key) {
+                    factor = Some((key.clone(), inverse_hessian_factor(gram, k)?));
+                }
+                let u = &factor.as_ref().expect("set above").1;
+                sparsegpt_with_factor(&w, n, k, u, opts.pattern, sparsity)
             }
             _ => {
                 let s = scores(&w, k, st);
@@ -357,6 +367,13 @@ pub fn output_error(w: &[f32], w2: &[f32], n: usize, k: usize, st: Option<&Input
 /// Upper-triangular U with U^T U = (H + damp)^-1, for SparseGPT's updates.
 /// Dead channels (zero energy) get a unit diagonal. f64 throughout.
 pub fn inverse_hessian_factor(gram: &[f32], k: usize) -> Result<Vec<f64>> {
+    if let Some(i) = gram.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Model(format!(
+            "the calibration Hessian holds a non-finite value at [{}, {}]",
+            i / k.max(1),
+            i % k.max(1)
+        )));
+    }
     let mut h: Vec<f64> = gram.iter().map(|v| *v as f64).collect();
     let mean_diag = (0..k).map(|i| h[i * k + i]).sum::<f64>() / k.max(1) as f64;
     let damp = SPARSEGPT_DAMP * mean_diag.max(1e-12);
@@ -381,7 +398,7 @@ pub fn inverse_hessian_factor(gram: &[f32], k: usize) -> Result<Vec<f64>> {
         for p in 0..j {
             d -= a[j * k + p] * a[j * k + p];
         }
-        if d <= 0.0 {
+        if d.is_nan() || d <= 0.0 {
             return Err(Error::Model(format!(
                 "the calibration Hessian is not positive definite at channel {}",
                 rev(j)
@@ -436,6 +453,18 @@ pub fn sparsegpt(
     sparsity: f64,
 ) -> Result<(Vec<f32>, Vec<bool>)> {
     let u = inverse_hessian_factor(gram, k)?;
+    Ok(sparsegpt_with_factor(w, n, k, &u, pattern, sparsity))
+}
+
+/// As [`sparsegpt`] with the factor U already computed (shared inputs).
+pub fn sparsegpt_with_factor(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    u: &[f64],
+    pattern: Pattern,
+    sparsity: f64,
+) -> (Vec<f32>, Vec<bool>) {
     let diag: Vec<f64> = (0..k).map(|i| u[i * k + i]).collect();
     let mut rows: Vec<f64> = w.iter().map(|v| *v as f64).collect();
     let mut keep = vec![false; n * k];
@@ -443,21 +472,37 @@ pub fn sparsegpt(
     while b0 < k {
         let b1 = (b0 + SPARSEGPT_BLOCK).min(k);
         let bw = b1 - b0;
-        let loss: Vec<f32> = (0..n * bw)
+        let loss: Vec<f32> = (0..if pattern == Pattern::Unstructured {
+            n * bw
+        } else {
+            0
+        })
             .map(|i| {
                 let (r, c) = (i / bw, b0 + i % bw);
                 let v = rows[r * k + c];
                 (v * v / (diag[c] * diag[c])) as f32
             })
             .collect();
-        let km = match pattern {
-            Pattern::NM { .. } => top_mask(&loss, n, bw, pattern, sparsity),
-            // One pool per block: its n * bw losses.
+        // Unstructured: one pool per block (its n * bw losses), chosen now.
+        // N:M: each group is chosen when the walk reaches it, from the
+        // weights as the group's earlier neighbours left them.
+        let mut km = match pattern {
+            Pattern::NM { .. } => vec![false; n * bw],
             Pattern::Unstructured => top_mask(&loss, 1, n * bw, pattern, sparsity),
         };
         for r in 0..n {
             let row = &mut rows[r * k..(r + 1) * k];
             for i in b0..b1 {
+                if let Pattern::NM { m, .. } = pattern {
+                    let m = m as usize;
+                    if (i - b0) % m == 0 {
+                        let gl: Vec<f32> = (i..i + m)
+                            .map(|c| (row[c] * row[c] / (diag[c] * diag[c])) as f32)
+                            .collect();
+                        let gm = top_mask(&gl, 1, m, pattern, sparsity);
+                        km[r * bw + i - b0..r * bw + i - b0 + m].copy_from_slice(&gm);
+                    }
+                }
                 let kept = km[r * bw + i - b0];
                 keep[r * k + i] = kept;
                 if kept {
@@ -478,7 +523,7 @@ pub fn sparsegpt(
         .zip(&keep)
         .map(|(v, k)| if *k { *v as f32 } else { 0.0 })
         .collect();
-    Ok((out, keep))
+    (out, keep)
 }
 
 #[cfg(test)]

@@ -136,7 +136,8 @@ pub fn quantize_gguf_gptq(
             .and_then(|s| s.gram.as_ref())
             .ok_or_else(|| Error::Model(format!("GPTQ needs the Gram matrix of `{key}`")))?;
         let k = (gram.len() as f64).sqrt() as usize;
-        if k == 0 || k * k != gram.len() || x.len() % k != 0 {
+        let row = src.tensor(name).map(|t| t.row_len() as usize);
+        if k == 0 || k * k != gram.len() || k % 32 != 0 || row != Some(k) || x.len() % k != 0 {
             return Err(Error::Model(format!(
                 "the Gram matrix of `{key}` does not fit `{name}`"
             )));

@@ -925,7 +925,15 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         Some(text) => {
             let text = std::fs::read_to_string(text)
                 .with_context(|| format!("reading {}", text.display()))?;
-            let gpu = Arc::new(Gpu::new(&GpuOptions::default())?);
+            // GPTQ's Gram matrices are [k, k] buffers: ask for a larger
+            // binding than WebGPU's 128 MiB only when the model needs it.
+            let c = lottery::models::arch::llama::LlamaConfig::from_gguf(&src)?;
+            let k = c.d_model.max(c.ff).max(c.n_head * c.head_dim) as u64;
+            let need = (a.method != "awq").then_some(k * k * 4);
+            let gpu = Arc::new(Gpu::new(&GpuOptions {
+                storage_binding_limit: need.filter(|n| *n > 128 << 20),
+                ..Default::default()
+            })?);
             let model = Arc::new(Model::load(gpu, &a.input, &mut |_, _| {})?);
             let ids: Vec<u32> = model
                 .tokenizer

@@ -22,7 +22,9 @@ pub struct PruneArgs {
     /// magnitude, wanda (needs --calibration) or sparsegpt (needs --calibration).
     #[arg(long, default_value = "magnitude")]
     method: String,
-    /// Fraction of each row's weights to remove (unstructured).
+    /// Fraction of the weights to remove (unstructured): per row for
+    /// magnitude and Wanda, per block of 128 columns over all rows for
+    /// SparseGPT.
     #[arg(long, conflicts_with = "pattern", required_unless_present = "pattern")]
     sparsity: Option<f64>,
     /// N:M pattern instead: N of every M consecutive weights kept (M 4 or 8).
@@ -92,7 +94,12 @@ pub fn prune(a: PruneArgs) -> Result<()> {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let gpu = Arc::new(a.gpu.open(None)?);
+            // SparseGPT's Gram matrices are [k, k] buffers: ask for a larger
+            // binding than WebGPU's 128 MiB only when the model needs it.
+            let c = lottery::models::arch::llama::LlamaConfig::from_gguf(&src)?;
+            let k = c.d_model.max(c.ff).max(c.n_head * c.head_dim) as u64;
+            let need = (method == PruneMethod::SparseGpt).then_some(k * k * 4);
+            let gpu = Arc::new(a.gpu.open(need.filter(|n| *n > 128 << 20))?);
             let model = Arc::new(Model::load(gpu, &a.input, &mut |_, _| {})?);
             let ids: Vec<u32> = model
                 .tokenizer

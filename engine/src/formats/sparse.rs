@@ -29,9 +29,10 @@ pub const GROUP_COLS: usize = 256;
 /// Words of the GPU header: mask, group-offset, value and scale word
 /// offsets, kept values per 8-column unit and per row (N:M only), padding.
 pub const HEADER_WORDS: usize = 8;
-/// Zero words after a GPU part: a unit's decoder reads a fixed window past
-/// its first value (5 words of f16 values) and the next block's scale.
-pub const PAD_WORDS: usize = 4;
+/// Zero words after a GPU part: a unit's decoder reads a fixed window from
+/// its first value (5 words of f16 values, which may start one past the
+/// last value when the unit keeps none) and the next block's scale.
+pub const PAD_WORDS: usize = 5;
 /// Value formats a sparse tensor can store its kept values in.
 pub const VALUE_FORMATS: [WeightFormat; 4] = [
     WeightFormat::F16,
@@ -420,9 +421,10 @@ pub fn top_mask(scores: &[f32], n: usize, k: usize, pattern: Pattern, sparsity: 
     let mut pick = |row: usize, c0: usize, len: usize, count: usize| {
         let mut idx: Vec<usize> = (c0..c0 + len).collect();
         idx.sort_by(|&a, &b| {
+            // A total order, so NaN scores (from a hostile file) cannot
+            // make the sort panic: they rank above every number.
             scores[row * k + b]
-                .partial_cmp(&scores[row * k + a])
-                .unwrap_or(std::cmp::Ordering::Equal)
+                .total_cmp(&scores[row * k + a])
                 .then(a.cmp(&b))
         });
         for &c in &idx[..count] {

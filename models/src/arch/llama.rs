@@ -281,7 +281,7 @@ pub fn max_binding_bytes(g: &GgufFile) -> Result<u64> {
     };
     let mut max = size("token_embd.weight").max(size("output.weight"));
     let mut l = 0;
-    while g.tensor(&format!("blk.{l}.attn_q.weight")).is_some() {
+    while has_weight(g, &format!("blk.{l}.attn_q.weight")) {
         let n = |s: &str| format!("blk.{l}.{s}.weight");
         max = max
             .max(size(&n("attn_q")) + size(&n("attn_k")) + size(&n("attn_v")))

@@ -348,6 +348,11 @@ pub fn write_hf_dir(
     tokenizer_config: &serde_json::Value,
 ) -> Result<()> {
     let c = LlamaConfig::from_gguf(g)?;
+    if let Some(name) = crate::load::sparse::sparse_names(g).first() {
+        return Err(Error::Model(format!(
+            "`{name}` is stored sparse: an HF checkpoint has no sparse weights; convert the dense source"
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tied = g.tensor("output.weight").is_none();
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
