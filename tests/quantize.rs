@@ -157,9 +157,13 @@ fn gptq_q4_0_is_closer_to_the_source_than_plain_q4_0() {
     };
     let (plain, _) = quantize_gguf(&src, &opts).unwrap();
     let mut calls = 0;
-    let (gptq, _) = quantize_gguf_gptq(&src, &opts, &stats.into_iter().collect(), &mut |_, _| {
-        calls += 1
-    })
+    let (gptq, _) = quantize_gguf_gptq(
+        &src,
+        &opts,
+        &stats.into_iter().collect(),
+        false,
+        &mut |_, _| calls += 1,
+    )
     .unwrap();
     assert_eq!(calls, common::LAYERS * 7);
     let (pp, pg) = (dir.join("plain.gguf"), dir.join("gptq.gguf"));

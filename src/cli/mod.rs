@@ -923,44 +923,15 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
     let (w, report) = match &a.calibration {
         None => quantize_gguf(&src, &opts)?,
         Some(text) => {
-            let text = std::fs::read_to_string(text)
-                .with_context(|| format!("reading {}", text.display()))?;
-            // GPTQ's Gram matrices are [k, k] buffers: ask for a larger
-            // binding than WebGPU's 128 MiB only when the model needs it.
-            let c = lottery::models::arch::llama::LlamaConfig::from_gguf(&src)?;
-            let k = c.d_model.max(c.ff).max(c.n_head * c.head_dim) as u64;
-            let need = (a.method != "awq").then_some(k * k * 4);
-            let gpu = Arc::new(Gpu::new(&GpuOptions {
-                storage_binding_limit: need.filter(|n| *n > 128 << 20),
-                ..Default::default()
-            })?);
-            let model = Arc::new(Model::load(gpu, &a.input, &mut |_, _| {})?);
-            let ids: Vec<u32> = model
-                .tokenizer
-                .encode(&text)?
-                .into_iter()
-                .take(a.calib_tokens)
-                .collect();
-            if ids.is_empty() {
-                return Err(anyhow!("the calibration text has no tokens"));
-            }
-            let ctx = model.config.ctx_train.clamp(1, 512) as u32;
-            let mut s = Session::new(
-                model.clone(),
-                SessionOptions {
-                    ctx,
-                    max_batch: 128,
+            let gram = a.method != "awq";
+            let st = calibrate(&src, &a.input, text, a.calib_tokens, gram, |binding| {
+                Ok(Gpu::new(&GpuOptions {
+                    storage_binding_limit: binding,
                     ..Default::default()
-                },
-            )?;
-            if a.method != "awq" {
-                let stats: lottery::models::prune::PruneStats =
-                    s.calibrate_inputs(&ids, true)?.into_iter().collect();
-                println!(
-                    "calibrated on {} tokens in {:.1}s",
-                    ids.len(),
-                    t0.elapsed().as_secs_f64()
-                );
+                })?)
+            })?;
+            if gram {
+                let stats: lottery::models::prune::PruneStats = st.into_iter().collect();
                 let bar = indicatif::ProgressBar::new(1);
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
@@ -982,12 +953,7 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
                 bar.finish_and_clear();
                 r
             } else {
-                let stats = s.calibrate(&ids)?.into_iter().collect();
-                println!(
-                    "calibrated on {} tokens in {:.1}s",
-                    ids.len(),
-                    t0.elapsed().as_secs_f64()
-                );
+                let stats = st.into_iter().map(|(k, v)| (k, v.mean_sq)).collect();
                 let (w, report, alphas) =
                     lottery::models::quantize::quantize_gguf_awq(&src, &opts, &stats)?;
                 let mean = |i: usize| {
@@ -1026,6 +992,55 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Runs the first `tokens` tokens of the text file `text` through the model
+/// at `model` (on the GPU `open` gives for a binding limit) and returns
+/// every projection input's statistics, with Gram matrices when `gram`
+/// (GPTQ, SparseGPT): the quantizer's and the pruner's calibration.
+pub(crate) fn calibrate(
+    src: &GgufFile,
+    model: &Path,
+    text: &Path,
+    tokens: usize,
+    gram: bool,
+    open: impl FnOnce(Option<u64>) -> Result<Gpu>,
+) -> Result<Vec<(String, lottery::models::prune::InputStats)>> {
+    let t0 = Instant::now();
+    let text =
+        std::fs::read_to_string(text).with_context(|| format!("reading {}", text.display()))?;
+    // Gram matrices are [k, k] buffers: ask for a larger binding than
+    // WebGPU's 128 MiB only when the model needs it.
+    let c = lottery::models::arch::llama::LlamaConfig::from_gguf(src)?;
+    let k = c.d_model.max(c.ff).max(c.n_head * c.head_dim) as u64;
+    let need = gram.then_some(k * k * 4).filter(|n| *n > 128 << 20);
+    let gpu = Arc::new(open(need)?);
+    let model = Arc::new(Model::load(gpu, model, &mut |_, _| {})?);
+    let ids: Vec<u32> = model
+        .tokenizer
+        .encode(&text)?
+        .into_iter()
+        .take(tokens)
+        .collect();
+    if ids.is_empty() {
+        return Err(anyhow!("the calibration text has no tokens"));
+    }
+    let ctx = model.config.ctx_train.clamp(1, 512) as u32;
+    let mut s = Session::new(
+        model.clone(),
+        SessionOptions {
+            ctx,
+            max_batch: 128,
+            ..Default::default()
+        },
+    )?;
+    let st = s.calibrate_inputs(&ids, gram)?;
+    println!(
+        "calibrated on {} tokens in {:.1}s",
+        ids.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(st)
 }
 
 fn convert(a: ConvertArgs) -> Result<()> {

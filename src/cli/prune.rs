@@ -6,9 +6,7 @@ use clap::Args;
 use lottery::engine::formats::Pattern;
 use lottery::models::load::GgufFile;
 use lottery::models::prune::{prune_gguf, LayerSparsity, PruneMethod, PruneOptions, PruneStats};
-use lottery::{Model, Session, SessionOptions};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Args)]
@@ -92,39 +90,10 @@ pub fn prune(a: PruneArgs) -> Result<()> {
         }
         (None, false) => PruneStats::new(),
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            // SparseGPT's Gram matrices are [k, k] buffers: ask for a larger
-            // binding than WebGPU's 128 MiB only when the model needs it.
-            let c = lottery::models::arch::llama::LlamaConfig::from_gguf(&src)?;
-            let k = c.d_model.max(c.ff).max(c.n_head * c.head_dim) as u64;
-            let need = (method == PruneMethod::SparseGpt).then_some(k * k * 4);
-            let gpu = Arc::new(a.gpu.open(need.filter(|n| *n > 128 << 20))?);
-            let model = Arc::new(Model::load(gpu, &a.input, &mut |_, _| {})?);
-            let ids: Vec<u32> = model
-                .tokenizer
-                .encode(&text)?
-                .into_iter()
-                .take(a.calib_tokens)
-                .collect();
-            if ids.is_empty() {
-                return Err(anyhow!("the calibration text has no tokens"));
-            }
-            let ctx = model.config.ctx_train.clamp(1, 512) as u32;
-            let mut s = Session::new(
-                model.clone(),
-                SessionOptions {
-                    ctx,
-                    max_batch: 128,
-                    ..Default::default()
-                },
-            )?;
-            let st = s.calibrate_inputs(&ids, method == PruneMethod::SparseGpt)?;
-            eprintln!(
-                "calibrated on {} tokens in {:.1}s",
-                ids.len(),
-                t0.elapsed().as_secs_f64()
-            );
+            let gram = method == PruneMethod::SparseGpt;
+            let st = super::calibrate(&src, &a.input, path, a.calib_tokens, gram, |binding| {
+                a.gpu.open(binding)
+            })?;
             st.into_iter().collect()
         }
     };
