@@ -423,15 +423,32 @@ fn gpu_forward_matches_cpu_forward_sparse() {
     tiny_model(WeightFormat::F32, &dense);
     let src = GgufFile::open(&dense).unwrap();
     let gpu = Arc::new(Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| panic!("{e}")));
-    for (pattern, sparsity, values, skip) in [
-        (Pattern::NM { n: 2, m: 4 }, 0.0, WeightFormat::Q4_0, vec![]),
-        (Pattern::NM { n: 3, m: 8 }, 0.0, WeightFormat::F16, vec![]),
-        (Pattern::Unstructured, 0.7, WeightFormat::Q8_0, vec![]),
+    let owl = LayerSparsity::Owl {
+        m: 2.0,
+        lambda: 0.1,
+    };
+    for (pattern, sparsity, values, skip, layer_sparsity) in [
+        (
+            Pattern::NM { n: 2, m: 4 },
+            0.0,
+            WeightFormat::Q4_0,
+            vec![],
+            LayerSparsity::Uniform,
+        ),
+        (
+            Pattern::NM { n: 3, m: 8 },
+            0.0,
+            WeightFormat::F16,
+            vec![],
+            LayerSparsity::Uniform,
+        ),
+        (Pattern::Unstructured, 0.7, WeightFormat::Q8_0, vec![], owl),
         (
             Pattern::Unstructured,
             0.5,
             WeightFormat::Q4_1,
             vec!["attn_v".to_string()],
+            LayerSparsity::Uniform,
         ),
     ] {
         let opts = PruneOptions {
@@ -439,11 +456,23 @@ fn gpu_forward_matches_cpu_forward_sparse() {
             pattern,
             sparsity,
             values,
-            layer_sparsity: LayerSparsity::Uniform,
+            layer_sparsity,
             skip: skip.clone(),
         };
         let (w, report) = prune_gguf(&src, &opts, &Default::default(), &mut |_, _| {}).unwrap();
         assert_eq!(report.len(), common::LAYERS * (7 - skip.len()));
+        if layer_sparsity != LayerSparsity::Uniform {
+            // OWL moves the layers apart around the target, which they average.
+            let per_layer: Vec<f64> = (0..common::LAYERS)
+                .map(|l| {
+                    let r: Vec<_> = report.iter().filter(|r| r.layer == l).collect();
+                    r.iter().map(|r| r.sparsity).sum::<f64>() / r.len() as f64
+                })
+                .collect();
+            assert!((per_layer[0] - per_layer[1]).abs() > 0.05, "{per_layer:?}");
+            let mean = per_layer.iter().sum::<f64>() / per_layer.len() as f64;
+            assert!((mean - sparsity).abs() < 0.02, "{per_layer:?}");
+        }
         let path = dir.join(format!(
             "{}-{}.gguf",
             pattern.name().replace(':', "_"),
