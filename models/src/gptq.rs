@@ -141,11 +141,7 @@ fn encode(fmt: WeightFormat, p: Params, q: &[u8; 32], out: &mut Vec<u8>) {
     }
     match fmt {
         WeightFormat::Q8_0 => out.extend_from_slice(q),
-        WeightFormat::Q5_0 | WeightFormat::Q5_1 => {
-            let qh = (0..32).fold(0u32, |h, i| h | (((q[i] >> 4) as u32 & 1) << i));
-            out.extend_from_slice(&qh.to_le_bytes());
-            out.extend((0..16).map(|i| (q[i] & 15) | ((q[i + 16] & 15) << 4)));
-        }
+        WeightFormat::Q5_0 | WeightFormat::Q5_1 => lottery_engine::formats::push_q5(out, q),
         _ => out.extend((0..16).map(|i| (q[i] & 15) | ((q[i + 16] & 15) << 4))),
     }
 }
@@ -254,27 +250,9 @@ mod tests {
         let x: Vec<f32> = (0..t * k)
             .map(|i| (1.0 + (i % k % 5) as f32) * (base[i / k * 3 + i % 3] + 0.2 * noise[i]))
             .collect();
-        let mut g = vec![0f32; k * k];
-        for tt in 0..t {
-            for i in 0..k {
-                for j in 0..k {
-                    g[i * k + j] += x[tt * k + i] * x[tt * k + j] / t as f32;
-                }
-            }
-        }
+        let g = crate::prune::tests::mean_gram(&x, k);
         let w = rng.vec(n * k, 1.0);
-        let err = |q: &[f32]| -> f64 {
-            let mut e = 0.0;
-            for tt in 0..t {
-                for r in 0..n {
-                    let d: f64 = (0..k)
-                        .map(|j| (w[r * k + j] - q[r * k + j]) as f64 * x[tt * k + j] as f64)
-                        .sum();
-                    e += d * d;
-                }
-            }
-            e
-        };
+        let err = |q: &[f32]| crate::prune::tests::recon_error(&x, &w, q, n, k).powi(2);
         for fmt in [WeightFormat::Q4_0, WeightFormat::IQ4_NL, WeightFormat::Q5_0] {
             let mut rtn = vec![0f32; n * k];
             formats::dequantize(fmt, &formats::quantize(fmt, &w).unwrap(), &mut rtn).unwrap();

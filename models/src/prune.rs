@@ -527,7 +527,7 @@ pub fn sparsegpt_with_factor(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use lottery_engine::reference::Rng;
 
@@ -545,6 +545,12 @@ mod tests {
                 s * (base[tt * 4 + j % 4] + 0.3 * noise[i])
             })
             .collect();
+        (x.clone(), mean_gram(&x, k), rng.vec(n * k, 1.0))
+    }
+
+    /// X^T X / T of row-major inputs x [T, k].
+    pub(crate) fn mean_gram(x: &[f32], k: usize) -> Vec<f32> {
+        let t = x.len() / k;
         let mut g = vec![0f32; k * k];
         for tt in 0..t {
             for i in 0..k {
@@ -553,10 +559,11 @@ mod tests {
                 }
             }
         }
-        (x, g, rng.vec(n * k, 1.0))
+        g
     }
 
-    fn recon_error(x: &[f32], w: &[f32], w2: &[f32], n: usize, k: usize) -> f64 {
+    /// ||(W - W2) X|| over the inputs x [T, k].
+    pub(crate) fn recon_error(x: &[f32], w: &[f32], w2: &[f32], n: usize, k: usize) -> f64 {
         let t = x.len() / k;
         let mut e = 0.0;
         for tt in 0..t {

@@ -577,7 +577,7 @@ fn q6k_parts(b: &[u8], i: usize) -> (u32, u32, i8) {
 }
 
 /// Appends qh (bit i: high bit of weight i) and the nibbles of 32 5-bit values.
-fn push_q5(out: &mut Vec<u8>, q: &[u8]) {
+pub fn push_q5(out: &mut Vec<u8>, q: &[u8]) {
     let qh = q
         .iter()
         .enumerate()
@@ -683,6 +683,15 @@ pub fn format_defines(
     }
 }
 
+/// A part's buffer label: the weight's name, with its rows when split.
+fn part_label(name: &str, row0: usize, rows: usize, n: usize) -> String {
+    if rows == n {
+        name.to_string()
+    } else {
+        format!("{name}[{row0}..{}]", row0 + rows)
+    }
+}
+
 /// A weight matrix [n, k] on the GPU in `format`, as one or more row ranges.
 /// A weight larger than the device's per-binding limit (WebGPU guarantees
 /// only 128 MiB) is split by rows into parts that each fit; the ops launch
@@ -746,11 +755,7 @@ impl GpuWeight {
             let rows = max_rows.min(n - row0);
             let bytes = &data[row0 * row_ggml..(row0 + rows) * row_ggml];
             let (words, soff) = repack(fmt, bytes, rows, k).map_err(|e| werr(e.to_string()))?;
-            let label = if rows == n {
-                name.to_string()
-            } else {
-                format!("{name}[{row0}..{}]", row0 + rows)
-            };
+            let label = part_label(name, row0, rows, n);
             parts.push(WeightPart {
                 row0,
                 rows,
@@ -795,11 +800,7 @@ impl GpuWeight {
                 });
             }
             let words = t.gpu_words(row0, rows).map_err(werr)?;
-            let label = if rows == t.n {
-                name.to_string()
-            } else {
-                format!("{name}[{row0}..{}]", row0 + rows)
-            };
+            let label = part_label(name, row0, rows, t.n);
             parts.push(WeightPart {
                 row0,
                 rows,
