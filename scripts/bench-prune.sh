@@ -17,7 +17,7 @@ if [ ! -s "$calib" ]; then
   cat /usr/share/common-licenses/{Apache-2.0,MPL-2.0,Artistic,BSD,CC0-1.0} > "$calib"
 fi
 text="${PPL_TEXT:-../shared/golden/ppl_text.txt}"
-bin=target/release/lottery
+bin="${LOTTERY_BIN:-target/release/lottery}"
 configs=("$@")
 if [ ${#configs[@]} -eq 0 ]; then
   configs=(magnitude:0.5:q8_0 wanda:0.5:q8_0 sparsegpt:0.5:q8_0 magnitude:2:4:q4_0 wanda:2:4:q4_0 sparsegpt:2:4:q4_0)

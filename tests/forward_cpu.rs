@@ -458,6 +458,7 @@ fn gpu_forward_matches_cpu_forward_sparse() {
             values,
             layer_sparsity,
             skip: skip.clone(),
+            joint: false,
         };
         let (w, report) = prune_gguf(&src, &opts, &Default::default(), &mut |_, _| {}).unwrap();
         assert_eq!(report.len(), common::LAYERS * (7 - skip.len()));

@@ -1,16 +1,18 @@
 //! Pruning and sparse files: malformed sparse tensors are named errors, and
 //! on a real layer of the default model SparseGPT's reconstruction beats
-//! Wanda's, which beats magnitude's.
+//! Wanda's, which beats magnitude's, and SparseGPT pruning and quantizing
+//! in one pass beats rounding after it.
 
 mod common;
 
 use lottery::engine::formats::sparse::top_mask;
-use lottery::engine::formats::Pattern;
+use lottery::engine::formats::{Pattern, SparseFormat, SparseTensor};
 use lottery::engine::WeightFormat;
 use lottery::models::arch::llama::weight_f32;
 use lottery::models::load::{GgmlType, GgufFile, GgufWriter, MetaValue};
 use lottery::models::prune::{
-    output_error, prune_gguf, sparsegpt, InputStats, LayerSparsity, PruneMethod, PruneOptions,
+    inverse_hessian_factor, output_error, prune_gguf, sparsegpt, sparsegpt_joint, InputStats,
+    LayerSparsity, PruneMethod, PruneOptions,
 };
 use lottery::models::{Model, Session, SessionOptions};
 use lottery::{Gpu, GpuOptions};
@@ -27,6 +29,7 @@ fn pruned_tiny() -> GgufFile {
         values: WeightFormat::Q8_0,
         layer_sparsity: LayerSparsity::Uniform,
         skip: vec![],
+        joint: false,
     };
     let (w, _) = prune_gguf(&src, &opts, &Default::default(), &mut |_, _| {}).unwrap();
     GgufFile::from_bytes(w.to_bytes()).unwrap()
@@ -191,6 +194,32 @@ fn sparsegpt_beats_wanda_beats_magnitude_on_a_real_layer() {
         assert!(
             e_sgpt < e_wanda && e_wanda < e_mag,
             "{name}: {e_sgpt} {e_wanda} {e_mag}"
+        );
+        // 2:4 with q4_0 values: rounding inside the walk against after it.
+        let pattern = Pattern::NM { n: 2, m: 4 };
+        let format = SparseFormat::new(pattern, WeightFormat::Q4_0).unwrap();
+        let (pw, keep) = sparsegpt(&w, n, k, gram, pattern, 0.0).unwrap();
+        let after = SparseTensor::from_dense(format, n, k, &pw, &keep)
+            .unwrap()
+            .to_dense()
+            .unwrap();
+        let u = inverse_hessian_factor(gram, k).unwrap();
+        let imp: Vec<f32> = (0..k).map(|i| gram[i * k + i]).collect();
+        let (jw, jkeep, bytes) =
+            sparsegpt_joint(&w, n, k, &u, &imp, pattern, 0.0, WeightFormat::Q4_0).unwrap();
+        let stored = SparseTensor::from_encoded(format, n, k, &jkeep, bytes)
+            .unwrap()
+            .to_dense()
+            .unwrap();
+        assert_eq!(stored, jw);
+        let (e_after, e_joint) = (
+            output_error(&w, &after, n, k, Some(st)),
+            output_error(&w, &jw, n, k, Some(st)),
+        );
+        eprintln!("{name}: 2:4/q4_0 rounded after {e_after:.4}, joint {e_joint:.4}");
+        assert!(
+            e_joint < e_after,
+            "{name}: joint {e_joint} vs after {e_after}"
         );
     }
 }

@@ -109,7 +109,7 @@ pub enum WeightKind {
 impl WeightKind {
     pub fn all() -> Vec<WeightKind> {
         let mut v: Vec<WeightKind> = WeightFormat::ALL.map(WeightKind::Dense).to_vec();
-        for values in formats::sparse::VALUE_FORMATS {
+        for values in formats::sparse::value_formats() {
             for pattern in [Pattern::NM { n: 2, m: 4 }, Pattern::Unstructured] {
                 v.push(WeightKind::Sparse(SparseFormat { pattern, values }));
             }

@@ -12,18 +12,16 @@
 use crate::prune::inverse_hessian_factor;
 use crate::{Error, Result};
 use half::f16;
-use lottery_engine::formats::{iq4nl_index, iq4nl_scale, IQ4NL_VALUES};
+use lottery_engine::formats::Grid;
 use lottery_engine::WeightFormat;
 
-/// Formats GPTQ can write.
-pub const GPTQ_FORMATS: [WeightFormat; 6] = [
-    WeightFormat::Q4_0,
-    WeightFormat::Q4_1,
-    WeightFormat::Q5_0,
-    WeightFormat::Q5_1,
-    WeightFormat::IQ4_NL,
-    WeightFormat::Q8_0,
-];
+/// Formats GPTQ can write: those whose module declares a rounding grid.
+pub fn gptq_formats() -> Vec<WeightFormat> {
+    WeightFormat::ALL
+        .into_iter()
+        .filter(|f| f.grid().is_some())
+        .collect()
+}
 
 /// Scale factors tried around the reference scale of each block.
 const SCALE_STEPS: [f32; 13] = [
@@ -31,98 +29,43 @@ const SCALE_STEPS: [f32; 13] = [
 ];
 
 /// Block parameters: the f16 scale and (affine formats) the f16 minimum.
-#[derive(Clone, Copy)]
-struct Params {
-    d: f32,
-    m: f32,
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Params {
+    pub d: f32,
+    pub m: f32,
 }
 
 /// The code of `w` and its decoded value under `p`.
-fn round(fmt: WeightFormat, p: Params, w: f32) -> (u8, f32) {
-    let id = if p.d != 0.0 { 1.0 / p.d } else { 0.0 };
-    match fmt {
-        WeightFormat::Q4_0 => {
-            let q = ((w * id).round() + 8.0).clamp(0.0, 15.0);
-            (q as u8, p.d * (q - 8.0))
-        }
-        WeightFormat::Q5_0 => {
-            let q = ((w * id).round() + 16.0).clamp(0.0, 31.0);
-            (q as u8, p.d * (q - 16.0))
-        }
-        WeightFormat::Q8_0 => {
-            let q = (w * id).round().clamp(-127.0, 127.0);
-            (q as i8 as u8, p.d * q)
-        }
-        WeightFormat::Q4_1 | WeightFormat::Q5_1 => {
-            let top = if fmt == WeightFormat::Q4_1 {
-                15.0
-            } else {
-                31.0
-            };
-            let q = ((w - p.m) * id).round().clamp(0.0, top);
-            (q as u8, p.d * q + p.m)
-        }
-        // IQ4_NL
-        _ => {
-            let q = iq4nl_index(w * id);
-            (q, p.d * IQ4NL_VALUES[q as usize] as f32)
-        }
-    }
+pub(crate) fn round(g: &Grid, p: Params, w: f32) -> (u8, f32) {
+    (g.round)(p.d, p.m, w)
 }
 
 fn h16(x: f32) -> f32 {
     f16::from_f32(x).to_f32()
 }
 
-/// The candidate parameters of a block: ggml's reference choice, scaled.
-fn candidates(fmt: WeightFormat, b: &[f32]) -> Vec<Params> {
-    let signed_max = b
-        .iter()
-        .fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
-    let (lo, hi) = b
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, c), v| {
-            (a.min(*v), c.max(*v))
-        });
-    let base = match fmt {
-        WeightFormat::Q4_0 => signed_max / -8.0,
-        WeightFormat::Q5_0 => signed_max / -16.0,
-        WeightFormat::Q8_0 => signed_max.abs() / 127.0,
-        WeightFormat::Q4_1 => (hi - lo) / 15.0,
-        WeightFormat::Q5_1 => (hi - lo) / 31.0,
-        _ => iq4nl_scale(b),
-    };
-    let m = h16(lo);
-    let affine = matches!(fmt, WeightFormat::Q4_1 | WeightFormat::Q5_1);
-    let mut bases = vec![base];
-    // The signed grids (-8..7, -16..15) are lopsided: also try giving the
-    // largest magnitude the short side, which leaves the long side to the
-    // opposite sign when later updates push weights there.
-    match fmt {
-        WeightFormat::Q4_0 => bases.push(signed_max / 7.0),
-        WeightFormat::Q5_0 => bases.push(signed_max / 15.0),
-        _ => {}
-    }
-    bases
-        .iter()
-        .flat_map(|b| {
-            SCALE_STEPS.iter().map(move |s| Params {
-                d: h16(b * s),
-                m: if affine { m } else { 0.0 },
-            })
-        })
+/// The candidate parameters of a block: ggml's reference choice (and the
+/// grid's second base, if it has one), scaled by each of [`SCALE_STEPS`].
+fn candidates(g: &Grid, b: &[f32]) -> Vec<Params> {
+    let lo = b.iter().fold(f32::INFINITY, |a, v| a.min(*v));
+    let m = if g.affine { h16(lo) } else { 0.0 };
+    let (base, second) = (g.base_scales)(b);
+    [Some(base), second]
+        .into_iter()
+        .flatten()
+        .flat_map(|b| SCALE_STEPS.iter().map(move |s| Params { d: h16(b * s), m }))
         .collect()
 }
 
 /// The candidate with the least `imp`-weighted rounding error on `b`.
-fn choose(fmt: WeightFormat, b: &[f32], imp: &[f32]) -> Params {
+pub(crate) fn choose(g: &Grid, b: &[f32], imp: &[f32]) -> Params {
     let mut best = (f64::INFINITY, Params { d: 0.0, m: 0.0 });
-    for p in candidates(fmt, b) {
+    for p in candidates(g, b) {
         let e: f64 = b
             .iter()
             .zip(imp)
             .map(|(w, h)| {
-                let (_, v) = round(fmt, p, *w);
+                let (_, v) = round(g, p, *w);
                 *h as f64 * ((w - v) as f64).powi(2)
             })
             .sum();
@@ -134,16 +77,8 @@ fn choose(fmt: WeightFormat, b: &[f32], imp: &[f32]) -> Params {
 }
 
 /// The ggml bytes of one block from its parameters and 32 codes.
-fn encode(fmt: WeightFormat, p: Params, q: &[u8; 32], out: &mut Vec<u8>) {
-    out.extend_from_slice(&f16::from_f32(p.d).to_le_bytes());
-    if matches!(fmt, WeightFormat::Q4_1 | WeightFormat::Q5_1) {
-        out.extend_from_slice(&f16::from_f32(p.m).to_le_bytes());
-    }
-    match fmt {
-        WeightFormat::Q8_0 => out.extend_from_slice(q),
-        WeightFormat::Q5_0 | WeightFormat::Q5_1 => lottery_engine::formats::push_q5(out, q),
-        _ => out.extend((0..16).map(|i| (q[i] & 15) | ((q[i + 16] & 15) << 4))),
-    }
+pub(crate) fn encode(g: &Grid, p: Params, q: &[u8; 32], out: &mut Vec<u8>) {
+    (g.pack)(p.d, p.m, q, out)
 }
 
 /// GPTQ of a row-major [n, k] weight into ggml bytes of `fmt`, with the
@@ -155,16 +90,20 @@ pub fn gptq_quantize(
     k: usize,
     gram: &[f32],
 ) -> Result<Vec<u8>> {
-    if !GPTQ_FORMATS.contains(&fmt) || k % 32 != 0 || w.len() != n * k || gram.len() != k * k {
+    if fmt.grid().is_none() || k % 32 != 0 || w.len() != n * k || gram.len() != k * k {
         return Err(Error::Model(format!(
             "GPTQ: {} [{n}, {k}] with a Gram matrix of {} values: needs one of {} and rows a multiple of 32",
             fmt.name(),
             gram.len(),
-            GPTQ_FORMATS.map(|f| f.name()).join(", ")
+            gptq_formats()
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let u = inverse_hessian_factor(gram, k)?;
-    Ok(gptq_rows(fmt, w, n, k, gram, &u))
+    gptq_rows(fmt, w, n, k, gram, &u)
 }
 
 /// As [`gptq_quantize`] with the factor U of H^-1 already computed (inputs
@@ -176,7 +115,10 @@ pub fn gptq_rows(
     k: usize,
     gram: &[f32],
     u: &[f64],
-) -> Vec<u8> {
+) -> Result<Vec<u8>> {
+    let g = fmt
+        .grid()
+        .ok_or_else(|| Error::Model(format!("GPTQ cannot write {}", fmt.name())))?;
     let imp: Vec<f32> = (0..k).map(|i| gram[i * k + i].max(0.0) + 1e-12).collect();
     let mut out = Vec::with_capacity(fmt.ggml_bytes(n * k));
     let mut row = vec![0f64; k];
@@ -190,9 +132,9 @@ pub fn gptq_rows(
             for (c, v) in cur.iter_mut().zip(&row[b0..b0 + 32]) {
                 *c = *v as f32;
             }
-            let p = choose(fmt, &cur, &imp[b0..b0 + 32]);
+            let p = choose(g, &cur, &imp[b0..b0 + 32]);
             for i in b0..b0 + 32 {
-                let (code, v) = round(fmt, p, row[i] as f32);
+                let (code, v) = round(g, p, row[i] as f32);
                 q[i - b0] = code;
                 let e = (row[i] - v as f64) / u[i * k + i];
                 let ui = &u[i * k..(i + 1) * k];
@@ -201,11 +143,11 @@ pub fn gptq_rows(
                 }
                 row[i] = v as f64;
             }
-            encode(fmt, p, &q, &mut out);
+            encode(g, p, &q, &mut out);
         }
     }
     debug_assert_eq!(out.len(), fmt.ggml_bytes(n * k));
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -218,15 +160,16 @@ mod tests {
     fn blocks_decode_to_the_rounded_values() {
         let mut rng = Rng::new(4);
         let b = rng.vec(32, 1.0);
-        for fmt in GPTQ_FORMATS {
-            for p in candidates(fmt, &b) {
+        for fmt in gptq_formats() {
+            let g = fmt.grid().unwrap();
+            for p in candidates(g, &b) {
                 let mut q = [0u8; 32];
                 let mut want = [0f32; 32];
                 for i in 0..32 {
-                    (q[i], want[i]) = round(fmt, p, b[i]);
+                    (q[i], want[i]) = round(g, p, b[i]);
                 }
                 let mut bytes = Vec::new();
-                encode(fmt, p, &q, &mut bytes);
+                encode(g, p, &q, &mut bytes);
                 let mut got = [0f32; 32];
                 formats::dequantize(fmt, &bytes, &mut got).unwrap();
                 for i in 0..32 {

@@ -27,65 +27,20 @@ pub struct TensorReport {
     pub rel_rms_error: f64,
 }
 
+/// The GGUF tensor type of a format (declared in its module).
 pub fn ggml_type(f: WeightFormat) -> GgmlType {
-    match f {
-        WeightFormat::F32 => GgmlType::F32,
-        WeightFormat::F16 => GgmlType::F16,
-        WeightFormat::BF16 => GgmlType::BF16,
-        WeightFormat::Q8_0 => GgmlType::Q8_0,
-        WeightFormat::Q4_0 => GgmlType::Q4_0,
-        WeightFormat::Q4_1 => GgmlType::Q4_1,
-        WeightFormat::Q5_0 => GgmlType::Q5_0,
-        WeightFormat::Q5_1 => GgmlType::Q5_1,
-        WeightFormat::IQ4_NL => GgmlType::IQ4_NL,
-        WeightFormat::Q4_K => GgmlType::Q4_K,
-        WeightFormat::Q5_K => GgmlType::Q5_K,
-        WeightFormat::Q6_K => GgmlType::Q6_K,
-    }
+    GgmlType::from_u32(f.spec().ggml_type).expect("every format declares a ggml type")
 }
 
 /// Parses a format name as `lottery quantize --type` takes it.
 pub fn parse_format(s: &str) -> Option<WeightFormat> {
-    WeightFormat::ALL
-        .into_iter()
-        .find(|f| f.name() == s.to_ascii_lowercase())
+    WeightFormat::parse(s)
 }
 
 /// The format a row of `row_len` weights gets when `want` does not divide
 /// it: llama.cpp's fallbacks for 256-weight block formats, then f16.
 pub fn fit_format(want: WeightFormat, row_len: usize) -> WeightFormat {
-    if row_len % want.block_size() == 0 {
-        return want;
-    }
-    let fallback = match want {
-        WeightFormat::Q4_K => WeightFormat::Q5_0,
-        WeightFormat::Q5_K => WeightFormat::Q5_1,
-        WeightFormat::Q6_K => WeightFormat::Q8_0,
-        _ => WeightFormat::F16,
-    };
-    if row_len % fallback.block_size() == 0 {
-        fallback
-    } else {
-        WeightFormat::F16
-    }
-}
-
-/// llama.cpp's `general.file_type` for a model that is mostly `f`.
-fn file_type(f: WeightFormat) -> u32 {
-    match f {
-        WeightFormat::F32 => 0,
-        WeightFormat::F16 => 1,
-        WeightFormat::Q4_0 => 2,
-        WeightFormat::Q4_1 => 3,
-        WeightFormat::Q8_0 => 7,
-        WeightFormat::Q5_0 => 8,
-        WeightFormat::Q5_1 => 9,
-        WeightFormat::Q4_K => 14,
-        WeightFormat::Q5_K => 16,
-        WeightFormat::Q6_K => 18,
-        WeightFormat::IQ4_NL => 25,
-        WeightFormat::BF16 => 32,
-    }
+    want.fit(row_len)
 }
 
 /// Builds the re-quantized file (write it with `GgufWriter::write_file`).
@@ -127,7 +82,7 @@ pub fn quantize_gguf_gptq(
         let Some((l, input)) = crate::prune::projection_input(name) else {
             return Ok(None);
         };
-        if !crate::gptq::GPTQ_FORMATS.contains(&to) || l >= c.n_layer {
+        if to.grid().is_none() || l >= c.n_layer {
             return Ok(None);
         }
         let key = format!("blk.{l}.{input}");
@@ -155,7 +110,7 @@ pub fn quantize_gguf_gptq(
             factors.insert(key.clone(), (g, u));
         }
         let (g, u) = &factors[&key];
-        let q = crate::gptq::gptq_rows(to, x, x.len() / k, k, g, u);
+        let q = crate::gptq::gptq_rows(to, x, x.len() / k, k, g, u)?;
         done += 1;
         progress(done, total);
         Ok(Some(q))
@@ -197,7 +152,10 @@ fn quantize_with(
         }
         w.add_metadata(k.clone(), v.clone())?;
     }
-    w.add_metadata("general.file_type", MetaValue::U32(file_type(opts.target)))?;
+    w.add_metadata(
+        "general.file_type",
+        MetaValue::U32(opts.target.spec().file_type),
+    )?;
     w.add_metadata("general.quantized_by", MetaValue::String("lottery".into()))?;
     let mut report = Vec::new();
     for t in src.tensors() {
@@ -432,4 +390,28 @@ fn awq_transform(
         alphas.push([a_qkv, a_o, a_ffn, a_down]);
     }
     Ok((replaced, alphas, scales))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each format's declared GGUF type is one the reader knows, with the
+    /// same block, so the engine's list and ggml's table cannot drift apart.
+    #[test]
+    fn every_format_has_its_ggml_type() {
+        for f in WeightFormat::ALL {
+            let t = GgmlType::from_u32(f.spec().ggml_type)
+                .unwrap_or_else(|| panic!("{}: no ggml type {}", f.name(), f.spec().ggml_type));
+            assert_eq!(ggml_type(f), t);
+            assert_eq!(t.block_size() as usize, f.block_size(), "{}", f.name());
+            assert_eq!(t.type_size() as usize, f.block_bytes(), "{}", f.name());
+            assert_eq!(t.name().to_ascii_lowercase(), f.name());
+            assert_eq!(weight_format("t", t).unwrap(), f);
+        }
+        assert_eq!(fit_format(WeightFormat::Q4_K, 576), WeightFormat::Q5_0);
+        assert_eq!(fit_format(WeightFormat::Q6_K, 576), WeightFormat::Q8_0);
+        assert_eq!(fit_format(WeightFormat::Q4_0, 40), WeightFormat::F16);
+        assert_eq!(fit_format(WeightFormat::Q4_K, 512), WeightFormat::Q4_K);
+    }
 }

@@ -45,6 +45,11 @@ pub struct PruneArgs {
     /// Leave weights whose name contains this dense (repeatable).
     #[arg(long)]
     skip: Vec<String>,
+    /// SparseGPT: prune and quantize in one pass (kept values rounded as the
+    /// walk reaches them, their error fed forward) instead of rounding the
+    /// kept values after pruning. Needs q8_0, q4_0 or q4_1 values.
+    #[arg(long)]
+    joint: bool,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -104,6 +109,7 @@ pub fn prune(a: PruneArgs) -> Result<()> {
         values,
         layer_sparsity,
         skip: a.skip.clone(),
+        joint: a.joint,
     };
     let bar = indicatif::ProgressBar::new(1);
     bar.set_style(
@@ -146,11 +152,12 @@ pub fn prune(a: PruneArgs) -> Result<()> {
         sum_w += n;
     }
     println!(
-        "pruned {} weights ({}, {} values, {}): {:.3} bits per weight in them; wrote {} ({:.1} MB, was {:.1} MB) in {:.1}s",
+        "pruned {} weights ({}, {} values, {}{}): {:.3} bits per weight in them; wrote {} ({:.1} MB, was {:.1} MB) in {:.1}s",
         report.len(),
         pattern.name(),
         values.name(),
         method.name(),
+        if a.joint { ", joint" } else { "" },
         sum_bits / sum_w.max(1.0),
         a.out.display(),
         back.file_len() as f64 / 1e6,

@@ -33,13 +33,14 @@ pub const HEADER_WORDS: usize = 8;
 /// its first value (5 words of f16 values, which may start one past the
 /// last value when the unit keeps none) and the next block's scale.
 pub const PAD_WORDS: usize = 5;
-/// Value formats a sparse tensor can store its kept values in.
-pub const VALUE_FORMATS: [WeightFormat; 4] = [
-    WeightFormat::F16,
-    WeightFormat::Q8_0,
-    WeightFormat::Q4_0,
-    WeightFormat::Q4_1,
-];
+/// Value formats a sparse tensor can store its kept values in: those whose
+/// module declares `sparse_values`.
+pub fn value_formats() -> Vec<WeightFormat> {
+    WeightFormat::ALL
+        .into_iter()
+        .filter(|f| f.holds_sparse_values())
+        .collect()
+}
 
 /// Which columns a row may keep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -88,13 +89,17 @@ pub struct SparseFormat {
 
 impl SparseFormat {
     pub fn new(pattern: Pattern, values: WeightFormat) -> Result<SparseFormat> {
-        if !VALUE_FORMATS.contains(&values) {
+        if !values.holds_sparse_values() {
             return Err(Error::Shape {
                 op: "sparse format",
                 msg: format!(
                     "kept values cannot be {}: one of {}",
                     values.name(),
-                    VALUE_FORMATS.map(|f| f.name()).join(", ")
+                    value_formats()
+                        .iter()
+                        .map(|f| f.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
         }
@@ -105,6 +110,23 @@ impl SparseFormat {
     pub fn name(self) -> String {
         format!("{}/{}", self.pattern.name(), self.values.name())
     }
+}
+
+/// The mask words of a row-major [n, k] keep-mask.
+fn mask_of(n: usize, k: usize, keep: &[bool]) -> Result<Vec<u32>> {
+    if k == 0 || k % 32 != 0 || keep.len() != n * k {
+        return Err(shape_err(format!(
+            "[{n}, {k}]: rows must be a non-zero multiple of 32 and the mask {} values, got {}",
+            n * k,
+            keep.len()
+        )));
+    }
+    let words = k / 32;
+    let mut mask = vec![0u32; n * words];
+    for (i, _) in keep.iter().enumerate().filter(|(_, k)| **k) {
+        mask[i / k * words + i % k / 32] |= 1 << (i % 32);
+    }
+    Ok(mask)
 }
 
 fn shape_err(msg: String) -> Error {
@@ -134,31 +156,48 @@ impl SparseTensor {
         w: &[f32],
         keep: &[bool],
     ) -> Result<SparseTensor> {
-        if k == 0 || k % 32 != 0 || w.len() != n * k || keep.len() != n * k {
+        if w.len() != n * k {
             return Err(shape_err(format!(
-                "[{n}, {k}]: rows must be a non-zero multiple of 32 and the weights and mask {} values, got {} and {}",
-                n * k,
+                "[{n}, {k}]: {} weights, expected {}",
                 w.len(),
-                keep.len()
+                n * k
             )));
         }
-        let words = k / 32;
-        let mut mask = vec![0u32; n * words];
+        let mask = mask_of(n, k, keep)?;
         let mut kept = Vec::new();
         for r in 0..n {
             let start = kept.len();
-            for c in 0..k {
-                if keep[r * k + c] {
-                    mask[r * words + c / 32] |= 1 << (c % 32);
-                    kept.push(w[r * k + c]);
-                }
-            }
+            kept.extend((0..k).filter(|c| keep[r * k + c]).map(|c| w[r * k + c]));
             kept.resize(
                 start + (kept.len() - start).next_multiple_of(VALUE_BLOCK),
                 0.0,
             );
         }
         let values = quantize(format.values, &kept)?;
+        Self::from_parts(format, n, k, mask, values)
+    }
+
+    /// A tensor from its mask and the kept values already encoded (each
+    /// row's padded to whole blocks), as a joint prune-and-quantize pass
+    /// writes them; checked like a file's.
+    pub fn from_encoded(
+        format: SparseFormat,
+        n: usize,
+        k: usize,
+        keep: &[bool],
+        values: Vec<u8>,
+    ) -> Result<SparseTensor> {
+        let mask = mask_of(n, k, keep)?;
+        Self::from_parts(format, n, k, mask, values)
+    }
+
+    fn from_parts(
+        format: SparseFormat,
+        n: usize,
+        k: usize,
+        mask: Vec<u32>,
+        values: Vec<u8>,
+    ) -> Result<SparseTensor> {
         let t = SparseTensor {
             format,
             n,
@@ -299,10 +338,12 @@ impl SparseTensor {
         let (starts, total) = self.row_starts();
         let v0 = starts.get(row0).copied().unwrap_or(total);
         let v1 = starts.get(row0 + rows).copied().unwrap_or(total);
-        let (vwords, swords) = value_words(
-            self.format.values,
-            &self.values[self.format.values.ggml_bytes(v0)..self.format.values.ggml_bytes(v1)],
-        );
+        let vf = self.format.values;
+        let words_of = vf
+            .spec()
+            .sparse_values
+            .ok_or_else(|| shape_err(format!("kept values cannot be {}", vf.name())))?;
+        let (vwords, swords) = words_of(&self.values[vf.ggml_bytes(v0)..vf.ggml_bytes(v1)]);
         let mask_off = HEADER_WORDS;
         let goff_off = mask_off + rows * words;
         let gpr = self.groups_per_row();
@@ -373,44 +414,6 @@ impl SparseTensor {
         t.validate()?;
         Ok(t)
     }
-}
-
-/// The GPU words of ggml-encoded kept values: the codes in value order
-/// (4-bit ones eight per word, low nibble first, so a unit's values sit in
-/// two adjacent words; 8-bit four per word; f16 two), then one scale word per
-/// 32 values as ggml stores it (d, or d and m).
-fn value_words(fmt: WeightFormat, bytes: &[u8]) -> (Vec<u32>, Vec<u32>) {
-    let word = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-    let half = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as u32;
-    let (mut vals, mut scales) = (Vec::new(), Vec::new());
-    match fmt {
-        WeightFormat::Q4_0 | WeightFormat::Q4_1 => {
-            let q0 = if fmt == WeightFormat::Q4_1 { 4 } else { 2 };
-            for b in bytes.chunks_exact(fmt.block_bytes()) {
-                let nib = |i: usize| -> u32 {
-                    let byte = b[q0 + i % 16];
-                    (if i < 16 { byte & 15 } else { byte >> 4 }) as u32
-                };
-                for m in 0..4 {
-                    vals.push((0..8).fold(0u32, |a, t| a | nib(8 * m + t) << (4 * t)));
-                }
-                scales.push(if fmt == WeightFormat::Q4_1 {
-                    word(b, 0)
-                } else {
-                    half(b, 0)
-                });
-            }
-        }
-        WeightFormat::Q8_0 => {
-            for b in bytes.chunks_exact(34) {
-                vals.extend((0..8).map(|j| word(b, 2 + 4 * j)));
-                scales.push(half(b, 0));
-            }
-        }
-        // f16 (the only other value format): two per word.
-        _ => vals.extend(bytes.chunks_exact(4).map(|c| word(c, 0))),
-    }
-    (vals, scales)
 }
 
 /// The keep-mask of row-major [n, k] `scores` that keeps, per row, the

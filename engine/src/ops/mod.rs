@@ -1121,7 +1121,7 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
         .into_iter()
         .map(|f| crate::formats::format_defines(f, None))
         .collect();
-    for values in crate::formats::sparse::VALUE_FORMATS {
+    for values in crate::formats::sparse::value_formats() {
         for pattern in [
             crate::formats::Pattern::NM { n: 2, m: 4 },
             crate::formats::Pattern::Unstructured,

@@ -104,25 +104,9 @@ impl LlamaConfig {
 
 /// The weight format our kernels use for a GGUF tensor type.
 pub fn weight_format(name: &str, t: GgmlType) -> Result<WeightFormat> {
-    Ok(match t {
-        GgmlType::F32 => WeightFormat::F32,
-        GgmlType::F16 => WeightFormat::F16,
-        GgmlType::Q8_0 => WeightFormat::Q8_0,
-        GgmlType::Q4_0 => WeightFormat::Q4_0,
-        GgmlType::Q4_1 => WeightFormat::Q4_1,
-        GgmlType::BF16 => WeightFormat::BF16,
-        GgmlType::Q5_0 => WeightFormat::Q5_0,
-        GgmlType::Q5_1 => WeightFormat::Q5_1,
-        GgmlType::IQ4_NL => WeightFormat::IQ4_NL,
-        GgmlType::Q4_K => WeightFormat::Q4_K,
-        GgmlType::Q5_K => WeightFormat::Q5_K,
-        GgmlType::Q6_K => WeightFormat::Q6_K,
-        other => {
-            return Err(Error::UnsupportedTensorType {
-                name: name.to_string(),
-                ggml_type: other.id(),
-            })
-        }
+    WeightFormat::from_ggml_type(t.id()).ok_or_else(|| Error::UnsupportedTensorType {
+        name: name.to_string(),
+        ggml_type: t.id(),
     })
 }
 

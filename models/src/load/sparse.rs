@@ -43,23 +43,14 @@ pub fn companion_of(g: &GgufFile, tensor: &str) -> Option<String> {
 }
 
 fn value_format(t: GgmlType) -> Option<WeightFormat> {
-    Some(match t {
-        GgmlType::F16 => WeightFormat::F16,
-        GgmlType::Q8_0 => WeightFormat::Q8_0,
-        GgmlType::Q4_0 => WeightFormat::Q4_0,
-        GgmlType::Q4_1 => WeightFormat::Q4_1,
-        _ => return None,
-    })
+    WeightFormat::from_ggml_type(t.id()).filter(|f| f.holds_sparse_values())
 }
 
 fn ggml_value_type(f: WeightFormat) -> Option<GgmlType> {
-    Some(match f {
-        WeightFormat::F16 => GgmlType::F16,
-        WeightFormat::Q8_0 => GgmlType::Q8_0,
-        WeightFormat::Q4_0 => GgmlType::Q4_0,
-        WeightFormat::Q4_1 => GgmlType::Q4_1,
-        _ => return None,
-    })
+    if !f.holds_sparse_values() {
+        return None;
+    }
+    GgmlType::from_u32(f.spec().ggml_type)
 }
 
 /// Reads weight `name` when it is stored sparse; every inconsistency (a

@@ -1,0 +1,88 @@
+//! Byte helpers the block formats share.
+
+use half::f16;
+
+/// The f16 at byte `i`, as f32.
+pub(super) fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// The little-endian word at byte `i`.
+pub(super) fn word(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+/// The little-endian u16 at byte `i`, in a word's low half.
+pub(super) fn half_word(b: &[u8], i: usize) -> u32 {
+    u16::from_le_bytes([b[i], b[i + 1]]) as u32
+}
+
+/// Appends an f32 as f16 bytes.
+pub(super) fn push_f16(out: &mut Vec<u8>, v: f32) {
+    out.extend_from_slice(&f16::from_f32(v).to_le_bytes());
+}
+
+/// The value of largest magnitude (the first of equal ones), signed.
+pub(super) fn signed_max(b: &[f32]) -> f32 {
+    b.iter()
+        .fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m })
+}
+
+/// (min, max) of a block.
+pub(super) fn range(b: &[f32]) -> (f32, f32) {
+    b.iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, c), v| {
+            (a.min(*v), c.max(*v))
+        })
+}
+
+/// Appends qh (bit i: high bit of weight i) and the nibbles of 32 5-bit values.
+pub fn push_q5(out: &mut Vec<u8>, q: &[u8]) {
+    let qh = q
+        .iter()
+        .enumerate()
+        .fold(0u32, |h, (i, v)| h | (((*v as u32) >> 4) << i));
+    out.extend_from_slice(&qh.to_le_bytes());
+    push_nibbles(out, q);
+}
+
+/// Appends 16 bytes holding weight i in the low and i + 16 in the high nibble.
+pub(super) fn push_nibbles(out: &mut Vec<u8>, q: &[u8]) {
+    out.extend((0..16).map(|i| (q[i] & 15) | ((q[i + 16] & 15) << 4)));
+}
+
+/// Weight i of a block whose 16 nibble bytes start at byte `at`.
+pub(super) fn nibble(b: &[u8], at: usize, i: usize) -> u8 {
+    let byte = b[at + i % 16];
+    if i < 16 {
+        byte & 15
+    } else {
+        byte >> 4
+    }
+}
+
+/// The 32 5-bit values of a Q5 block whose qh word starts at byte `at`.
+pub(super) fn q5_codes(b: &[u8], at: usize) -> [u32; 32] {
+    let qh = word(b, at);
+    std::array::from_fn(|i| nibble(b, at + 4, i) as u32 | (((qh >> i) & 1) << 4))
+}
+
+/// Sparse kept values of a 4-bit format: the codes eight per word in value
+/// order (low nibble first), then the block's scale word(s).
+pub(super) fn sparse_nibble_words(
+    bytes: &[u8],
+    block_bytes: usize,
+    codes_at: usize,
+    scale: fn(&[u8]) -> u32,
+) -> (Vec<u32>, Vec<u32>) {
+    let (mut vals, mut scales) = (Vec::new(), Vec::new());
+    for b in bytes.chunks_exact(block_bytes) {
+        for m in 0..4 {
+            vals.push((0..8).fold(0u32, |a, t| {
+                a | (nibble(b, codes_at, 8 * m + t) as u32) << (4 * t)
+            }));
+        }
+        scales.push(scale(b));
+    }
+    (vals, scales)
+}
