@@ -330,4 +330,74 @@ fn prune_info_run_round_trip() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --calibration"));
+    // SparseGPT pruning and quantizing one layer in one pass, on a little
+    // calibration text; the file generates. --joint is SparseGPT's only.
+    let calib = dir.join("calib.txt");
+    std::fs::write(
+        &calib,
+        "The river rises in the hills and reaches the sea after two hundred miles. \
+         Farmers along its banks grow wheat, barley and beans, and the town at its \
+         mouth has traded in salt and timber for six hundred years.",
+    )
+    .unwrap();
+    let joint_path = dir.join("joint.gguf");
+    let skips: Vec<String> = (0..30)
+        .filter(|l| *l != 3)
+        .flat_map(|l| ["--skip".to_string(), format!("blk.{l}.")])
+        .collect();
+    let out = lottery()
+        .args(["prune", "--in"])
+        .arg(common::model_path())
+        .arg("--out")
+        .arg(&joint_path)
+        .args(["--method", "sparsegpt", "--joint", "--pattern", "4:8"])
+        .args(["--values", "q4_1", "--calib-tokens", "48", "--calibration"])
+        .arg(&calib)
+        .args(&skips)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "joint prune failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pruned 7 weights (4:8, q4_1 values, sparsegpt, joint)"),
+        "{stdout}"
+    );
+    let out = lottery()
+        .args(["run", "--model"])
+        .arg(&joint_path)
+        .args([
+            "--prompt",
+            "The river",
+            "-n",
+            "4",
+            "--temperature",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lottery()
+        .args(["prune", "--in"])
+        .arg(common::model_path())
+        .arg("--out")
+        .arg(dir.join("y.gguf"))
+        .args(["--method", "magnitude", "--joint", "--sparsity", "0.5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("joint pruning and quantization is SparseGPT's"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

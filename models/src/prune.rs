@@ -155,12 +155,8 @@ pub fn prune_gguf(
     }
     let c = LlamaConfig::from_gguf(src)?;
     let format = SparseFormat::new(opts.pattern, opts.values)?;
-    if opts.joint && (opts.method != PruneMethod::SparseGpt || opts.values.grid().is_none()) {
-        return Err(Error::Model(format!(
-            "joint pruning and quantization is SparseGPT's and needs a 32-weight block value format (q8_0, q4_0, q4_1), not {} with {}",
-            opts.method.name(),
-            opts.values.name()
-        )));
+    if opts.joint {
+        check_joint(opts.method, opts.values)?;
     }
     let target = match opts.pattern {
         Pattern::NM { n, m } => 1.0 - n as f64 / m as f64,
@@ -313,6 +309,19 @@ pub fn prune_gguf(
         progress(i + 1, todo.len());
     }
     Ok((w_out, report))
+}
+
+/// Whether `method` can prune and quantize into `values` in one pass
+/// (SparseGPT into a format with a rounding grid).
+pub fn check_joint(method: PruneMethod, values: WeightFormat) -> Result<()> {
+    if method != PruneMethod::SparseGpt || values.grid().is_none() {
+        return Err(Error::Model(format!(
+            "joint pruning and quantization is SparseGPT's and needs a 32-weight block value format (q8_0, q4_0, q4_1), not {} with {} values",
+            method.name(),
+            values.name()
+        )));
+    }
+    Ok(())
 }
 
 fn rows_of(g: &GgufFile, name: &str) -> Result<usize> {

@@ -5,7 +5,9 @@ use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use lottery::engine::formats::Pattern;
 use lottery::models::load::GgufFile;
-use lottery::models::prune::{prune_gguf, LayerSparsity, PruneMethod, PruneOptions, PruneStats};
+use lottery::models::prune::{
+    check_joint, prune_gguf, LayerSparsity, PruneMethod, PruneOptions, PruneStats,
+};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -83,6 +85,10 @@ pub fn prune(a: PruneArgs) -> Result<()> {
         return Err(anyhow!(
             "--layer-sparsity owl needs --sparsity (an N:M pattern fixes every layer's)"
         ));
+    }
+    if a.joint {
+        // Before calibration, which is the slow part.
+        check_joint(method, values)?;
     }
     let src = GgufFile::open(&a.input)?;
     let t0 = Instant::now();
