@@ -260,6 +260,11 @@ pub fn prune_gguf(
         let w = weight_f32(src, name)?;
         let n = rows_of(src, name)?;
         let k = w.len() / n;
+        if k == 0 || k % 32 != 0 || n * k != w.len() {
+            return Err(Error::Model(format!(
+                "pruning `{name}`: rows of {k} columns; sparse weights need a non-zero multiple of 32"
+            )));
+        }
         let st = get_stats(key, k)?;
         let sparsity = layer_target[*l];
         let (pruned_w, keep, encoded) = match opts.method {
@@ -314,9 +319,16 @@ pub fn prune_gguf(
 /// Whether `method` can prune and quantize into `values` in one pass
 /// (SparseGPT into a format with a rounding grid).
 pub fn check_joint(method: PruneMethod, values: WeightFormat) -> Result<()> {
-    if method != PruneMethod::SparseGpt || values.grid().is_none() {
+    let fits = |f: WeightFormat| f.grid().is_some() && f.holds_sparse_values();
+    if method != PruneMethod::SparseGpt || !fits(values) {
+        let ok: Vec<&str> = WeightFormat::ALL
+            .into_iter()
+            .filter(|f| fits(*f))
+            .map(|f| f.name())
+            .collect();
         return Err(Error::Model(format!(
-            "joint pruning and quantization is SparseGPT's and needs a 32-weight block value format (q8_0, q4_0, q4_1), not {} with {} values",
+            "joint pruning and quantization is SparseGPT's and needs kept values in a block format with a rounding grid ({}), not {} with {} values",
+            ok.join(", "),
             method.name(),
             values.name()
         )));
@@ -530,9 +542,11 @@ pub fn sparsegpt_joint(
             values.name()
         ))
     })?;
-    if imp.len() != k {
+    if imp.len() != k || w.len() != n * k || u.len() != k * k || k % 32 != 0 {
         return Err(Error::Model(format!(
-            "joint SparseGPT: {} importances for {k} columns",
+            "joint SparseGPT on [{n}, {k}] (a multiple of 32 columns): {} weights, {} factor entries, {} importances",
+            w.len(),
+            u.len(),
             imp.len()
         )));
     }

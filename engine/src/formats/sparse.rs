@@ -233,6 +233,12 @@ impl SparseTensor {
     /// against the mask, naming the first row or group that is wrong.
     pub fn validate(&self) -> Result<()> {
         let (n, k) = (self.n, self.k);
+        if !self.format.values.holds_sparse_values() {
+            return Err(shape_err(format!(
+                "kept values cannot be {}",
+                self.format.values.name()
+            )));
+        }
         if k == 0 || k % 32 != 0 {
             return Err(shape_err(format!(
                 "rows of {k} columns: must be a non-zero multiple of 32"
