@@ -166,3 +166,46 @@ fn tool_choice_scores_the_calls() {
     assert!(report.contains("precision"), "{report}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--grid`: two configurations from a TOML file into one directory, each a
+/// row of the report; a bad row is refused, naming it, before anything runs.
+#[test]
+fn grid_runs_each_configuration() {
+    let dir = std::env::temp_dir().join(format!("lottery-eval-grid-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let grid = dir.join("grid.toml");
+    std::fs::write(
+        &grid,
+        "[defaults]\ntasks = [\"copy\"]\nlengths = [\"copy\"]\ncases = 1\n\n\
+         [[config]]\n\n[[config]]\nkv = \"q8_0\"\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    eval_into(&["--grid", grid.to_str().unwrap()], &out);
+    let configs = std::fs::read_to_string(out.join("configs.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = configs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{configs}");
+    assert_eq!(rows[0]["kv"], "f16");
+    assert_eq!(rows[1]["kv"], "q8_0");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("kv q8_0"), "{report}");
+    for (bad, says) in [
+        ("[[config]]\nkv = \"q3_0\"\n", "[[config]] 1 of 1"),
+        ("[[config]]\n[[config]]\nkv_polcy = \"full\"\n", "kv_polcy"),
+        ("[[config]]\nmodel = \"no/such.gguf\"\n", "does not exist"),
+    ] {
+        std::fs::write(&grid, bad).unwrap();
+        let o = lottery()
+            .args(["eval", "--grid", grid.to_str().unwrap(), "--out"])
+            .arg(dir.join("bad"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{bad}: {err}");
+        assert!(!dir.join("bad").join("cases.jsonl").exists());
+    }
+}

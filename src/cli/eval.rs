@@ -5,7 +5,8 @@
 //! DIR/configs.jsonl; DIR/report.md, report.json and chart.svg tabulate every
 //! configuration the directory holds (one row each), so runs with other
 //! `--kv`, `--kv-policy`, `--quantize` or `--tools` into the same DIR build
-//! one table.
+//! one table. `--grid FILE` runs every configuration a TOML file lists, the
+//! model loaded once per weight file (see [`Grid`]).
 
 use super::ModelArgs;
 use anyhow::{anyhow, Context, Result};
@@ -17,6 +18,7 @@ use lottery::GenerateOptions;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 const TASKS: [&str; 9] = [
@@ -31,10 +33,17 @@ const TASKS: [&str; 9] = [
     "tool_choice",
 ];
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct EvalArgs {
     #[command(flatten)]
     model: ModelArgs,
+    /// A TOML file of configurations (`[[config]]` tables with any of model,
+    /// quantize, kv, kv_k, kv_v, kv_policy, ctx, tools, solve, tasks,
+    /// lengths, cases, seed, perplexity; a `[defaults]` table for all):
+    /// each runs in turn into --out, fields it leaves out taken from the
+    /// command line. See examples/eval-grid.toml.
+    #[arg(long, requires = "out")]
+    grid: Option<PathBuf>,
     /// Tasks, comma-separated: passkey, kv_retrieval, arithmetic,
     /// var_tracking, copy, kb_qa (questions on invented facts; with --solve
     /// --tools search, the loop searches a knowledge base of them),
@@ -73,7 +82,7 @@ pub struct EvalArgs {
     /// With --solve, the tools the loop offers the model: calculator,
     /// memory, prompt_search (over the case's document), search (over the
     /// knowledge base of kb_qa).
-    #[arg(long, value_delimiter = ',', value_parser = ["calculator", "memory", "prompt_search", "search"])]
+    #[arg(long, value_delimiter = ',', value_parser = TOOLS)]
     tools: Vec<String>,
     /// Run every case through the runtime's loop (`lottery solve`) with
     /// --tools, the case's document given apart from its task; the final
@@ -197,6 +206,136 @@ fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>> {
         .collect())
 }
 
+/// A `--grid` file: the report's configurations, one `[[config]]` table
+/// each, over the `[defaults]` table and the command line.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Grid {
+    #[serde(default)]
+    defaults: GridConfig,
+    config: Vec<GridConfig>,
+}
+
+/// One configuration of a grid; what it leaves out comes from `[defaults]`,
+/// then from the command line.
+#[derive(serde::Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct GridConfig {
+    model: Option<PathBuf>,
+    quantize: Option<String>,
+    kv: Option<String>,
+    kv_k: Option<String>,
+    kv_v: Option<String>,
+    kv_policy: Option<String>,
+    ctx: Option<u32>,
+    tools: Option<Vec<String>>,
+    solve: Option<bool>,
+    tasks: Option<Vec<String>>,
+    lengths: Option<Vec<String>>,
+    cases: Option<usize>,
+    seed: Option<u64>,
+    perplexity: Option<PathBuf>,
+}
+
+impl GridConfig {
+    /// `base` with this configuration's fields set.
+    fn apply(&self, base: &EvalArgs) -> EvalArgs {
+        let mut a = base.clone();
+        let m = &mut a.model;
+        if let Some(v) = &self.model {
+            m.model = Some(v.clone());
+        }
+        if let Some(v) = &self.quantize {
+            m.quantize = Some(v.clone());
+        }
+        if let Some(v) = &self.kv {
+            m.kv = v.clone();
+        }
+        if let Some(v) = &self.kv_k {
+            m.kv_k = Some(v.clone());
+        }
+        if let Some(v) = &self.kv_v {
+            m.kv_v = Some(v.clone());
+        }
+        if let Some(v) = &self.kv_policy {
+            m.kv_policy = v.clone();
+        }
+        if let Some(v) = self.ctx {
+            m.ctx = v;
+        }
+        if let Some(v) = &self.tools {
+            a.tools = v.clone();
+        }
+        if let Some(v) = self.solve {
+            a.solve = v;
+        }
+        if let Some(v) = &self.tasks {
+            a.tasks = v.clone();
+        }
+        if let Some(v) = &self.lengths {
+            a.lengths = v.clone();
+        }
+        if let Some(v) = self.cases {
+            a.cases = Some(v);
+        }
+        if let Some(v) = self.seed {
+            a.seed = v;
+        }
+        if let Some(v) = &self.perplexity {
+            a.perplexity = Some(v.clone());
+        }
+        a
+    }
+}
+
+const TOOLS: [&str; 4] = ["calculator", "memory", "prompt_search", "search"];
+
+/// Every configuration of `path`, checked before anything runs: a typo in
+/// the tenth row should not surface after nine rows of work.
+fn grid_configs(path: &Path, base: &EvalArgs) -> Result<Vec<EvalArgs>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let grid: Grid = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if grid.config.is_empty() {
+        return Err(anyhow!("{}: no [[config]] tables", path.display()));
+    }
+    let base = grid.defaults.apply(base);
+    let mut out = Vec::new();
+    for (i, c) in grid.config.iter().enumerate() {
+        let a = c.apply(&base);
+        let at = || {
+            format!(
+                "{}: [[config]] {} of {}",
+                path.display(),
+                i + 1,
+                grid.config.len()
+            )
+        };
+        if let Some(m) = &a.model.model {
+            if !m.exists() {
+                return Err(anyhow!("{}: model {} does not exist", at(), m.display()));
+            }
+        }
+        a.model.kv_types().with_context(at)?;
+        a.model.kv_policy().with_context(at)?;
+        if let Some(t) = a.tools.iter().find(|t| !TOOLS.contains(&t.as_str())) {
+            return Err(anyhow!(
+                "{}: unknown tool `{t}` ({})",
+                at(),
+                TOOLS.join(", ")
+            ));
+        }
+        if let Some(q) = &a.model.quantize {
+            if lottery::models::quantize::parse_format(q).is_none() {
+                return Err(anyhow!("{}: unknown quantize format `{q}`", at()));
+            }
+        }
+        cases(&a).with_context(at)?;
+        out.push(a);
+    }
+    Ok(out)
+}
+
 pub fn run(a: EvalArgs) -> Result<()> {
     if a.report_only {
         let dir = a.out.as_deref().expect("clap requires --out");
@@ -204,8 +343,37 @@ pub fn run(a: EvalArgs) -> Result<()> {
         println!("wrote {}", dir.join("report.md").display());
         return Ok(());
     }
-    let all = cases(&a)?;
-    let model = a.model.load(a.json)?;
+    let Some(grid) = &a.grid else {
+        let model = a.model.load(a.json)?;
+        return run_config(&a, model);
+    };
+    let configs = grid_configs(grid, &a)?;
+    // Configurations grouped by weight file (and load-time quantization),
+    // in the order the file first names each: one load per group, dropped
+    // before the next one loads.
+    let key = |c: &EvalArgs| (c.model.model.clone(), c.model.quantize.clone());
+    let mut groups: Vec<(_, Vec<(usize, &EvalArgs)>)> = Vec::new();
+    for (i, c) in configs.iter().enumerate() {
+        match groups.iter_mut().find(|(k, _)| *k == key(c)) {
+            Some((_, v)) => v.push((i, c)),
+            None => groups.push((key(c), vec![(i, c)])),
+        }
+    }
+    for (_, members) in groups {
+        let model = members[0].1.model.load(a.json)?;
+        for (i, c) in members {
+            if !c.json {
+                println!("== config {} of {}", i + 1, configs.len());
+            }
+            run_config(c, model.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// One configuration on its loaded model.
+fn run_config(a: &EvalArgs, model: Arc<lottery::models::Model>) -> Result<()> {
+    let all = cases(a)?;
     let mut session = a.model.session(&model)?;
     let kv = a.model.kv_types()?;
     let policy = a.model.kv_policy()?;
