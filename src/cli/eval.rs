@@ -478,7 +478,17 @@ fn run_config(a: &EvalArgs, model: Arc<lottery::models::Model>) -> Result<()> {
             continue;
         }
         let ids = model.tokenizer.encode(&c.prompt)?;
-        session.rewind(0)?;
+        // Cases of a bucket share their instructions, few-shot examples and
+        // (passkey) the filler before the key: keep the cached prefix the
+        // last case left. Only with every position kept: a ring may have
+        // evicted the prefix, and Quest's page bounds would still hold the
+        // keys past the rewind point.
+        let reused = if policy == lottery::KvPolicy::Full {
+            session.rewind_to_prefix(&ids)?
+        } else {
+            session.rewind(0)?;
+            0
+        };
         let opts = GenerateOptions {
             max_tokens: c.max_tokens,
             stop_at_eos: false,
@@ -487,9 +497,13 @@ fn run_config(a: &EvalArgs, model: Arc<lottery::models::Model>) -> Result<()> {
         };
         let mut calls: Vec<InlineCall> = Vec::new();
         let g = if c.calculator && calculator {
-            session.generate_with_hook(&ids, &opts, inline_calculator(&mut calls, |_| true))?
+            session.generate_with_hook(
+                &ids[reused..],
+                &opts,
+                inline_calculator(&mut calls, |_| true),
+            )?
         } else {
-            session.generate_with_hook(&ids, &opts, |_| HookAction::Continue)?
+            session.generate_with_hook(&ids[reused..], &opts, |_| HookAction::Continue)?
         };
         let ok = eval::correct(c, &g.text);
         done.insert((c.task.to_string(), c.length.clone(), c.trial), ok);
@@ -499,7 +513,8 @@ fn run_config(a: &EvalArgs, model: Arc<lottery::models::Model>) -> Result<()> {
                 "{}",
                 serde_json::json!({
                     "config": label, "task": c.task, "length": c.length, "trial": c.trial,
-                    "seed": a.seed, "prompt_tokens": ids.len(), "answer": c.answer,
+                    "seed": a.seed, "prompt_tokens": ids.len(), "reused_tokens": reused,
+                    "answer": c.answer,
                     "output": g.text, "correct": ok,
                     "tool_calls": calls.iter().map(|k| &k.expression).collect::<Vec<_>>(),
                 })
