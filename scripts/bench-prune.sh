@@ -5,8 +5,9 @@
 # the GPL-3's start, so no GNU license is used).
 # Usage: scripts/bench-prune.sh [OUT_DIR] [CONFIG...], CONFIG = METHOD:PATTERN:VALUES
 # with PATTERN 0.5 / 0.7 (unstructured sparsity) or 2:4 / 4:8 and METHOD
-# magnitude, wanda, sparsegpt or sparsegpt-joint (pruned and quantized in one
-# pass). LOTTERY_BIN picks the binary (default target/release/lottery).
+# magnitude, wanda, sparsegpt (pruned and quantized in one pass, its default
+# with block values) or sparsegpt-after (kept values rounded after pruning).
+# LOTTERY_BIN picks the binary (default target/release/lottery).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/lottery-xdg}"
@@ -30,9 +31,9 @@ for c in "${configs[@]}"; do
   f="$out/${method}-${pat/:/_}-${values}.gguf"
   cal=()
   [ "$method" != magnitude ] && cal=(--calibration "$calib" --calib-tokens 2048)
-  joint=()
-  [ "$method" = sparsegpt-joint ] && joint=(--joint)
-  /usr/bin/time -f "%e s" -o "$f.time" "$bin" prune --in "$model" --out "$f" --method "${method%-joint}" "${joint[@]}" \
+  after=()
+  [ "$method" = sparsegpt-after ] && after=(--round-after)
+  /usr/bin/time -f "%e s" -o "$f.time" "$bin" prune --in "$model" --out "$f" --method "${method%-after}" "${after[@]}" \
     "${sel[@]}" --values "$values" "${cal[@]}" > "$f.prune.txt" 2>&1
   "$bin" perplexity --model "$f" --file "$text" --json > "$f.ppl.json" 2>/dev/null
   ppl=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['perplexity'])" "$f.ppl.json")

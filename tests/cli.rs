@@ -330,8 +330,9 @@ fn prune_info_run_round_trip() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --calibration"));
-    // SparseGPT pruning and quantizing one layer in one pass, on a little
-    // calibration text; the file generates. --joint is SparseGPT's only.
+    // SparseGPT pruning and quantizing one layer in one pass (its default
+    // with block values), on a little calibration text; the file generates.
+    // --round-after is SparseGPT's only.
     let calib = dir.join("calib.txt");
     std::fs::write(
         &calib,
@@ -350,7 +351,7 @@ fn prune_info_run_round_trip() {
         .arg(common::model_path())
         .arg("--out")
         .arg(&joint_path)
-        .args(["--method", "sparsegpt", "--joint", "--pattern", "4:8"])
+        .args(["--method", "sparsegpt", "--pattern", "4:8"])
         .args(["--values", "q4_1", "--calib-tokens", "48", "--calibration"])
         .arg(&calib)
         .args(&skips)
@@ -390,13 +391,18 @@ fn prune_info_run_round_trip() {
         .arg(common::model_path())
         .arg("--out")
         .arg(dir.join("y.gguf"))
-        .args(["--method", "magnitude", "--joint", "--sparsity", "0.5"])
+        .args([
+            "--method",
+            "magnitude",
+            "--round-after",
+            "--sparsity",
+            "0.5",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("joint pruning and quantization is SparseGPT's"),
+        String::from_utf8_lossy(&out.stderr).contains("--round-after is SparseGPT's"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

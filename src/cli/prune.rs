@@ -47,11 +47,12 @@ pub struct PruneArgs {
     /// Leave weights whose name contains this dense (repeatable).
     #[arg(long)]
     skip: Vec<String>,
-    /// SparseGPT: prune and quantize in one pass (kept values rounded as the
-    /// walk reaches them, their error fed forward) instead of rounding the
-    /// kept values after pruning. Needs q8_0, q4_0 or q4_1 values.
+    /// SparseGPT: round the kept values after pruning instead of in the walk.
+    /// By default SparseGPT prunes and quantizes in one pass (each kept value
+    /// rounded when the walk reaches it, its error fed forward like a pruned
+    /// weight's) whenever the values are q8_0, q4_0 or q4_1.
     #[arg(long)]
-    joint: bool,
+    round_after: bool,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -86,10 +87,13 @@ pub fn prune(a: PruneArgs) -> Result<()> {
             "--layer-sparsity owl needs --sparsity (an N:M pattern fixes every layer's)"
         ));
     }
-    if a.joint {
-        // Before calibration, which is the slow part.
-        check_joint(method, values)?;
+    if a.round_after && method != PruneMethod::SparseGpt {
+        return Err(anyhow!(
+            "--round-after is SparseGPT's (--method {} rounds after pruning anyway)",
+            method.name()
+        ));
     }
+    let joint = !a.round_after && check_joint(method, values).is_ok();
     let src = GgufFile::open(&a.input)?;
     let t0 = Instant::now();
     let stats: PruneStats = match (&a.calibration, method.needs_calibration()) {
@@ -115,7 +119,7 @@ pub fn prune(a: PruneArgs) -> Result<()> {
         values,
         layer_sparsity,
         skip: a.skip.clone(),
-        joint: a.joint,
+        joint,
     };
     let bar = indicatif::ProgressBar::new(1);
     bar.set_style(
@@ -163,7 +167,7 @@ pub fn prune(a: PruneArgs) -> Result<()> {
         pattern.name(),
         values.name(),
         method.name(),
-        if a.joint { ", joint" } else { "" },
+        if joint { ", joint" } else { "" },
         sum_bits / sum_w.max(1.0),
         a.out.display(),
         back.file_len() as f64 / 1e6,
