@@ -36,6 +36,64 @@ pub(super) fn range(b: &[f32]) -> (f32, f32) {
         })
 }
 
+/// ggml's affine blocks (Q4_1, Q5_1): d = (max - min) / top, m = min,
+/// codes rounded half up; `push_codes` writes the 32 codes after d and m.
+pub(super) fn encode_affine(
+    x: &[f32],
+    out: &mut Vec<u8>,
+    top: f32,
+    push_codes: fn(&mut Vec<u8>, &[u8]),
+) {
+    for b in x.chunks_exact(32) {
+        let (min, max) = range(b);
+        let d = (max - min) / top;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let q: Vec<u8> = b
+            .iter()
+            .map(|v| (((v - min) * id + 0.5) as i32).clamp(0, top as i32) as u8)
+            .collect();
+        push_f16(out, d);
+        push_f16(out, min);
+        push_codes(out, &q);
+    }
+}
+
+/// ggml's offset blocks (Q4_0, Q5_0): the signed value of largest magnitude
+/// maps to -`off`, w = d * (q - off) with q in 0..=2 off - 1.
+pub(super) fn encode_offset(
+    x: &[f32],
+    out: &mut Vec<u8>,
+    off: f32,
+    push_codes: fn(&mut Vec<u8>, &[u8]),
+) {
+    let top = 2 * off as i32 - 1;
+    for b in x.chunks_exact(32) {
+        let d = signed_max(b) / -off;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let q: Vec<u8> = b
+            .iter()
+            // One rounding, as ggml's `x * id + 8.5f` (Q5_0: 16.5f).
+            .map(|v| ((v * id + (off + 0.5)) as i32).clamp(0, top) as u8)
+            .collect();
+        push_f16(out, d);
+        push_codes(out, &q);
+    }
+}
+
+/// An affine block's code of `w` (nearest, clamped to 0..=top) and its value.
+pub(super) fn round_affine(d: f32, m: f32, w: f32, top: f32) -> (u8, f32) {
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let q = ((w - m) * id).round().clamp(0.0, top);
+    (q as u8, d * q + m)
+}
+
+/// An offset block's code of `w` (nearest, clamped to 0..=2 off - 1) and its value.
+pub(super) fn round_offset(d: f32, w: f32, off: f32) -> (u8, f32) {
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let q = ((w * id).round() + off).clamp(0.0, 2.0 * off - 1.0);
+    (q as u8, d * (q - off))
+}
+
 /// Appends qh (bit i: high bit of weight i) and the nibbles of 32 5-bit values.
 pub fn push_q5(out: &mut Vec<u8>, q: &[u8]) {
     let qh = q

@@ -41,23 +41,11 @@ fn decode(data: &[u8], out: &mut [f32]) {
 }
 
 fn encode(x: &[f32], out: &mut Vec<u8>) {
-    for b in x.chunks_exact(32) {
-        // The signed value of largest magnitude maps to -8.
-        let d = blocks::signed_max(b) / -8.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        blocks::push_f16(out, d);
-        let q: Vec<u8> = b
-            .iter()
-            .map(|v| ((v * id + 8.5) as i32).clamp(0, 15) as u8)
-            .collect();
-        blocks::push_nibbles(out, &q);
-    }
+    blocks::encode_offset(x, out, 8.0, blocks::push_nibbles);
 }
 
 fn round(d: f32, _m: f32, w: f32) -> (u8, f32) {
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let q = ((w * id).round() + 8.0).clamp(0.0, 15.0);
-    (q as u8, d * (q - 8.0))
+    blocks::round_offset(d, w, 8.0)
 }
 
 fn pack(d: f32, _m: f32, q: &[u8; 32], out: &mut Vec<u8>) {

@@ -39,24 +39,11 @@ fn decode(data: &[u8], out: &mut [f32]) {
 }
 
 fn encode(x: &[f32], out: &mut Vec<u8>) {
-    for b in x.chunks_exact(32) {
-        let (min, max) = blocks::range(b);
-        let d = (max - min) / 15.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        blocks::push_f16(out, d);
-        blocks::push_f16(out, min);
-        let q: Vec<u8> = b
-            .iter()
-            .map(|v| (((v - min) * id + 0.5) as i32).clamp(0, 15) as u8)
-            .collect();
-        blocks::push_nibbles(out, &q);
-    }
+    blocks::encode_affine(x, out, 15.0, blocks::push_nibbles);
 }
 
 fn round(d: f32, m: f32, w: f32) -> (u8, f32) {
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let q = ((w - m) * id).round().clamp(0.0, 15.0);
-    (q as u8, d * q + m)
+    blocks::round_affine(d, m, w, 15.0)
 }
 
 fn pack(d: f32, m: f32, q: &[u8; 32], out: &mut Vec<u8>) {
