@@ -616,13 +616,16 @@ fn sparsegpt_walk(
             Pattern::Unstructured => top_mask(&loss, 1, n * bw, pattern, sparsity),
         };
         // The smallest kept loss: what the joint walk expects later
-        // unstructured blocks to keep.
-        let threshold = loss
-            .iter()
-            .zip(&km)
-            .filter(|(_, k)| **k)
-            .map(|(l, _)| *l)
-            .fold(f32::INFINITY, f32::min);
+        // unstructured blocks to keep (the plain walk predicts nothing).
+        let threshold = match quant {
+            Some(_) => loss
+                .iter()
+                .zip(&km)
+                .filter(|(_, k)| **k)
+                .map(|(l, _)| *l)
+                .fold(f32::INFINITY, f32::min),
+            None => f32::INFINITY,
+        };
         for r in 0..n {
             let row = &mut rows[r * k..(r + 1) * k];
             for i in b0..b1 {
