@@ -61,7 +61,7 @@ fn gpu_forward_matches_cpu_forward_every_format() {
             ]);
         }
         for kv in kvs {
-            let want = cpu.forward_kv(&PROMPT, kv);
+            let want = cpu.forward_batched(&PROMPT, kv, 4);
             // Batches of 4 exercise prefill continuing after earlier tokens.
             let mut s = Session::new(
                 model.clone(),
@@ -254,7 +254,9 @@ fn sink_window_ring_matches_cpu_mask() {
     let (model, cpu) = load(WeightFormat::Q8_0);
     let policy = KvPolicy::SinkWindow { sink: 2, window: 6 };
     let ids: Vec<u32> = (0..40u32).map(|i| (i * 7 + 3) % VOCAB as u32).collect();
-    let want = cpu.forward_masked(&ids, KvDtype::F32.into(), &|q, k| policy.visible(q, k));
+    let want = cpu.forward_masked(&ids, KvDtype::F32.into(), ids.len(), &|q, k| {
+        policy.visible(q, k)
+    });
     let mut s = Session::new(
         model,
         SessionOptions {
@@ -516,5 +518,79 @@ fn gpu_forward_matches_cpu_forward_sparse() {
             pattern.name(),
             values.name()
         );
+    }
+}
+
+/// SnapKV: after the prompt the cache compacts to what each KV head's
+/// window attended to most; the tokens after it (batched logits and a
+/// decode step) follow the CPU forward that applies the same selection per
+/// layer, and differ from the full cache's (so the compaction is real).
+#[test]
+fn snapkv_compaction_matches_cpu_selection() {
+    for (fmt, kv) in [
+        (WeightFormat::Q8_0, KvTypes::from(KvDtype::F32)),
+        // head_dim 64: rotated, centred q8_0 keys.
+        (WeightFormat::Q4_K, KvTypes::from(KvDtype::Q8_0)),
+    ] {
+        let (model, cpu) = load(fmt);
+        let (budget, window, kernel) = (8usize, 6usize, 3usize);
+        let policy = KvPolicy::SnapKv {
+            budget: budget as u32,
+            window: window as u32,
+            kernel: kernel as u32,
+        };
+        let ids: Vec<u32> = (0..57u32).map(|i| (i * 13 + 7) % VOCAB as u32).collect();
+        let p = 48;
+        let want = cpu.forward_snapkv(&ids, kv, p, (budget, window, kernel));
+        let full = cpu.forward_kv(&ids, kv);
+        let mut s = Session::new(
+            model,
+            SessionOptions {
+                ctx: 64,
+                kv,
+                kv_policy: policy,
+                max_batch: 64,
+                logit_rows: 8,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let first = s.feed(&ids[..p]).unwrap();
+        // The prompt's own next token comes from the full cache.
+        assert_eq!(first as usize, argmax(&full[(p - 1) * VOCAB..p * VOCAB]));
+        assert_eq!(s.kv_kept(), budget + window, "{}", kv.label());
+        assert_eq!(s.position(), p);
+        let got = s.logits(&ids[p..p + 8]).unwrap();
+        let (mut worst, mut moved) = (0f32, 0f32);
+        for (i, g) in got.iter().enumerate() {
+            let w = want[p * VOCAB + i];
+            worst = worst.max((g - w).abs());
+            moved = moved.max((full[p * VOCAB + i] - w).abs());
+            assert!(
+                (g - w).abs() <= 2e-3 * (1.0 + w.abs()),
+                "{}: {g} vs {w}",
+                kv.label()
+            );
+        }
+        eprintln!(
+            "snapkv {}: max error {worst:.2e}, full cache differs by {moved:.2e}",
+            kv.label()
+        );
+        assert!(moved > 0.05, "the compacted cache must change the logits");
+        assert_eq!(s.kv_kept(), budget + window + 8);
+        let next = s.feed(&ids[p + 8..p + 9]).unwrap();
+        assert_eq!(
+            next as usize,
+            argmax(&want[(p + 8) * VOCAB..(p + 9) * VOCAB])
+        );
+        // Rewinding into the compacted span is refused; to its end or to 0 works.
+        let err = s.rewind(20).unwrap_err().to_string();
+        assert!(err.contains("SnapKV compacted"), "{err}");
+        assert_eq!(s.rewind_point(20), 0);
+        s.rewind(p + 8).unwrap();
+        assert_eq!(s.feed(&ids[p + 8..p + 9]).unwrap(), next);
+        s.rewind(0).unwrap();
+        assert_eq!(s.feed(&ids[..p]).unwrap(), first);
+        assert_eq!(s.kv_kept(), budget + window);
     }
 }

@@ -721,6 +721,15 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         kivi_append_case(gpu),
     )
     .await;
+    case(
+        &mut out,
+        &tier,
+        "snap_score+kv_gather",
+        "q8_0/f16",
+        "heads 4/2 hd 32, window 8 of 40: scores, then compaction bit-exact",
+        snapkv_case(gpu),
+    )
+    .await;
     // The append kernel has a layout per variant (a workgroup per row under
     // Lanes, an invocation per row under Rows): the adapter's own on every
     // shape, the other at head 64, except on GL, where each variant takes
@@ -876,7 +885,19 @@ async fn attention_case(
     let part = gpu.zeros("part", ops::attention_part_bytes(&s, max_t as u64 * 8))?;
     let out = gpu.zeros("out", max_t as u64 * (nh * hd) as u64 * 4)?;
     let graph = |prefill: bool| -> Result<Vec<Dispatch>> {
-        let mut d = vec![ops::rope_kv(
+        let mut d = Vec::new();
+        if prefill && kv.centres_k() {
+            d.push(ops::kv_centre(
+                gpu,
+                &sb,
+                &s,
+                &tt,
+                &qkv_t,
+                &cache.k[0],
+                max_t,
+            )?);
+        }
+        d.push(ops::rope_kv(
             gpu,
             &sb,
             &s,
@@ -884,7 +905,7 @@ async fn attention_case(
             &qkv_t,
             cache.bind(0),
             max_t,
-        )?];
+        )?);
         if kv.k == KvDtype::KIVI2 {
             d.push(ops::kivi_pack(gpu, &sb, &s, &cache.k[0])?);
         }
@@ -925,6 +946,8 @@ async fn attention_case(
     };
     let (prefill, decode) = (graph(true)?, graph(false)?);
     let (mut all_k, mut all_v) = (Vec::new(), Vec::new());
+    // The key mean of centred keys, as the GPU computed it at pos 0.
+    let mut centre = vec![0f32; nkv * hd];
     let mut pos = 0usize;
     let mut worst = Check {
         max_abs: 0.0,
@@ -995,6 +1018,19 @@ async fn attention_case(
             kv.k.row_words(head_dim) as usize,
             kv.v.row_words(head_dim) as usize,
         );
+        if kv.centres_k() && pos == 0 {
+            let off = s.k_centre_offset() as usize / 4;
+            let got: Vec<f32> = kw[off..off + nkv * hd]
+                .iter()
+                .map(|w| f32::from_bits(*w))
+                .collect();
+            let want = kv.key_centre(&k, nkv, hd);
+            let c = compare("key centre", &got, &want, 1e-5, 1e-5);
+            if c.fail.is_some() {
+                return Ok(c);
+            }
+            centre = got;
+        }
         let stored =
             |words: &[u32], rw: usize, ty: KvDtype, rot: bool, row: usize| -> Result<Vec<f32>> {
                 let x = ty.decode_row(&words[row * rw..(row + 1) * rw], head_dim)?;
@@ -1025,10 +1061,12 @@ async fn attention_case(
                 let sv = stored(&vw, rwv, kv.v, kv.rot_v(head_dim), row)?;
                 if p >= pos {
                     let i = (p - pos) * nkv * hd + h * hd;
-                    let (ek, ev) = (
-                        kv.effective_k(&k[i..i + hd])?,
-                        kv.effective_v(&v[i..i + hd])?,
-                    );
+                    let kc: Vec<f32> = k[i..i + hd]
+                        .iter()
+                        .zip(&centre[h * hd..(h + 1) * hd])
+                        .map(|(a, m)| a - m)
+                        .collect();
+                    let (ek, ev) = (kv.effective_k(&kc)?, kv.effective_v(&v[i..i + hd])?);
                     for (a, b) in sk.iter().zip(&ek).chain(sv.iter().zip(&ev)) {
                         drift = drift.max((a - b).abs());
                     }
@@ -1162,6 +1200,153 @@ async fn kivi_append_case(gpu: &Gpu) -> Result<Check> {
         max_rel: 0.0,
         fail: None,
     })
+}
+
+/// SnapKV on the GPU against the CPU: the window's attention to each
+/// earlier position summed per KV head (on the keys as stored: rotated and
+/// centred q8_0), then the compaction moving each head's kept rows, of
+/// either type, to its first slots word for word.
+async fn snapkv_case(gpu: &Gpu) -> Result<Check> {
+    let sb = StepBuffer::new(gpu);
+    let (nh, nkv, hd, ctx) = (4u32, 2u32, 32u32, 48u32);
+    let s = AttnShape {
+        n_head: nh,
+        n_kv_head: nkv,
+        head_dim: hd,
+        ctx,
+        kv: KvTypes::new(KvDtype::Q8_0, KvDtype::F16),
+    };
+    let (t, win) = (40usize, 8usize);
+    let policy = KvPolicy::SnapKv {
+        budget: 12,
+        window: win as u32,
+        kernel: 3,
+    };
+    let mut rng = Rng::new(91);
+    let w = s.qkv_width() as usize;
+    let qkv = rng.vec(t * w, 2.0);
+    let table: Vec<f32> = (0..ctx as usize * hd as usize / 2)
+        .flat_map(|i| {
+            let a = (i % 7) as f32 * 0.3;
+            [a.cos(), a.sin()]
+        })
+        .collect();
+    let tt = gpu.upload("rope", &table)?;
+    let qkv_t = gpu.upload("qkv", &qkv)?;
+    let cache = KvCache::new(gpu, 1, s, policy)?;
+    let (scores, stats) = cache
+        .snap
+        .as_ref()
+        .expect("a snapkv cache has score buffers");
+    let mut d = vec![ops::kv_centre(
+        gpu,
+        &sb,
+        &s,
+        &tt,
+        &qkv_t,
+        &cache.k[0],
+        t as u32,
+    )?];
+    d.push(ops::rope_kv(
+        gpu,
+        &sb,
+        &s,
+        &tt,
+        &qkv_t,
+        cache.bind(0),
+        t as u32,
+    )?);
+    run(gpu, &sb, &step(t as u32, 0), &d)?;
+    // The queries as rope_kv left them (turned with the keys).
+    let turned: Vec<f32> = read(gpu, &qkv_t).await?;
+    let q_win = gpu.upload("qkv.window", &turned[(t - win) * w..])?;
+    let d = ops::snap_score(
+        gpu,
+        &sb,
+        &s,
+        &q_win,
+        cache.bind(0),
+        stats,
+        &scores[0],
+        win as u32,
+    )?;
+    run(gpu, &sb, &step(win as u32, (t - win) as u32), &d)?;
+    let got: Vec<f32> = read(gpu, &scores[0]).await?;
+    let kw: Vec<u32> = read(gpu, &cache.k[0]).await?;
+    let vw: Vec<u32> = read(gpu, &cache.v[0]).await?;
+    let (rk, rv) = (s.kv.k.row_words(hd) as usize, s.kv.v.row_words(hd) as usize);
+    let (hdu, group) = (hd as usize, (nh / nkv) as usize);
+    let key = |h: usize, p: usize| -> Result<Vec<f32>> {
+        let row = (h * ctx as usize + p) * rk;
+        KvDtype::Q8_0.decode_row(&kw[row..row + rk], hd)
+    };
+    let scale = 1.0 / (hd as f64).sqrt();
+    let lo = t - win;
+    let mut want = vec![0f32; nkv as usize * lo];
+    for kh in 0..nkv as usize {
+        let keys: Vec<Vec<f32>> = (0..t).map(|p| key(kh, p)).collect::<Result<_>>()?;
+        let mut acc = vec![0f64; lo];
+        for g in 0..group {
+            let h = kh * group + g;
+            for i in 0..win {
+                let qr = &turned[(lo + i) * w + h * hdu..][..hdu];
+                let sc: Vec<f64> = keys[..=lo + i]
+                    .iter()
+                    .map(|k| {
+                        qr.iter()
+                            .zip(k)
+                            .map(|(a, b)| *a as f64 * *b as f64)
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = sc.iter().map(|v| (v - m).exp()).sum();
+                for p in 0..lo {
+                    acc[p] += (sc[p] - m).exp() / z;
+                }
+            }
+        }
+        for p in 0..lo {
+            want[kh * lo + p] = acc[p] as f32;
+        }
+    }
+    let got: Vec<f32> = (0..nkv as usize)
+        .flat_map(|kh| got[kh * ctx as usize..][..lo].to_vec())
+        .collect();
+    let c = compare("snap scores", &got, &want, 1e-5, 1e-4);
+    if c.fail.is_some() {
+        return Ok(c);
+    }
+    // Compaction: each head keeps its own 12 + the window, ascending.
+    let n_keep = 12 + win;
+    let mut keep = Vec::new();
+    for kh in 0..nkv as usize {
+        let mut sel = kv::snapkv_select(&want[kh * lo..(kh + 1) * lo], 12, 3);
+        sel.extend(lo as u32..t as u32);
+        keep.extend(sel);
+    }
+    cache.compact(gpu, &keep, n_keep as u32, t as u32)?;
+    let kc: Vec<u32> = read(gpu, &cache.k[0]).await?;
+    let vc: Vec<u32> = read(gpu, &cache.v[0]).await?;
+    for kh in 0..nkv as usize {
+        for (i, &slot) in keep[kh * n_keep..(kh + 1) * n_keep].iter().enumerate() {
+            let (a, b) = (kh * ctx as usize + i, kh * ctx as usize + slot as usize);
+            if kc[a * rk..(a + 1) * rk] != kw[b * rk..(b + 1) * rk]
+                || vc[a * rv..(a + 1) * rv] != vw[b * rv..(b + 1) * rv]
+            {
+                return Ok(mismatch(format!(
+                    "head {kh}: kept slot {i} does not hold slot {slot}'s row"
+                )));
+            }
+        }
+    }
+    // The key centre after the rows survives compaction.
+    let tail = nkv as usize * ctx as usize * rk;
+    if kc[tail..] != kw[tail..] {
+        return Ok(mismatch("the key centre moved".into()));
+    }
+    Ok(c)
 }
 
 /// Quest's choice on the CPU for one decode token at `pos`: per query head

@@ -22,6 +22,9 @@ const V_TYPE: u32 = {{V_TYPE}}u;
 const K_ROT: bool = {{K_ROT}};
 const V_ROT: bool = {{V_ROT}};
 const ROT_SCALE: f32 = {{ROT_SCALE}};
+// Keys stored less the session's key mean, kept after the K rows
+// (engine/src/kv: KvTypes::centre; ops/kv_centre.wgsl).
+const K_CENTRE: bool = {{K_CENTRE}};
 
 fn had_odd(i: u32, j: u32) -> bool {
     return (countOneBits(i & j) & 1u) == 1u;

@@ -55,6 +55,14 @@ fn hadamard_xr(hd: u32) {
     }
 }
 
+// Component d of KV head h's key mean (0 unless keys are centred).
+fn key_centre(h: u32, d: u32) -> f32 {
+    if (!K_CENTRE) {
+        return 0.0;
+    }
+    return bitcast<f32>(kc[p.n_kv_head * p.ctx * kv_row_words(K_TYPE, p.head_dim) + h * p.head_dim + d]);
+}
+
 fn put(is_k: bool, i: u32, w: u32) {
     if (is_k) {
         kc[i] = w;
@@ -158,6 +166,40 @@ fn iq4nl_scale(x0: u32) -> f32 {
     return d;
 }
 
+// The least-squares scale of a q4_0 (off 8) or q5_0 (off 16) block:
+// engine/src/formats/blocks.rs::offset_scale_searched, step for step.
+fn offset_fit(x0: u32, d: f32, off: f32) -> vec2<f32> {
+    let id = 1.0 / d;
+    let top = 2 * i32(off) - 1;
+    var sxc = 0.0;
+    var scc = 0.0;
+    for (var i = 0u; i < 32u; i++) {
+        let v = xr[x0 + i];
+        let c = f32(clamp(i32(v * id + (off + 0.5)), 0, top)) - off;
+        sxc += v * c;
+        scc += c * c;
+    }
+    return vec2<f32>(sxc, scc);
+}
+
+fn offset_scale(x0: u32, off: f32) -> f32 {
+    let mx = signed_max(x0);
+    if (mx == 0.0) {
+        return 0.0;
+    }
+    var d = mx / -off;
+    var best = 0.0;
+    for (var t = 0u; t < 26u; t++) {
+        let s = f32(t % 13u) * 0.25 - 1.5;
+        let f = offset_fit(x0, select(mx / (off - 1.0 + s), mx / -(off + s), t < 13u), off);
+        if (f.y > 0.0 && f.x * f.x > best * f.y) {
+            d = f.x / f.y;
+            best = d * f.x;
+        }
+    }
+    return d;
+}
+
 // KIVI2's 2-bit asymmetric code of xr[x0..x0+32]: the two code words into
 // kivi_w, the (step, min) f16 pair returned (engine/src/kv::kivi_quant).
 var<private> kivi_w: array<u32, 2>;
@@ -230,9 +272,9 @@ fn store_block(ty: u32, is_k: bool, row: u32, b: u32) -> f32 {
         }
         d = (hi - lo) / 15.0;
     } else if (ty == KV_Q4_0) {
-        d = signed_max(x0) / -8.0;
+        d = offset_scale(x0, 8.0);
     } else if (ty == KV_Q5_0) {
-        d = signed_max(x0) / -16.0;
+        d = offset_scale(x0, 16.0);
     } else {
         d = iq4nl_scale(x0);
     }
@@ -341,6 +383,10 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             let cs = rope[pos * half_dim + j];
             xs[2u * j] = a * cs.x - b * cs.y;
             xs[2u * j + 1u] = a * cs.y + b * cs.x;
+            if (K_CENTRE && is_k) {
+                xs[2u * j] -= key_centre(r, 2u * j);
+                xs[2u * j + 1u] -= key_centre(r, 2u * j + 1u);
+            }
         } else {
             xs[2u * j] = a;
             xs[2u * j + 1u] = b;
@@ -449,6 +495,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let b = qkv[src + 2u * j + 1u];
             xr[2u * j] = a * cs.x - b * cs.y;
             xr[2u * j + 1u] = a * cs.y + b * cs.x;
+        }
+        if (K_CENTRE) {
+            for (var d = 0u; d < p.head_dim; d++) {
+                xr[d] -= key_centre(kvh, d);
+            }
         }
         if (K_ROT) {
             hadamard_xr(p.head_dim);

@@ -526,6 +526,15 @@ fn run_config(a: &EvalArgs, model: Arc<lottery::models::Model>) -> Result<()> {
     bar.finish_and_clear();
     let seconds = t0.elapsed().as_secs_f64();
     let perplexity = match &a.perplexity {
+        // SnapKV compacts after a prompt, and perplexity scores every
+        // position of a chunk in one pass: it would measure the full cache.
+        Some(_) if matches!(policy, lottery::engine::kv::KvPolicy::SnapKv { .. }) => {
+            eprintln!(
+                "perplexity: not measured under {} (it compacts only after a prompt)",
+                policy.label()
+            );
+            None
+        }
         Some(f) => Some(super::perplexity_of(&model, &a.model, f)?),
         None => None,
     };

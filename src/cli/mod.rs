@@ -141,9 +141,17 @@ pub struct ModelArgs {
     /// unless comparing).
     #[arg(long)]
     pub kv_no_rotate: bool,
+    /// Store block-type keys as they are, not less the key mean of the
+    /// first prompt batch (exact for attention; centring only lowers the
+    /// quantization error: keep it on unless comparing).
+    #[arg(long)]
+    pub kv_no_centre: bool,
     /// Which positions the cache keeps: full; sink-window:S,W (the first S
-    /// and last W positions in a ring, so generation runs past --ctx); or
-    /// quest:P,T (attend to the T best pages of P positions per decode step).
+    /// and last W positions in a ring, so generation runs past --ctx);
+    /// quest:P,T (attend to the T best pages of P positions per decode
+    /// step); or snapkv:B[,W,K] (after the prompt, keep per KV head the B
+    /// positions its last W queries attend to most, pooled over K, plus the
+    /// window; defaults W 32, K 7).
     #[arg(long, default_value = "full")]
     pub kv_policy: String,
     /// Queue each decode step before reading the previous step's token,
@@ -211,6 +219,7 @@ impl ModelArgs {
         let both = parse(&self.kv)?;
         Ok(KvTypes {
             rotate: !self.kv_no_rotate,
+            centre: !self.kv_no_centre,
             k: self.kv_k.as_deref().map(parse).transpose()?.unwrap_or(both),
             v: self.kv_v.as_deref().map(parse).transpose()?.unwrap_or(both),
         })
@@ -835,6 +844,15 @@ fn score_text(
         ));
     }
     let vocab = model.config.vocab;
+    let policy = args.kv_policy()?;
+    if matches!(policy, lottery::engine::kv::KvPolicy::SnapKv { .. }) {
+        return Err(anyhow!(
+            "--kv-policy {}: SnapKV compacts the cache once after a prompt, and perplexity \
+             scores every position of a chunk in one pass, so it would measure the full cache; \
+             use `lottery eval` for its retrieval cost",
+            policy.label()
+        ));
+    }
     let mut s = Session::new(
         model.clone(),
         SessionOptions {

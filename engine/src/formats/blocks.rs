@@ -144,3 +144,64 @@ pub(super) fn sparse_nibble_words(
     }
     (vals, scales)
 }
+
+/// The least-squares block scale the KV cache's Q4_0 and Q5_0 use (`off`:
+/// 8 or 16). ggml's scale maps the largest magnitude to -off, which spends
+/// the grid's ends on one value; this tries 26 scales around it (the
+/// largest magnitude at -(off + t/4) and at off - 1 + t/4, t in -6..=6),
+/// refits each one's codes by least squares, and keeps the best fit (the
+/// first of equal ones). Written step for step as shaders/ops/rope_kv.wgsl
+/// does it, so the GPU's encoding matches bit for bit; files keep ggml's
+/// quantizer.
+pub fn offset_scale_searched(b: &[f32], off: f32) -> f32 {
+    let mx = signed_max(b);
+    if mx == 0.0 {
+        return 0.0;
+    }
+    let top = 2 * off as i32 - 1;
+    let fit = |d: f32| -> (f32, f32) {
+        let id = 1.0 / d;
+        let (mut sxc, mut scc) = (0f32, 0f32);
+        for v in b {
+            let c = ((v * id + (off + 0.5)) as i32).clamp(0, top) as f32 - off;
+            sxc += v * c;
+            scc += c * c;
+        }
+        (sxc, scc)
+    };
+    let (mut d, mut best) = (mx / -off, 0f32);
+    for t in 0..26 {
+        let s = (t % 13) as f32 * 0.25 - 1.5;
+        let (sxc, scc) = fit(if t < 13 {
+            mx / -(off + s)
+        } else {
+            mx / (off - 1.0 + s)
+        });
+        if scc > 0.0 && sxc * sxc > best * scc {
+            d = sxc / scc;
+            best = d * sxc;
+        }
+    }
+    d
+}
+
+/// Offset blocks (Q4_0, Q5_0) with [`offset_scale_searched`]'s scale: the
+/// codes rounded at that scale, as `encode_offset` rounds them.
+pub(super) fn encode_offset_searched(
+    x: &[f32],
+    out: &mut Vec<u8>,
+    off: f32,
+    push_codes: fn(&mut Vec<u8>, &[u8]),
+) {
+    let top = 2 * off as i32 - 1;
+    for b in x.chunks_exact(32) {
+        let d = offset_scale_searched(b, off);
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let q: Vec<u8> = b
+            .iter()
+            .map(|v| ((v * id + (off + 0.5)) as i32).clamp(0, top) as u8)
+            .collect();
+        push_f16(out, d);
+        push_codes(out, &q);
+    }
+}

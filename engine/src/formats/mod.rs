@@ -24,7 +24,7 @@ use crate::{Error, Result};
 mod blocks;
 mod kquant;
 pub mod sparse;
-pub use blocks::push_q5;
+pub use blocks::{offset_scale_searched, push_q5};
 pub use iq4_nl_fmt::{iq4nl_index, iq4nl_scale, IQ4NL_VALUES};
 pub use kquant::k_scale_min;
 pub use sparse::{Pattern, SparseFormat, SparseTensor};
@@ -253,6 +253,23 @@ pub fn quantize(fmt: WeightFormat, x: &[f32]) -> Result<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(fmt.ggml_bytes(x.len()));
     (fmt.spec().encode)(x, &mut out);
+    Ok(out)
+}
+
+/// Q4_0 or Q5_0 bytes (ggml's block layout) whose block scales come from
+/// [`offset_scale_searched`]: what the KV cache stores for these types.
+/// Other formats quantize as [`quantize`] does.
+pub fn quantize_searched(fmt: WeightFormat, x: &[f32]) -> Result<Vec<u8>> {
+    let (off, push): (f32, fn(&mut Vec<u8>, &[u8])) = match fmt {
+        WeightFormat::Q4_0 => (8.0, blocks::push_nibbles),
+        WeightFormat::Q5_0 => (16.0, blocks::push_q5),
+        _ => return quantize(fmt, x),
+    };
+    if x.len() % 32 != 0 {
+        return quantize(fmt, x);
+    }
+    let mut out = Vec::with_capacity(fmt.ggml_bytes(x.len()));
+    blocks::encode_offset_searched(x, &mut out, off, push);
     Ok(out)
 }
 

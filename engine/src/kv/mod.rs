@@ -14,7 +14,7 @@
 
 pub mod policy;
 
-pub use policy::{KvPolicy, KvStep, NO_POS};
+pub use policy::{snapkv_select, KvPolicy, KvStep, NO_POS};
 
 use crate::formats::{self, WeightFormat};
 use crate::gpu::{Gpu, Tensor};
@@ -218,7 +218,9 @@ impl KvDtype {
     }
 
     /// One row in the GPU layout, quantized on the CPU with ggml's reference
-    /// quantizer: what the append kernel must write, bit for bit.
+    /// quantizer (q4_0 and q5_0: ggml's layout with the least-squares scale
+    /// of `formats::offset_scale_searched`): what the append kernel must
+    /// write, bit for bit.
     pub fn encode_row(self, x: &[f32]) -> Result<Vec<u32>> {
         let hd = x.len() as u32;
         self.check(hd)?;
@@ -234,7 +236,7 @@ impl KvDtype {
             codes.extend(scales);
             return Ok(codes);
         }
-        let bytes = formats::quantize(self.format(), x)?;
+        let bytes = formats::quantize_searched(self.format(), x)?;
         let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         if !self.blocked() {
             let mut b = bytes;
@@ -344,16 +346,41 @@ impl KvDtype {
 /// (q is turned too: Hq . Hk = q . k), and the attention output of turned
 /// values is turned back (H H = I), so only the quantization error changes.
 /// The same idea as llama.cpp's default for quantized caches (PR 21038).
+///
+/// `centre`: ggml block keys are stored less a per-(layer, KV head) vector
+/// m, the mean key of the session's first prefill batch (positions 1.., the
+/// first being an attention sink): `kv_centre` computes it, `rope_kv`
+/// subtracts it before turning and quantizing. Softmax is unchanged by
+/// subtracting one vector from every key of a head (q.(k - m) shifts all of
+/// a query's scores by q.m), so attention, Quest's page bounds and every
+/// policy read the centred keys as they are; only the quantization error
+/// changes. About two thirds of a key's energy here is that shared mean,
+/// which otherwise sets every block's scale (the idea of SageAttention's
+/// key smoothing, arXiv 2410.02367).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KvTypes {
     pub k: KvDtype,
     pub v: KvDtype,
     pub rotate: bool,
+    pub centre: bool,
 }
 
 impl KvTypes {
     pub fn new(k: KvDtype, v: KvDtype) -> KvTypes {
-        KvTypes { k, v, rotate: true }
+        KvTypes {
+            k,
+            v,
+            rotate: true,
+            centre: true,
+        }
+    }
+
+    /// Whether keys are stored less the session's key mean: ggml block
+    /// types but IQ4_NL, whose x^2-weighted scale fit measured worse
+    /// centred (perplexity +1.15 against +0.95 from f16 on the golden text,
+    /// +1.09 against +0.98 scoring every position; BENCHMARKS.md).
+    pub fn centres_k(self) -> bool {
+        self.centre && self.k.rotates() && self.k != KvDtype::IQ4_NL
     }
 
     pub fn both(t: KvDtype) -> KvTypes {
@@ -396,11 +423,45 @@ impl KvTypes {
         } else {
             format!("{}/{}", self.k.name(), self.v.name())
         };
+        let mut off = Vec::new();
         if !self.rotate && (self.k.blocked() || self.v.blocked()) {
-            format!("{t} (no rotation)")
-        } else {
-            t
+            off.push("rotation");
         }
+        if !self.centre
+            && (KvTypes {
+                centre: true,
+                ..self
+            })
+            .centres_k()
+        {
+            off.push("centring");
+        }
+        if off.is_empty() {
+            t
+        } else {
+            format!("{t} (no {})", off.join(", no "))
+        }
+    }
+
+    /// The key mean `kv_centre` computes from the first batch's keys
+    /// (`k`: [n_tokens, n_kv_head * head_dim], after RoPE): per KV head, the
+    /// mean over tokens 1.. in the kernel's order, zeros when the batch has
+    /// fewer than two tokens or keys are not centred.
+    pub fn key_centre(self, k: &[f32], n_kv_head: usize, head_dim: usize) -> Vec<f32> {
+        let w = n_kv_head * head_dim;
+        let n = k.len() / w.max(1);
+        let mut m = vec![0f32; w];
+        if !self.centres_k() || n < 2 {
+            return m;
+        }
+        for (c, mc) in m.iter_mut().enumerate() {
+            let mut s = 0f32;
+            for t in 1..n {
+                s += k[t * w + c];
+            }
+            *mc = s / (n - 1) as f32;
+        }
+        m
     }
 }
 
@@ -463,11 +524,14 @@ pub struct KvCache {
     pub policy: KvPolicy,
     /// Quest's per-layer page bounds (empty for other policies).
     pub bounds: Vec<Tensor>,
+    /// SnapKV's per-layer scores ([n_kv_head, ctx] f32) and the scratch of
+    /// its softmax statistics (none for other policies).
+    pub snap: Option<(Vec<Tensor>, Tensor)>,
 }
 
 impl KvCache {
     pub fn new(gpu: &Gpu, n_layer: usize, shape: AttnShape, policy: KvPolicy) -> Result<KvCache> {
-        policy.check(shape.ctx, 1)?;
+        policy.check(shape.ctx, u32::MAX)?;
         let mut k = Vec::with_capacity(n_layer);
         let mut v = Vec::with_capacity(n_layer);
         for l in 0..n_layer {
@@ -485,6 +549,20 @@ impl KvCache {
                 )?);
             }
         }
+        let snap = if let KvPolicy::SnapKv { window, .. } = policy {
+            let scores = (0..n_layer)
+                .map(|l| {
+                    gpu.zeros(
+                        &format!("kv.snap.{l}"),
+                        shape.n_kv_head as u64 * shape.ctx as u64 * 4,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let stats = gpu.zeros("kv.snap.stats", shape.n_head as u64 * window as u64 * 8)?;
+            Some((scores, stats))
+        } else {
+            None
+        };
         Ok(KvCache {
             shape,
             k,
@@ -493,6 +571,7 @@ impl KvCache {
             pages,
             policy,
             bounds,
+            snap,
         })
     }
 
@@ -515,6 +594,72 @@ impl KvCache {
             .map(|t| t.bytes)
             .sum::<u64>()
             + self.pos.bytes
+    }
+
+    /// SnapKV's compaction: `keep` ([n_layer, n_kv_head, n_keep], ascending
+    /// slots per head) move to slots [0, n_keep) of their head, in one
+    /// submit. Heads keep different positions, but the position buffer is
+    /// shared: kept slots get nominal positions 0..n_keep, which every later
+    /// query sees (all precede it, and the keys carry their own rotation);
+    /// slots [n_keep, old_used) are emptied.
+    pub fn compact(&self, gpu: &Gpu, keep: &[u32], n_keep: u32, old_used: u32) -> Result<()> {
+        let s = &self.shape;
+        let n_layer = self.k.len();
+        if keep.len() != n_layer * s.n_kv_head as usize * n_keep as usize
+            || self.shape.kv.k == KvDtype::KIVI2
+            || n_keep > old_used
+        {
+            return Err(Error::Shape {
+                op: "kv compact",
+                msg: format!(
+                    "{} kept slots for {n_layer} layers of {} heads and {n_keep} each, of {old_used}",
+                    keep.len(),
+                    s.n_kv_head
+                ),
+            });
+        }
+        let keep_t = gpu.upload("kv.keep", keep)?;
+        let hd = s.head_dim;
+        let (rk, rv) = (s.kv.k.row_words(hd), s.kv.v.row_words(hd));
+        let scratch = gpu.zeros(
+            "kv.compact",
+            s.n_kv_head as u64 * n_keep as u64 * rk.max(rv) as u64 * 4,
+        )?;
+        let sb = crate::gpu::StepBuffer::new(gpu);
+        let st = crate::gpu::Step::default();
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        for l in 0..n_layer {
+            let off = (l * s.n_kv_head as usize * n_keep as usize) as u32;
+            for (buf, rw) in [(&self.k[l], rk), (&self.v[l], rv)] {
+                let d = crate::ops::kv_gather(
+                    gpu,
+                    &sb,
+                    buf,
+                    &keep_t,
+                    &scratch,
+                    (s.n_kv_head, s.ctx, rw),
+                    n_keep,
+                    off,
+                )?;
+                crate::gpu::record(&mut enc, &st, std::slice::from_ref(&d), &gpu.limits)?;
+                for h in 0..s.n_kv_head as u64 {
+                    let bytes = n_keep as u64 * rw as u64 * 4;
+                    enc.copy_buffer_to_buffer(
+                        &scratch.buffer,
+                        h * bytes,
+                        &buf.buffer,
+                        h * s.ctx as u64 * rw as u64 * 4,
+                        bytes,
+                    );
+                }
+            }
+        }
+        let mut pos: Vec<u32> = (0..n_keep).collect();
+        pos.resize(old_used as usize, NO_POS);
+        gpu.queue.submit([enc.finish()]);
+        gpu.queue
+            .write_buffer(&self.pos.buffer, 0, bytemuck::cast_slice(&pos));
+        Ok(())
     }
 
     /// Copies slots [0, used) of every layer, and their positions, into `dst`
@@ -546,6 +691,12 @@ impl KvCache {
                 if bytes > 0 {
                     enc.copy_buffer_to_buffer(&src.buffer, off, &dst.buffer, off, bytes);
                 }
+            }
+        }
+        if self.shape.kv.centres_k() {
+            let off = self.shape.k_centre_offset();
+            for (src, dst) in self.k.iter().zip(&dst.k) {
+                enc.copy_buffer_to_buffer(&src.buffer, off, &dst.buffer, off, src.bytes - off);
             }
         }
         if used > 0 {

@@ -23,6 +23,17 @@ pub enum KvPolicy {
     /// plus the first and the current page. Saves reads, not memory. Batches
     /// of two or more tokens (prefill) attend to everything, as in the paper.
     Quest { page: u32, top: u32 },
+    /// SnapKV: once the prompt passes `budget + window` positions, the
+    /// attention of its last `window` queries scores every earlier position
+    /// per KV head (summed over the head's query group and the window,
+    /// max-pooled over `kernel` neighbours so a kept position brings its
+    /// context); each KV head keeps its `budget` best plus the window, and
+    /// the cache compacts to them. Later tokens append after the kept slots.
+    SnapKv {
+        budget: u32,
+        window: u32,
+        kernel: u32,
+    },
 }
 
 /// The per-step values of a policy (fields of [`Step`]).
@@ -52,11 +63,13 @@ impl KvStep {
 }
 
 impl KvPolicy {
-    /// `full`, `sink-window:S,W`, `quest:P,T`.
+    /// `full`, `sink-window:S,W`, `quest:P,T`, `snapkv:B[,W,K]`.
     pub fn parse(s: &str) -> Result<KvPolicy> {
         let bad = |why: &str| Error::Shape {
             op: "kv policy",
-            msg: format!("`{s}`: {why} (expected full, sink-window:S,W or quest:P,T)"),
+            msg: format!(
+                "`{s}`: {why} (expected full, sink-window:S,W, quest:P,T or snapkv:B[,W,K])"
+            ),
         };
         let (name, args) = s.split_once(':').unwrap_or((s, ""));
         let nums: Vec<u32> = if args.is_empty() {
@@ -78,6 +91,21 @@ impl KvPolicy {
             },
             ("quest", [p, t]) => KvPolicy::Quest { page: *p, top: *t },
             ("quest", []) => KvPolicy::Quest { page: 16, top: 16 },
+            ("snapkv", [b]) => KvPolicy::SnapKv {
+                budget: *b,
+                window: 32,
+                kernel: 7,
+            },
+            ("snapkv", [b, w]) => KvPolicy::SnapKv {
+                budget: *b,
+                window: *w,
+                kernel: 7,
+            },
+            ("snapkv", [b, w, k]) => KvPolicy::SnapKv {
+                budget: *b,
+                window: *w,
+                kernel: *k,
+            },
             _ => return Err(bad("unknown policy or wrong number of arguments")),
         };
         match p {
@@ -87,6 +115,13 @@ impl KvPolicy {
             KvPolicy::Quest { page, top } if page == 0 || top == 0 => {
                 Err(bad("page size and page budget must be positive"))
             }
+            KvPolicy::SnapKv {
+                budget,
+                window,
+                kernel,
+            } if budget == 0 || window == 0 || kernel % 2 == 0 => Err(bad(
+                "the budget and the window must be positive and the pooling kernel odd",
+            )),
             _ => Ok(p),
         }
     }
@@ -96,6 +131,11 @@ impl KvPolicy {
             KvPolicy::Full => "full".into(),
             KvPolicy::SinkWindow { sink, window } => format!("sink-window:{sink},{window}"),
             KvPolicy::Quest { page, top } => format!("quest:{page},{top}"),
+            KvPolicy::SnapKv {
+                budget,
+                window,
+                kernel,
+            } => format!("snapkv:{budget},{window},{kernel}"),
         }
     }
 
@@ -136,6 +176,20 @@ impl KvPolicy {
                 }
                 Ok(max_batch)
             }
+            KvPolicy::SnapKv { window, .. } => {
+                // The window's queries are re-run as one batch to score.
+                if window > max_batch || window >= slots {
+                    return Err(Error::Shape {
+                        op: "kv policy",
+                        msg: format!(
+                            "{}: the observation window of {window} must fit one prefill batch \
+                             ({max_batch} tokens) and be shorter than the context ({slots})",
+                            self.label()
+                        ),
+                    });
+                }
+                Ok(max_batch)
+            }
         }
     }
 
@@ -169,8 +223,22 @@ impl KvPolicy {
     /// The step values for a batch of `n` tokens at `pos0` (`decode`: one
     /// token through the split kernel, where Quest selects pages).
     pub fn plan(&self, pos0: u32, n: u32, slots: u32, decode: bool) -> KvStep {
+        self.plan_compacted(pos0, n, slots, decode, 0)
+    }
+
+    /// [`plan`](Self::plan) for a cache that compaction (SnapKV) left
+    /// `evicted` positions short: position p >= the compaction point sits
+    /// in slot p - evicted, and the kept slots before it are all visible.
+    pub fn plan_compacted(
+        &self,
+        pos0: u32,
+        n: u32,
+        slots: u32,
+        decode: bool,
+        evicted: u32,
+    ) -> KvStep {
         let end = pos0 + n;
-        let used = self.used(end, slots);
+        let used = self.used(end - evicted.min(end), slots);
         let mut st = KvStep {
             slot_base: 0,
             slot_off: pos0,
@@ -185,6 +253,10 @@ impl KvPolicy {
         };
         match *self {
             KvPolicy::Full => {}
+            KvPolicy::SnapKv { .. } => {
+                st.slot_off = pos0 - evicted;
+                st.visit_base = pos0 - evicted;
+            }
             KvPolicy::SinkWindow { sink, window } => {
                 st.sink = sink;
                 st.window = window;
@@ -239,5 +311,107 @@ impl KvPolicy {
             }
             _ => k <= q,
         }
+    }
+}
+
+/// SnapKV's choice for one KV head: `scores` are the observation window's
+/// attention to positions 0..scores.len() (everything before the window);
+/// max-pooled over `kernel` neighbours (ties to the earlier position), the
+/// `budget` best positions, ascending.
+pub fn snapkv_select(scores: &[f32], budget: usize, kernel: usize) -> Vec<u32> {
+    let n = scores.len();
+    if budget >= n {
+        return (0..n as u32).collect();
+    }
+    let r = kernel / 2;
+    let pooled: Vec<f32> = (0..n)
+        .map(|i| {
+            scores[i.saturating_sub(r)..(i + r + 1).min(n)]
+                .iter()
+                .cloned()
+                .fold(f32::MIN, f32::max)
+        })
+        .collect();
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.sort_by(|&a, &b| {
+        pooled[b as usize]
+            .total_cmp(&pooled[a as usize])
+            .then(a.cmp(&b))
+    });
+    order.truncate(budget);
+    order.sort_unstable();
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapkv_parses_with_defaults_and_refuses_bad_arguments() {
+        let p = KvPolicy::parse("snapkv:256").unwrap();
+        assert_eq!(
+            p,
+            KvPolicy::SnapKv {
+                budget: 256,
+                window: 32,
+                kernel: 7
+            }
+        );
+        assert_eq!(p.label(), "snapkv:256,32,7");
+        assert_eq!(KvPolicy::parse(&p.label()).unwrap(), p);
+        assert_eq!(
+            KvPolicy::parse("snapkv:64,16").unwrap(),
+            KvPolicy::SnapKv {
+                budget: 64,
+                window: 16,
+                kernel: 7
+            }
+        );
+        for bad in [
+            "snapkv",
+            "snapkv:0",
+            "snapkv:8,0",
+            "snapkv:8,4,2",
+            "snapkv:8,4,3,1",
+        ] {
+            let e = KvPolicy::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        let e = p.check(16, 512).unwrap_err().to_string();
+        assert!(e.contains("observation window of 32"), "{e}");
+        assert!(p.check(512, 16).is_err());
+        assert!(p.check(512, 64).is_ok());
+    }
+
+    /// Max pooling spreads a peak over its neighbours, the top budget wins,
+    /// ties go to the earlier position and the result is ascending.
+    #[test]
+    fn snapkv_select_pools_then_keeps_the_best() {
+        let mut s = vec![0.0f32; 20];
+        s[10] = 5.0;
+        s[2] = 1.0;
+        s[17] = 3.0;
+        // Kernel 1: no pooling.
+        assert_eq!(snapkv_select(&s, 3, 1), vec![2, 10, 17]);
+        // Kernel 3: 9..=11 share the peak, then 16..=18.
+        assert_eq!(snapkv_select(&s, 4, 3), vec![9, 10, 11, 16]);
+        assert_eq!(snapkv_select(&s, 6, 3), vec![9, 10, 11, 16, 17, 18]);
+        // All zeros: the earliest ones.
+        assert_eq!(snapkv_select(&[0.0; 5], 2, 3), vec![0, 1]);
+        // A budget past the length keeps everything.
+        assert_eq!(snapkv_select(&s[..4], 9, 7), vec![0, 1, 2, 3]);
+    }
+
+    /// After compaction a position p sits in slot p - evicted and every kept
+    /// slot before it is visible.
+    #[test]
+    fn snapkv_plans_slots_after_compaction() {
+        let p = KvPolicy::parse("snapkv:8,4,3").unwrap();
+        let st = p.plan_compacted(100, 1, 512, true, 88);
+        assert_eq!(st.slot_off, 12);
+        assert_eq!(st.visit_base, 12);
+        let full = p.plan(0, 100, 512, false);
+        assert_eq!(full.slot_off, 0);
     }
 }

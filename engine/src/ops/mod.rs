@@ -205,6 +205,16 @@ impl AttnShape {
                 * crate::kv::kivi_head_words(self.head_dim, self.ctx) as u64
                 * 4;
         }
+        self.k_centre_offset()
+            + if self.kv.centres_k() {
+                self.n_kv_head as u64 * self.head_dim as u64 * 4
+            } else {
+                0
+            }
+    }
+    /// Where the key mean of centred keys ([n_kv_head, head_dim] f32) sits
+    /// in a layer's K cache: after every row.
+    pub fn k_centre_offset(&self) -> u64 {
         self.n_kv_head as u64 * self.ctx as u64 * self.kv.k.row_words(self.head_dim) as u64 * 4
     }
     /// Bytes of one layer's V cache.
@@ -239,6 +249,7 @@ fn kv_defines(kv: KvTypes, head_dim: u32) -> Defines {
         ("V_TYPE", &kv.v.shader_id().to_string()),
         ("K_ROT", if kv.rot_k(head_dim) { "true" } else { "false" }),
         ("V_ROT", if kv.rot_v(head_dim) { "true" } else { "false" }),
+        ("K_CENTRE", if kv.centres_k() { "true" } else { "false" }),
         (
             "ROT_SCALE",
             &format!("{:e}", crate::kv::rot_scale(head_dim)),
@@ -532,6 +543,151 @@ pub fn rope_kv(
         &p,
         &[table, qkv, kc, vc, kv.pos],
         Grid::PerToken(if wide { rows } else { rows.div_ceil(64) }),
+    )
+}
+
+/// Centred keys (`KvTypes::centre`): at a batch starting at position 0,
+/// the mean of its keys after RoPE over tokens 1.. into the K cache's
+/// centre row, which `rope_kv` subtracts from every key it stores. Runs
+/// before `rope_kv` in prefill graphs; other batches leave the mean alone.
+pub fn kv_centre(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    s: &AttnShape,
+    table: &Tensor,
+    qkv: &Tensor,
+    kc: &Tensor,
+    max_tokens: u32,
+) -> Result<Dispatch> {
+    s.check()?;
+    need("kv_centre", table, s.ctx as u64 * s.head_dim as u64 / 2 * 8)?;
+    need(
+        "kv_centre",
+        qkv,
+        max_tokens as u64 * s.qkv_width() as u64 * 4,
+    )?;
+    need("kv_centre", kc, s.k_cache_bytes())?;
+    let p = Params4 {
+        a: s.n_head,
+        b: s.n_kv_head,
+        c: s.head_dim,
+        d: s.ctx,
+    };
+    launch(
+        gpu,
+        &format!("kv_centre {}", kc.label),
+        "ops/kv_centre.wgsl",
+        &s.kv_defines(),
+        step,
+        &p,
+        &[table, qkv, kc],
+        Grid::Fixed([(s.n_kv_head * s.head_dim / 2).div_ceil(64), 1, 1]),
+    )
+}
+
+/// SnapKV's scoring of one layer (shaders/ops/snap_score.wgsl): run after
+/// `rope_kv` on a batch of exactly `window` tokens (the prompt's last), it
+/// writes each earlier position's attention from the window, per KV head,
+/// into `score` ([n_kv_head, ctx] f32); `stats` is scratch ([n_head,
+/// window, 2] f32).
+pub fn snap_score(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    s: &AttnShape,
+    qkv: &Tensor,
+    kv: KvBind,
+    stats: &Tensor,
+    score: &Tensor,
+    window: u32,
+) -> Result<Vec<Dispatch>> {
+    s.check()?;
+    kv.check("snap_score", s)?;
+    if !s.head_dim.is_multiple_of(4) {
+        return Err(Error::Shape {
+            op: "snap_score",
+            msg: format!("head_dim {} is not a multiple of 4", s.head_dim),
+        });
+    }
+    need("snap_score", qkv, window as u64 * s.qkv_width() as u64 * 4)?;
+    need("snap_score", stats, s.n_head as u64 * window as u64 * 8)?;
+    need("snap_score", score, s.n_kv_head as u64 * s.ctx as u64 * 4)?;
+    #[repr(C)]
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct P {
+        n_head: u32,
+        n_kv: u32,
+        hd: u32,
+        ctx: u32,
+        scale: f32,
+        _p: [u32; 3],
+    }
+    let p = P {
+        n_head: s.n_head,
+        n_kv: s.n_kv_head,
+        hd: s.head_dim,
+        ctx: s.ctx,
+        scale: 1.0 / (s.head_dim as f32).sqrt(),
+        _p: [0; 3],
+    };
+    let mut out = Vec::new();
+    for (pass, n) in [(0, s.n_head * window), (1, s.n_kv_head * s.ctx)] {
+        let mut d = s.kv_defines();
+        d.insert("SCORE".into(), pass.to_string());
+        out.push(launch_at(
+            gpu,
+            &format!("snap_score {pass} {}", kv.k.label),
+            "ops/snap_score.wgsl",
+            &d,
+            step,
+            &p,
+            // The statistics pass writes no scores; neither reads positions
+            // (before compaction slot = position).
+            &[(2, qkv), (3, kv.k), (4, kv.v), (7, stats), (8, score)][..4 + pass],
+            Grid::Fixed([n.div_ceil(64), 1, 1]),
+        )?);
+    }
+    Ok(out)
+}
+
+/// SnapKV's compaction of one cache buffer: the `row_words`-word rows of
+/// the `n_keep` slots each KV head keeps (`keep` from `idx_off`, ascending)
+/// into `dst` ([n_kv_head, n_keep, row_words]), for the host to copy back
+/// over each head's first slots.
+#[allow(clippy::too_many_arguments)]
+pub fn kv_gather(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    cache: &Tensor,
+    keep: &Tensor,
+    dst: &Tensor,
+    (n_kv_head, ctx, row_words): (u32, u32, u32),
+    n_keep: u32,
+    idx_off: u32,
+) -> Result<Dispatch> {
+    let words = n_kv_head as u64 * n_keep as u64 * row_words as u64;
+    need(
+        "kv_gather",
+        cache,
+        n_kv_head as u64 * ctx as u64 * row_words as u64 * 4,
+    )?;
+    need(
+        "kv_gather",
+        keep,
+        (idx_off as u64 + n_kv_head as u64 * n_keep as u64) * 4,
+    )?;
+    need("kv_gather", dst, words * 4)?;
+    let p = [row_words, ctx, n_keep, n_kv_head, idx_off, 0, 0, 0];
+    let groups = words.div_ceil(64) as u32;
+    let x = groups.min(65535);
+    launch(
+        gpu,
+        &format!("kv_gather {}", cache.label),
+        "ops/kv_gather.wgsl",
+        &Defines::new(),
+        step,
+        &p,
+        &[cache, keep, dst],
+        Grid::Fixed([x, groups.div_ceil(x), 1]),
     )
 }
 
@@ -1160,6 +1316,7 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
     }
     v.push(("probe/fma.wgsl", Defines::new()));
     v.push(("ops/gram.wgsl", Defines::new()));
+    v.push(("ops/kv_gather.wgsl", Defines::new()));
     for gelu in ["0", "1"] {
         v.push(("ops/bias_act.wgsl", defines(&[("GELU", gelu)])));
     }
@@ -1177,7 +1334,9 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
                 "ops/attention_rows.wgsl",
                 "ops/attention_combine.wgsl",
                 "ops/kv_bounds.wgsl",
+                "ops/kv_centre.wgsl",
                 "ops/kivi_pack.wgsl",
+                "ops/snap_score.wgsl",
             ] {
                 // 64: turned rows; 96: not a power of two, so not turned.
                 for hd in [64, 96] {
@@ -1185,6 +1344,11 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
                     if p == "ops/rope_kv.wgsl" {
                         for wide in ["0", "1"] {
                             d.insert("WIDE".into(), wide.into());
+                            v.push((p, d.clone()));
+                        }
+                    } else if p == "ops/snap_score.wgsl" {
+                        for pass in ["0", "1"] {
+                            d.insert("SCORE".into(), pass.into());
                             v.push((p, d.clone()));
                         }
                     } else {

@@ -544,6 +544,7 @@ pub fn build_graph(
     head: Head,
     sampler: &SampleUniform,
     calib: Option<&CalibStats>,
+    snap_score: bool,
 ) -> Result<Vec<Dispatch>> {
     let s = &kv.shape;
     let d = c.d_model as u32;
@@ -581,6 +582,12 @@ pub fn build_graph(
             g.extend(cs.record(gpu, step, l, 0, &a.xn, d, max_batch)?);
         }
         g.extend(proj(&lw.wqkv, &a.xn, &a.qkv, false)?);
+        // The key mean comes from a prefill batch; decode steps keep it.
+        if batched && s.kv.centres_k() {
+            g.push(ops::kv_centre(
+                gpu, step, s, rope, &a.qkv, &kv.k[l], max_batch,
+            )?);
+        }
         g.push(ops::rope_kv(
             gpu,
             step,
@@ -592,6 +599,19 @@ pub fn build_graph(
         )?);
         if s.kv.k == KvDtype::KIVI2 {
             g.push(ops::kivi_pack(gpu, step, s, &kv.k[l])?);
+        }
+        // SnapKV's window, fed again: what it attends to, before compaction.
+        if let (true, Some((scores, stats))) = (snap_score, &kv.snap) {
+            g.extend(ops::snap_score(
+                gpu,
+                step,
+                s,
+                &a.qkv,
+                kv.bind(l),
+                stats,
+                &scores[l],
+                max_batch,
+            )?);
         }
         // Quest leaves its first layers dense, as the paper does: their
         // attention is spread too widely for page selection.

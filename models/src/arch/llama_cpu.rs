@@ -69,17 +69,99 @@ impl LlamaCpu {
 
     /// As [`forward`](Self::forward), with keys (after rotation) and values
     /// passed through the cache types' encode and decode, as the GPU stores them.
+    /// Centred keys take their mean from the whole of `ids` as one batch.
     pub fn forward_kv(&self, ids: &[u32], kv: KvTypes) -> Vec<f32> {
-        self.forward_masked(ids, kv, &|q, k| k <= q)
+        self.forward_batched(ids, kv, ids.len())
     }
 
-    /// As [`forward_kv`](Self::forward_kv), attending only where
+    /// As [`forward_kv`](Self::forward_kv) for a session that fed `ids` in
+    /// batches of `first_batch` tokens: centred keys take the first batch's mean.
+    pub fn forward_batched(&self, ids: &[u32], kv: KvTypes, first_batch: usize) -> Vec<f32> {
+        self.forward_masked(ids, kv, first_batch, &|q, k| k <= q)
+    }
+
+    /// As [`forward_batched`](Self::forward_batched), attending only where
     /// `visible(query_pos, key_pos)` (a cache policy's mask).
     pub fn forward_masked(
         &self,
         ids: &[u32],
         kv: KvTypes,
+        first_batch: usize,
         visible: &dyn Fn(usize, usize) -> bool,
+    ) -> Vec<f32> {
+        self.forward_layers(ids, kv, first_batch, &mut |_, _| {
+            Box::new(|_, q, k| visible(q, k))
+        })
+    }
+
+    /// As [`forward_batched`](Self::forward_batched) for a session whose
+    /// SnapKV policy compacted the cache after a prompt of `prompt` tokens:
+    /// in each layer the last `window` prompt queries score the positions
+    /// before them on the keys as stored, each KV head keeps its `budget`
+    /// best (engine's `snapkv_select`) plus the window, and queries at
+    /// `prompt` or later see only those and the tokens after the prompt.
+    pub fn forward_snapkv(
+        &self,
+        ids: &[u32],
+        kv: KvTypes,
+        prompt: usize,
+        (budget, window, kernel): (usize, usize, usize),
+    ) -> Vec<f32> {
+        let c = &self.cfg;
+        let (n_head, n_kv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
+        let group = n_head / n_kv;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let first = prompt.min(ids.len());
+        self.forward_layers(ids, kv, first, &mut |q, k| {
+            let lo = prompt - window;
+            let keep: Vec<Vec<bool>> = (0..n_kv)
+                .map(|kh| {
+                    let mut sc = vec![0f64; lo];
+                    for g in 0..group {
+                        let h = kh * group + g;
+                        for i in lo..prompt {
+                            let qr = &q[(i * n_head + h) * hd..][..hd];
+                            let s: Vec<f64> = (0..=i)
+                                .map(|p| {
+                                    let kr = &k[(p * n_kv + kh) * hd..][..hd];
+                                    qr.iter()
+                                        .zip(kr)
+                                        .map(|(a, b)| *a as f64 * *b as f64)
+                                        .sum::<f64>()
+                                        * scale
+                                })
+                                .collect();
+                            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                            let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
+                            for p in 0..lo {
+                                sc[p] += (s[p] - m).exp() / z;
+                            }
+                        }
+                    }
+                    let sc: Vec<f32> = sc.iter().map(|v| *v as f32).collect();
+                    let mut kept = vec![false; prompt];
+                    for p in lottery_engine::kv::snapkv_select(&sc, budget, kernel) {
+                        kept[p as usize] = true;
+                    }
+                    kept[lo..].iter_mut().for_each(|x| *x = true);
+                    kept
+                })
+                .collect();
+            Box::new(move |h, qp, kp| {
+                kp <= qp && (qp < prompt || kp >= prompt || keep[h / group][kp])
+            })
+        })
+    }
+
+    /// The forward, each layer attending where the mask `mask(q, k)` builds
+    /// from that layer's (roped, stored) queries and keys allows.
+    #[allow(clippy::type_complexity)]
+    fn forward_layers<'a>(
+        &self,
+        ids: &[u32],
+        kv: KvTypes,
+        first_batch: usize,
+        mask: &mut dyn FnMut(&[f32], &[f32]) -> Box<dyn Fn(usize, usize, usize) -> bool + 'a>,
     ) -> Vec<f32> {
         let c = &self.cfg;
         let (t, d, hd) = (ids.len(), c.d_model, c.head_dim);
@@ -98,17 +180,21 @@ impl LlamaCpu {
             r::rope(&mut k, c.n_kv_head, hd, 0, &table);
             // A reference for tests: a head size the type cannot store is
             // the caller's mistake, not input.
-            for r in k.chunks_exact_mut(hd) {
-                let e = kv.effective_k(r).expect("cache type fits head_dim");
-                r.copy_from_slice(&e);
+            let first = first_batch.clamp(1, t);
+            let m = kv.key_centre(&k[..first * kvw], c.n_kv_head, hd);
+            for row in k.chunks_exact_mut(kvw) {
+                for (r, m) in row.chunks_exact_mut(hd).zip(m.chunks_exact(hd)) {
+                    r.iter_mut().zip(m).for_each(|(x, m)| *x -= m);
+                    let e = kv.effective_k(r).expect("cache type fits head_dim");
+                    r.copy_from_slice(&e);
+                }
             }
             for r in v.chunks_exact_mut(hd) {
                 let e = kv.effective_v(r).expect("cache type fits head_dim");
                 r.copy_from_slice(&e);
             }
-            let a = r::attention_masked(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd, &|_, q, k| {
-                visible(q, k)
-            });
+            let visible = mask(&q, &k);
+            let a = r::attention_masked(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd, &*visible);
             let o = r::matmul(&a, &l.wo, t, d, d);
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
             let xn = r::rmsnorm(&x, &l.ffn_norm, d, c.eps);

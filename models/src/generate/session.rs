@@ -66,6 +66,13 @@ pub struct Session {
     decode: Vec<Dispatch>,
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     all_logits: Option<Vec<Dispatch>>,
+    /// SnapKV: the prefill graph of its window with the scoring dispatches.
+    snap_graph: Option<Vec<Dispatch>>,
+    /// Positions compaction dropped: position p >= `snap_at` is in slot
+    /// p - evicted.
+    evicted: u32,
+    /// The prompt length SnapKV compacted at (0: not compacted).
+    snap_at: usize,
     /// Token readbacks, used in turn: a step can be in flight while the
     /// previous one's token is read.
     staging: [wgpu::Buffer; 3],
@@ -98,7 +105,7 @@ impl Session {
             .kv_policy
             .check(opts.ctx, opts.max_batch.clamp(1, opts.ctx))?;
         if opts.kv.k == KvDtype::KIVI2 {
-            if opts.kv_policy.evicts() {
+            if opts.kv_policy.evicts() || matches!(opts.kv_policy, KvPolicy::SnapKv { .. }) {
                 return Err(Error::Model(format!(
                     "a kivi2 key cache packs groups of 32 slots in order; {} reuses slots",
                     opts.kv_policy.label()
@@ -109,11 +116,14 @@ impl Session {
         }
         // A ring's positions run past its slots, up to the trained context
         // (positions are rotated into the keys; there is no re-positioning).
-        let max_pos = if opts.kv_policy.evicts() {
-            (c.ctx_train.min(1 << 15) as u32).max(opts.ctx)
-        } else {
-            opts.ctx
-        };
+        // So do SnapKV's once it has compacted (the slots hold what it kept
+        // and what came after).
+        let max_pos =
+            if opts.kv_policy.evicts() || matches!(opts.kv_policy, KvPolicy::SnapKv { .. }) {
+                (c.ctx_train.min(1 << 15) as u32).max(opts.ctx)
+            } else {
+                opts.ctx
+            };
         let shape = AttnShape {
             n_head: c.n_head as u32,
             n_kv_head: c.n_kv_head as u32,
@@ -128,15 +138,20 @@ impl Session {
         let rope = llama::rope_table(gpu, c, max_pos)?;
         let sampler = sampler_uniform(c.vocab, &SamplerSettings::default());
         let w = &model.weights;
-        let build = |batch: u32, batched: bool, head: Head| {
+        let build = |batch: u32, batched: bool, head: Head, snap: bool| {
             llama::build_graph(
-                gpu, &step, c, w, &kv, &act, &rope, batch, batched, head, &sampler, None,
+                gpu, &step, c, w, &kv, &act, &rope, batch, batched, head, &sampler, None, snap,
             )
         };
-        let prefill = build(opts.max_batch, true, Head::LastSampled)?;
-        let decode = build(1, false, Head::LastSampled)?;
+        let prefill = build(opts.max_batch, true, Head::LastSampled, false)?;
+        let decode = build(1, false, Head::LastSampled, false)?;
+        let snap_graph = if let KvPolicy::SnapKv { window, .. } = opts.kv_policy {
+            Some(build(window, true, Head::LastSampled, true)?)
+        } else {
+            None
+        };
         let all_logits = if opts.logit_rows > 0 {
-            Some(build(logit_rows, true, Head::AllRows)?)
+            Some(build(logit_rows, true, Head::AllRows, false)?)
         } else {
             None
         };
@@ -158,6 +173,9 @@ impl Session {
             prefill,
             decode,
             all_logits,
+            snap_graph,
+            evicted: 0,
+            snap_at: 0,
             staging,
             next_staging: 0,
             mask_on: false,
@@ -179,9 +197,13 @@ impl Session {
     pub fn context_len(&self) -> usize {
         self.opts.ctx as usize
     }
-    /// Positions the session can reach (more than the slots for a ring).
+    /// Positions the session can reach (more than the slots for a ring, and
+    /// for SnapKV by what its compaction evicted).
     pub fn max_positions(&self) -> usize {
-        self.max_pos as usize
+        match self.opts.kv_policy {
+            KvPolicy::SnapKv { .. } => self.max_pos.min(self.opts.ctx + self.evicted) as usize,
+            _ => self.max_pos as usize,
+        }
     }
     pub fn kv_types(&self) -> KvTypes {
         self.opts.kv
@@ -197,7 +219,7 @@ impl Session {
     pub fn kv_kept(&self) -> usize {
         self.opts
             .kv_policy
-            .kept(self.tokens.len() as u32, self.opts.ctx) as usize
+            .kept(self.tokens.len() as u32 - self.evicted, self.opts.ctx) as usize
     }
 
     /// Sets how the next tokens are chosen (and reseeds the generator).
@@ -223,11 +245,13 @@ impl Session {
             )));
         }
         let needed = self.tokens.len() + ids.len();
-        if needed > self.max_pos as usize {
+        // SnapKV: the slots hold the kept positions and everything after.
+        let limit = self.max_positions();
+        if needed > limit {
             return Err(Error::ContextFull {
                 in_cache: self.tokens.len(),
                 new: ids.len(),
-                ctx: self.max_pos as usize,
+                ctx: limit,
                 ctx_train: self.model.config.ctx_train,
             });
         }
@@ -248,10 +272,13 @@ impl Session {
         gpu.queue
             .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids));
         let kv_len = pos0 + ids.len() as u32;
-        let plan = self
-            .opts
-            .kv_policy
-            .plan(pos0, ids.len() as u32, self.opts.ctx, !batched);
+        let plan = self.opts.kv_policy.plan_compacted(
+            pos0,
+            ids.len() as u32,
+            self.opts.ctx,
+            !batched,
+            self.evicted,
+        );
         let chunk_len = if batched {
             plan.n_visit.max(1)
         } else {
@@ -350,6 +377,8 @@ impl Session {
             .run_ahead
             .unwrap_or(!self.model.gpu.adapter.device_type.eq("Cpu"))
             && !self.opts.kv_policy.evicts()
+            // A feed it runs ahead of could compact the cache under it.
+            && !matches!(self.opts.kv_policy, KvPolicy::SnapKv { .. })
             && self.opts.kv.k != KvDtype::KIVI2
             && self.sampler.repetition_penalty == 1.0
     }
@@ -373,7 +402,58 @@ impl Session {
             next = self.run_batch_async(&ids[done..done + n]).await?;
             done += n;
         }
+        self.snap_compact().await?;
         Ok(next)
+    }
+
+    /// SnapKV, once the cache first holds more than its budget plus window:
+    /// the window's tokens run again as one batch through the scoring
+    /// graph (their keys are rewritten as they were), each layer's scores
+    /// are read back, each KV head keeps its best positions plus the
+    /// window, and the cache compacts to them. Nothing else is read back.
+    async fn snap_compact(&mut self) -> Result<()> {
+        let KvPolicy::SnapKv {
+            budget,
+            window,
+            kernel,
+        } = self.opts.kv_policy
+        else {
+            return Ok(());
+        };
+        let p = self.tokens.len();
+        let (b, w) = (budget as usize, window as usize);
+        if self.snap_at > 0 || p <= b + w {
+            return Ok(());
+        }
+        let gpu = self.model.gpu.clone();
+        let tail = self.tokens[p - w..].to_vec();
+        self.tokens.truncate(p - w);
+        let st = self.begin(&tail, true);
+        if let Some(g) = &self.snap_graph {
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            record(&mut enc, &st, g, &gpu.limits)?;
+            gpu.queue.submit([enc.finish()]);
+        }
+        self.tokens.extend_from_slice(&tail);
+        let (nkv, ctx) = (self.kv.shape.n_kv_head as usize, self.opts.ctx as usize);
+        let mut keep = Vec::with_capacity(self.kv.k.len() * nkv * (b + w));
+        if let Some((scores, _)) = &self.kv.snap {
+            for sc in scores {
+                let sc: Vec<f32> = gpu.read_async(sc, 0, sc.bytes).await?;
+                for h in 0..nkv {
+                    keep.extend(lottery_engine::kv::snapkv_select(
+                        &sc[h * ctx..h * ctx + p - w],
+                        b,
+                        kernel as usize,
+                    ));
+                    keep.extend((p - w) as u32..p as u32);
+                }
+            }
+        }
+        self.kv.compact(&gpu, &keep, (b + w) as u32, p as u32)?;
+        self.evicted = (p - b - w) as u32;
+        self.snap_at = p;
+        Ok(())
     }
 
     /// Appends `ids` and returns their teacher-forced logits [ids.len(), vocab].
@@ -527,6 +607,7 @@ impl Session {
             Head::LastSampled,
             &sampler,
             Some(&stats),
+            false,
         )?;
         self.tokens.clear();
         for window in ids.chunks(self.opts.ctx as usize) {
@@ -600,6 +681,17 @@ impl Session {
         self.opts
             .kv_policy
             .check_rewind(self.tokens.len() as u32, pos as u32, self.opts.ctx)?;
+        if self.snap_at > 0 && pos < self.snap_at {
+            if pos > 0 {
+                return Err(Error::Model(format!(
+                    "rewind to {pos}: SnapKV compacted the first {} positions to the ones it \
+                     kept; rewind to {} or later, or to 0 to start over",
+                    self.snap_at, self.snap_at
+                )));
+            }
+            self.evicted = 0;
+            self.snap_at = 0;
+        }
         if self.rewind_point(pos) != pos {
             return Err(Error::Model(format!(
                 "rewind to {pos}: a kivi2 key cache has packed positions {}..{} per channel; \
@@ -615,6 +707,9 @@ impl Session {
     /// The nearest position at or before `pos` the cache can rewind to: a
     /// kivi2 key cache cannot split a group of 32 it has already packed.
     pub fn rewind_point(&self, pos: usize) -> usize {
+        if self.snap_at > 0 && pos < self.snap_at {
+            return 0;
+        }
         let packed = self.tokens.len() / 32 * 32;
         if self.opts.kv.k == KvDtype::KIVI2 && !pos.is_multiple_of(32) && pos < packed {
             pos / 32 * 32
@@ -636,9 +731,11 @@ impl Session {
         let used = self
             .opts
             .kv_policy
-            .used(self.tokens.len() as u32, self.opts.ctx);
+            .used(self.tokens.len() as u32 - self.evicted, self.opts.ctx);
         self.kv.copy_prefix_to(&self.model.gpu, &s.kv, used);
         s.tokens = self.tokens.clone();
+        s.evicted = self.evicted;
+        s.snap_at = self.snap_at;
         s.set_sampler(&self.sampler);
         Ok(s)
     }
