@@ -125,22 +125,24 @@ fn iq4nl_index(x: f32) -> u32 {
     return hi;
 }
 
-// Least-squares fit (weights x^2) of the codes chosen at inverse scale id:
-// (sum w q x, sum w q q), summed in engine/src/formats::iq4nl_scale's order.
+// Least-squares fit (every value weighted alike, unlike ggml's x^2 for
+// weights) of the codes chosen at inverse scale id: (sum q x, sum q q), in
+// engine/src/formats::iq4nl_scale_weighted's order (flat).
 fn iq4nl_fit(x0: u32, id: f32) -> vec2<f32> {
     var sqx = 0.0;
     var sq2 = 0.0;
     for (var i = 0u; i < 32u; i++) {
         let v = xr[x0 + i];
         let q = KV_IQ4NL[iq4nl_index(id * v)];
-        let w = v * v;
+        let w = 1.0;
         sqx += w * q * v;
         sq2 += w * q * q;
     }
     return vec2<f32>(sqx, sq2);
 }
 
-// ggml's IQ4_NL block scale: the best fit over the max scale and 15 nearby.
+// ggml's IQ4_NL scale search (flat weights): the best fit over the max
+// scale and 15 nearby.
 fn iq4nl_scale(x0: u32) -> f32 {
     var amax = 0.0;
     var mx = 0.0;

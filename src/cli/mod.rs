@@ -409,6 +409,12 @@ struct PerplexityArgs {
     /// Score every position of each chunk instead of its second half.
     #[arg(long)]
     all_positions: bool,
+    /// Also run the text with this cache type for K and V (for instance
+    /// f16) and report the mean KL divergence of this run's next-token
+    /// distributions from it: a far less noisy measure of what a cache
+    /// setting changes than the difference of two perplexities.
+    #[arg(long, value_name = "TYPE")]
+    kl_vs_kv: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -836,6 +842,30 @@ fn score_text(
     first: usize,
     progress: bool,
 ) -> Result<(f64, usize, usize)> {
+    let (nll, count, n_chunks, _) = score_text_kl(model, args, ids, chunk, first, progress, None)?;
+    Ok((nll, count, n_chunks))
+}
+
+/// Log-softmax of one row of logits, in f64.
+fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let m = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) as f64;
+    let lse = m + row.iter().map(|v| (*v as f64 - m).exp()).sum::<f64>().ln();
+    row.iter().map(|v| *v as f64 - lse).collect()
+}
+
+/// [`score_text`], and with `baseline` cache types also (mean KL divergence
+/// of this run's distributions from the baseline's, share of positions
+/// whose top token agrees), over the same scored positions.
+#[allow(clippy::type_complexity)]
+fn score_text_kl(
+    model: &Arc<Model>,
+    args: &ModelArgs,
+    ids: &[u32],
+    chunk: usize,
+    first: usize,
+    progress: bool,
+    baseline: Option<lottery::engine::kv::KvTypes>,
+) -> Result<(f64, usize, usize, Option<(f64, f64)>)> {
     let n_chunks = ids.len() / chunk;
     if chunk < 2 || n_chunks == 0 {
         return Err(anyhow!(
@@ -864,17 +894,48 @@ fn score_text(
             ..Default::default()
         },
     )?;
-    let (mut nll, mut count) = (0f64, 0usize);
+    let mut base = match baseline {
+        Some(kv) => Some(Session::new(
+            model.clone(),
+            SessionOptions {
+                ctx: chunk as u32,
+                kv,
+                max_batch: 64,
+                logit_rows: 64,
+                ..Default::default()
+            },
+        )?),
+        None => None,
+    };
+    let (mut nll, mut count, mut kl, mut agree) = (0f64, 0usize, 0f64, 0usize);
     for c in 0..n_chunks {
         let part = &ids[c * chunk..(c + 1) * chunk];
         s.rewind(0)?;
         let logits = s.logits(part)?;
+        let base_logits = match &mut base {
+            Some(b) => {
+                b.rewind(0)?;
+                Some(b.logits(part)?)
+            }
+            None => None,
+        };
         for j in first..chunk - 1 {
             let row = &logits[j * vocab..(j + 1) * vocab];
             let m = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) as f64;
             let lse = m + row.iter().map(|v| (*v as f64 - m).exp()).sum::<f64>().ln();
             nll += lse - row[part[j + 1] as usize] as f64;
             count += 1;
+            if let Some(bl) = &base_logits {
+                let brow = &bl[j * vocab..(j + 1) * vocab];
+                let (lp, lq) = (log_softmax(brow), log_softmax(row));
+                kl += lp
+                    .iter()
+                    .zip(&lq)
+                    .map(|(p, q)| p.exp() * (p - q))
+                    .sum::<f64>();
+                agree += (lottery::engine::reference::argmax(brow)
+                    == lottery::engine::reference::argmax(row)) as usize;
+            }
         }
         if progress {
             eprintln!(
@@ -885,7 +946,10 @@ fn score_text(
             );
         }
     }
-    Ok((nll / count as f64, count, n_chunks))
+    let kl = base
+        .is_some()
+        .then(|| (kl / count as f64, agree as f64 / count as f64));
+    Ok((nll / count as f64, count, n_chunks, kl))
 }
 
 /// Perplexity of a file with chunks of 512 scored on their second halves
@@ -905,16 +969,29 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     let ids = model.tokenizer.encode(&text)?;
     let first = if a.all_positions { 0 } else { a.chunk / 2 };
     let t0 = Instant::now();
-    let (nll, count, n_chunks) = score_text(&model, &a.model, &ids, a.chunk, first, !a.json)
-        .with_context(|| a.file.display().to_string())?;
+    let baseline = match &a.kl_vs_kv {
+        Some(t) => {
+            Some(KvTypes::from(KvDtype::parse(t).ok_or_else(|| {
+                anyhow!("--kl-vs-kv: unknown cache type `{t}`")
+            })?))
+        }
+        None => None,
+    };
+    let (nll, count, n_chunks, kl) =
+        score_text_kl(&model, &a.model, &ids, a.chunk, first, !a.json, baseline)
+            .with_context(|| a.file.display().to_string())?;
     let ppl = nll.exp();
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"tokens": ids.len(), "chunks": n_chunks, "scored": count, "mean_nll": nll, "perplexity": ppl, "seconds": t0.elapsed().as_secs_f64()})
+            serde_json::json!({"tokens": ids.len(), "chunks": n_chunks, "scored": count, "mean_nll": nll, "perplexity": ppl, "seconds": t0.elapsed().as_secs_f64(),
+                "kl_vs": a.kl_vs_kv, "mean_kl": kl.map(|k| k.0), "top1_agree": kl.map(|k| k.1)})
         );
     } else {
         println!("perplexity {ppl:.4} over {count} scored tokens ({n_chunks} chunks of {}, {} tokens in the file) in {:.1}s", a.chunk, ids.len(), t0.elapsed().as_secs_f64());
+        if let (Some((kl, agree)), Some(t)) = (kl, &a.kl_vs_kv) {
+            println!("against a {t} cache: mean KL {kl:.5} nats, top token agrees at {:.2}% of positions", agree * 100.0);
+        }
     }
     Ok(())
 }

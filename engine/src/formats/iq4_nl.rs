@@ -42,8 +42,13 @@ fn decode(data: &[u8], out: &mut [f32]) {
 }
 
 fn encode(x: &[f32], out: &mut Vec<u8>) {
+    encode_weighted(x, out, false)
+}
+
+/// IQ4_NL blocks with [`iq4nl_scale_weighted`]'s scale.
+pub(super) fn encode_weighted(x: &[f32], out: &mut Vec<u8>, flat: bool) {
     for b in x.chunks_exact(32) {
-        let d = iq4nl_scale(b);
+        let d = iq4nl_scale_weighted(b, flat);
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         blocks::push_f16(out, d);
         let q: Vec<u8> = b.iter().map(|v| iq4nl_index(id * v)).collect();
@@ -94,6 +99,13 @@ pub fn iq4nl_index(x: f32) -> u8 {
 /// step for step as shaders/ops/rope_kv.wgsl does it, so the cache's GPU
 /// encoding matches bit for bit.
 pub fn iq4nl_scale(b: &[f32]) -> f32 {
+    iq4nl_scale_weighted(b, false)
+}
+
+/// [`iq4nl_scale`] with every value weighted alike (`flat`): the KV
+/// cache's choice, since a key's error moves q . k by q . e whatever the
+/// size of the value it sits on.
+pub fn iq4nl_scale_weighted(b: &[f32], flat: bool) -> f32 {
     let (mut amax, mut max) = (0f32, 0f32);
     for v in b {
         if v.abs() > amax {
@@ -108,7 +120,7 @@ pub fn iq4nl_scale(b: &[f32]) -> f32 {
         let (mut sqx, mut sq2) = (0f32, 0f32);
         for v in b {
             let q = IQ4NL_VALUES[iq4nl_index(id * v) as usize] as f32;
-            let w = v * v;
+            let w = if flat { 1.0 } else { v * v };
             sqx += w * q * v;
             sq2 += w * q * q;
         }

@@ -25,7 +25,7 @@ mod blocks;
 mod kquant;
 pub mod sparse;
 pub use blocks::{offset_scale_searched, push_q5};
-pub use iq4_nl_fmt::{iq4nl_index, iq4nl_scale, IQ4NL_VALUES};
+pub use iq4_nl_fmt::{iq4nl_index, iq4nl_scale, iq4nl_scale_weighted, IQ4NL_VALUES};
 pub use kquant::k_scale_min;
 pub use sparse::{Pattern, SparseFormat, SparseTensor};
 
@@ -257,12 +257,18 @@ pub fn quantize(fmt: WeightFormat, x: &[f32]) -> Result<Vec<u8>> {
 }
 
 /// Q4_0 or Q5_0 bytes (ggml's block layout) whose block scales come from
-/// [`offset_scale_searched`]: what the KV cache stores for these types.
-/// Other formats quantize as [`quantize`] does.
+/// [`offset_scale_searched`], IQ4_NL bytes whose scale search weighs every
+/// value alike ([`iq4nl_scale_weighted`]): what the KV cache stores for
+/// these types. Other formats quantize as [`quantize`] does.
 pub fn quantize_searched(fmt: WeightFormat, x: &[f32]) -> Result<Vec<u8>> {
     let (off, push): (f32, fn(&mut Vec<u8>, &[u8])) = match fmt {
         WeightFormat::Q4_0 => (8.0, blocks::push_nibbles),
         WeightFormat::Q5_0 => (16.0, blocks::push_q5),
+        WeightFormat::IQ4_NL if x.len() % 32 == 0 => {
+            let mut out = Vec::with_capacity(fmt.ggml_bytes(x.len()));
+            iq4_nl_fmt::encode_weighted(x, &mut out, true);
+            return Ok(out);
+        }
         _ => return quantize(fmt, x),
     };
     if x.len() % 32 != 0 {
