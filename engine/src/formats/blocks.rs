@@ -66,9 +66,21 @@ pub(super) fn encode_offset(
     off: f32,
     push_codes: fn(&mut Vec<u8>, &[u8]),
 ) {
+    encode_offset_with(x, out, off, push_codes, |b, off| signed_max(b) / -off)
+}
+
+/// [`encode_offset`] with the block scale from `scale(block, off)` (the KV
+/// cache's [`offset_scale_searched`]).
+pub(super) fn encode_offset_with(
+    x: &[f32],
+    out: &mut Vec<u8>,
+    off: f32,
+    push_codes: fn(&mut Vec<u8>, &[u8]),
+    scale: fn(&[f32], f32) -> f32,
+) {
     let top = 2 * off as i32 - 1;
     for b in x.chunks_exact(32) {
-        let d = signed_max(b) / -off;
+        let d = scale(b, off);
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let q: Vec<u8> = b
             .iter()
@@ -183,25 +195,4 @@ pub fn offset_scale_searched(b: &[f32], off: f32) -> f32 {
         }
     }
     d
-}
-
-/// Offset blocks (Q4_0, Q5_0) with [`offset_scale_searched`]'s scale: the
-/// codes rounded at that scale, as `encode_offset` rounds them.
-pub(super) fn encode_offset_searched(
-    x: &[f32],
-    out: &mut Vec<u8>,
-    off: f32,
-    push_codes: fn(&mut Vec<u8>, &[u8]),
-) {
-    let top = 2 * off as i32 - 1;
-    for b in x.chunks_exact(32) {
-        let d = offset_scale_searched(b, off);
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let q: Vec<u8> = b
-            .iter()
-            .map(|v| ((v * id + (off + 0.5)) as i32).clamp(0, top) as u8)
-            .collect();
-        push_f16(out, d);
-        push_codes(out, &q);
-    }
 }

@@ -275,7 +275,7 @@ pub fn quantize_searched(fmt: WeightFormat, x: &[f32]) -> Result<Vec<u8>> {
         return quantize(fmt, x);
     }
     let mut out = Vec::with_capacity(fmt.ggml_bytes(x.len()));
-    blocks::encode_offset_searched(x, &mut out, off, push);
+    blocks::encode_offset_with(x, &mut out, off, push, offset_scale_searched);
     Ok(out)
 }
 
