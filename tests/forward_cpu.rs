@@ -561,13 +561,17 @@ fn snapkv_compaction_matches_cpu_selection() {
         assert_eq!(s.kv_kept(), budget + window, "{}", kv.label());
         assert_eq!(s.position(), p);
         let got = s.logits(&ids[p..p + 8]).unwrap();
+        // Block types: a value a hair from a quantization boundary can land
+        // one step away on the GPU (see gpu_forward_matches_cpu_forward); a
+        // wrong selection moves logits by far more (`moved` below).
+        let tol = if kv == KvDtype::F32.into() { 2e-3 } else { 0.25 };
         let (mut worst, mut moved) = (0f32, 0f32);
         for (i, g) in got.iter().enumerate() {
             let w = want[p * VOCAB + i];
             worst = worst.max((g - w).abs());
             moved = moved.max((full[p * VOCAB + i] - w).abs());
             assert!(
-                (g - w).abs() <= 2e-3 * (1.0 + w.abs()),
+                (g - w).abs() <= tol * (1.0 + w.abs()),
                 "{}: {g} vs {w}",
                 kv.label()
             );
@@ -576,7 +580,7 @@ fn snapkv_compaction_matches_cpu_selection() {
             "snapkv {}: max error {worst:.2e}, full cache differs by {moved:.2e}",
             kv.label()
         );
-        assert!(moved > 0.05, "the compacted cache must change the logits");
+        assert!(moved > 20.0 * tol, "the compacted cache must change the logits");
         assert_eq!(s.kv_kept(), budget + window + 8);
         let next = s.feed(&ids[p + 8..p + 9]).unwrap();
         assert_eq!(
