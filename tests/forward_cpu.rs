@@ -564,7 +564,11 @@ fn snapkv_compaction_matches_cpu_selection() {
         // Block types: a value a hair from a quantization boundary can land
         // one step away on the GPU (see gpu_forward_matches_cpu_forward); a
         // wrong selection moves logits by far more (`moved` below).
-        let tol = if kv == KvDtype::F32.into() { 2e-3 } else { 0.25 };
+        let tol = if kv == KvDtype::F32.into() {
+            2e-3
+        } else {
+            0.25
+        };
         let (mut worst, mut moved) = (0f32, 0f32);
         for (i, g) in got.iter().enumerate() {
             let w = want[p * VOCAB + i];
@@ -580,7 +584,10 @@ fn snapkv_compaction_matches_cpu_selection() {
             "snapkv {}: max error {worst:.2e}, full cache differs by {moved:.2e}",
             kv.label()
         );
-        assert!(moved > 20.0 * tol, "the compacted cache must change the logits");
+        assert!(
+            moved > 20.0 * tol,
+            "the compacted cache must change the logits"
+        );
         assert_eq!(s.kv_kept(), budget + window + 8);
         let next = s.feed(&ids[p + 8..p + 9]).unwrap();
         assert_eq!(

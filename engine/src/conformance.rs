@@ -948,6 +948,11 @@ async fn attention_case(
     let (mut all_k, mut all_v) = (Vec::new(), Vec::new());
     // The key mean of centred keys, as the GPU computed it at pos 0.
     let mut centre = vec![0f32; nkv * hd];
+    // Keys and values share a per-channel offset, as real ones do, so a
+    // centred cache stores rows far from the raw ones (not for KIVI2, whose
+    // per-channel keys the CPU encodes per token: see step_bound).
+    let kivi = kv.k == KvDtype::KIVI2 || kv.v == KvDtype::KIVI2;
+    let offset = rng.vec(2 * nkv * hd, if kivi { 0.0 } else { 2.0 });
     let mut pos = 0usize;
     let mut worst = Check {
         max_abs: 0.0,
@@ -978,7 +983,13 @@ async fn attention_case(
         &[(71, 0), (1, 16), (1, 16), (13, 0), (1, 7)]
     };
     for &(t, chunk) in steps {
-        let qkv = rng.vec(t * w, 1.0);
+        let mut qkv = rng.vec(t * w, 1.0);
+        for r in qkv.chunks_exact_mut(w) {
+            r[nh * hd..]
+                .iter_mut()
+                .zip(&offset)
+                .for_each(|(x, o)| *x += o);
+        }
         gpu.queue
             .write_buffer(&qkv_t.buffer, 0, bytemuck::cast_slice(&qkv));
         let kv_len = (pos + t) as u32;
@@ -1031,11 +1042,29 @@ async fn attention_case(
             }
             centre = got;
         }
-        let stored =
-            |words: &[u32], rw: usize, ty: KvDtype, rot: bool, row: usize| -> Result<Vec<f32>> {
-                let x = ty.decode_row(&words[row * rw..(row + 1) * rw], head_dim)?;
-                Ok(if rot { kv::hadamard(&x) } else { x })
+        // Slot 0's rows are read from their exact copy when the types keep
+        // one (KvTypes::sink), after the rows (and the key mean).
+        let stored = |words: &[u32],
+                      rw: usize,
+                      ty: KvDtype,
+                      rot: bool,
+                      row: usize,
+                      sink: Option<u64>|
+         -> Result<Vec<f32>> {
+            let x = match sink {
+                Some(off) if row % s.ctx as usize == 0 => {
+                    let i = off as usize / 4 + row / s.ctx as usize * hd;
+                    words[i..i + hd]
+                        .iter()
+                        .map(|w| f32::from_bits(*w))
+                        .collect()
+                }
+                _ => ty.decode_row(&words[row * rw..(row + 1) * rw], head_dim)?,
             };
+            Ok(if rot { kv::hadamard(&x) } else { x })
+        };
+        let k_sink = kv.sink_k().then(|| s.k_sink_offset());
+        let v_sink = kv.sink_v().then(|| s.v_sink_offset());
         all_k.resize((pos + t) * nkv * hd, 0.0);
         all_v.resize((pos + t) * nkv * hd, 0.0);
         let mut drift = 0f32;
@@ -1056,9 +1085,9 @@ async fn attention_case(
                         (pos + t) as u32,
                     )
                 } else {
-                    stored(&kw, rwk, kv.k, kv.rot_k(head_dim), row)?
+                    stored(&kw, rwk, kv.k, kv.rot_k(head_dim), row, k_sink)?
                 };
-                let sv = stored(&vw, rwv, kv.v, kv.rot_v(head_dim), row)?;
+                let sv = stored(&vw, rwv, kv.v, kv.rot_v(head_dim), row, v_sink)?;
                 if p >= pos {
                     let i = (p - pos) * nkv * hd + h * hd;
                     let kc: Vec<f32> = k[i..i + hd]
@@ -1066,7 +1095,17 @@ async fn attention_case(
                         .zip(&centre[h * hd..(h + 1) * hd])
                         .map(|(a, m)| a - m)
                         .collect();
-                    let (ek, ev) = (kv.effective_k(&kc)?, kv.effective_v(&v[i..i + hd])?);
+                    let vc = &v[i..i + hd];
+                    // The exact copy of slot 0 against the unquantized row.
+                    let exact = |on: bool, x: &[f32], e: Result<Vec<f32>>| {
+                        if on && slot == 0 {
+                            Ok(x.to_vec())
+                        } else {
+                            e
+                        }
+                    };
+                    let ek = exact(kv.sink_k(), &kc, kv.effective_k(&kc))?;
+                    let ev = exact(kv.sink_v(), vc, kv.effective_v(vc))?;
                     for (a, b) in sk.iter().zip(&ek).chain(sv.iter().zip(&ev)) {
                         drift = drift.max((a - b).abs());
                     }
@@ -1276,7 +1315,16 @@ async fn snapkv_case(gpu: &Gpu) -> Result<Check> {
     let vw: Vec<u32> = read(gpu, &cache.v[0]).await?;
     let (rk, rv) = (s.kv.k.row_words(hd) as usize, s.kv.v.row_words(hd) as usize);
     let (hdu, group) = (hd as usize, (nh / nkv) as usize);
+    // Keys as attention reads them: slot 0 from its exact copy, after the
+    // rows and the key mean.
     let key = |h: usize, p: usize| -> Result<Vec<f32>> {
+        if p == 0 && s.kv.sink_k() {
+            let i = s.k_sink_offset() as usize / 4 + h * hd as usize;
+            return Ok(kw[i..i + hd as usize]
+                .iter()
+                .map(|w| f32::from_bits(*w))
+                .collect());
+        }
         let row = (h * ctx as usize + p) * rk;
         KvDtype::Q8_0.decode_row(&kw[row..row + rk], hd)
     };
@@ -1341,10 +1389,13 @@ async fn snapkv_case(gpu: &Gpu) -> Result<Check> {
             }
         }
     }
-    // The key centre after the rows survives compaction.
-    let tail = nkv as usize * ctx as usize * rk;
-    if kc[tail..] != kw[tail..] {
-        return Ok(mismatch("the key centre moved".into()));
+    // The key mean and exact sink rows after the rows survive compaction.
+    let (kt, vt) = (
+        nkv as usize * ctx as usize * rk,
+        nkv as usize * ctx as usize * rv,
+    );
+    if kc[kt..] != kw[kt..] || vc[vt..] != vw[vt..] {
+        return Ok(mismatch("the key mean or the sink rows moved".into()));
     }
     Ok(c)
 }

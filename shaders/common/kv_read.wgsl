@@ -45,8 +45,21 @@ fn kivi_k_at(row: u32, d: u32) -> f32 {
     return unpack2x16float(kv_word(true, rb + d / 2u))[d % 2u];
 }
 
+fn kv_sink(is_k: bool, row: u32) -> bool {
+    return select(V_SINK, K_SINK, is_k) && row % p.ctx == 0u;
+}
+
+fn kv_sink_at(is_k: bool, row: u32, d: u32) -> f32 {
+    let ty = select(V_TYPE, K_TYPE, is_k);
+    let c = K_CENTRE && is_k;
+    return bitcast<f32>(kv_word(is_k, kv_sink_index(ty, c, p.n_kv_head, p.ctx, p.head_dim, row / p.ctx, d)));
+}
+
 fn kv_at(ty: u32, is_k: bool, row: u32, d: u32) -> f32 {
     let hd = p.head_dim;
+    if (kv_sink(is_k, row)) {
+        return kv_sink_at(is_k, row, d);
+    }
     if (ty == KV_KIVI2) {
         if (is_k) {
             return kivi_k_at(row, d);
@@ -100,6 +113,10 @@ fn kv_at(ty: u32, is_k: bool, row: u32, d: u32) -> f32 {
 fn kv4(ty: u32, is_k: bool, row: u32, d4: u32) -> vec4<f32> {
     let hd = p.head_dim;
     let d = 4u * d4;
+    if (kv_sink(is_k, row)) {
+        return vec4<f32>(kv_sink_at(is_k, row, d), kv_sink_at(is_k, row, d + 1u),
+                         kv_sink_at(is_k, row, d + 2u), kv_sink_at(is_k, row, d + 3u));
+    }
     if (ty == KV_KIVI2) {
         return vec4<f32>(kv_at(ty, is_k, row, d), kv_at(ty, is_k, row, d + 1u),
                          kv_at(ty, is_k, row, d + 2u), kv_at(ty, is_k, row, d + 3u));

@@ -25,6 +25,10 @@ const ROT_SCALE: f32 = {{ROT_SCALE}};
 // Keys stored less the session's key mean, kept after the K rows
 // (engine/src/kv: KvTypes::centre; ops/kv_centre.wgsl).
 const K_CENTRE: bool = {{K_CENTRE}};
+// Slot 0 (position 0, the attention sink) of block-type rows also kept
+// exact, as f32 after the mean (IntactKV, arXiv 2403.01241).
+const K_SINK: bool = {{K_SINK}};
+const V_SINK: bool = {{V_SINK}};
 
 fn had_odd(i: u32, j: u32) -> bool {
     return (countOneBits(i & j) & 1u) == 1u;
@@ -59,6 +63,13 @@ fn kv_row_words(ty: u32, hd: u32) -> u32 {
     }
     return nb * kv_block_quants(ty) + (nb + 1u) / 2u;
 }
+
+// Word index of channel d of KV head h's exact sink row: after the rows
+// and, in a centred key cache, the mean.
+fn kv_sink_index(ty: u32, centred: bool, n_kv_head: u32, ctx: u32, hd: u32, h: u32, d: u32) -> u32 {
+    return n_kv_head * ctx * kv_row_words(ty, hd) + select(0u, n_kv_head * hd, centred) + h * hd + d;
+}
+
 
 // A KIVI2 key cache per KV head: groups of 32 tokens, each 3 words per
 // channel (two code words, then one (step, min) word per channel after all

@@ -141,11 +141,16 @@ pub struct ModelArgs {
     /// unless comparing).
     #[arg(long)]
     pub kv_no_rotate: bool,
-    /// Store block-type keys as they are, not less the key mean of the
-    /// first prompt batch (exact for attention; centring only lowers the
-    /// quantization error: keep it on unless comparing).
+    /// Store block-type keys and values as they are, not less the mean of
+    /// the first prompt batch (exact for attention; centring only lowers
+    /// the quantization error: keep it on unless comparing).
     #[arg(long)]
     pub kv_no_centre: bool,
+    /// Quantize slot 0 (the attention sink) of block-type keys and values
+    /// like every other row, instead of also keeping it exact (f32, one row
+    /// per KV head: keep it on unless comparing).
+    #[arg(long)]
+    pub kv_no_sink: bool,
     /// Which positions the cache keeps: full; sink-window:S,W (the first S
     /// and last W positions in a ring, so generation runs past --ctx);
     /// quest:P,T (attend to the T best pages of P positions per decode
@@ -220,6 +225,7 @@ impl ModelArgs {
         Ok(KvTypes {
             rotate: !self.kv_no_rotate,
             centre: !self.kv_no_centre,
+            sink: !self.kv_no_sink,
             k: self.kv_k.as_deref().map(parse).transpose()?.unwrap_or(both),
             v: self.kv_v.as_deref().map(parse).transpose()?.unwrap_or(both),
         })

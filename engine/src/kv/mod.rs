@@ -357,12 +357,22 @@ impl KvDtype {
 /// changes. About two thirds of a key's energy here is that shared mean,
 /// which otherwise sets every block's scale (the idea of SageAttention's
 /// key smoothing, arXiv 2410.02367).
+///
+/// `sink`: block-type rows of slot 0 are also kept exact, as f32 after the
+/// rows and the key mean (one row per KV head, layer and operand), and every
+/// read of slot 0 takes that copy. Slot 0 holds position 0, the attention
+/// sink, under every policy (a ring overwrites both together; SnapKV always
+/// keeps position 0). Most heads put much of their attention there, so its
+/// quantization error moves every output: 4-bit values under f16 keys went
+/// from +0.087 to -0.027 perplexity (the idea of IntactKV, arXiv
+/// 2403.01241; BENCHMARKS.md 2026-12-03).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KvTypes {
     pub k: KvDtype,
     pub v: KvDtype,
     pub rotate: bool,
     pub centre: bool,
+    pub sink: bool,
 }
 
 impl KvTypes {
@@ -372,6 +382,7 @@ impl KvTypes {
             v,
             rotate: true,
             centre: true,
+            sink: true,
         }
     }
 
@@ -381,6 +392,16 @@ impl KvTypes {
     /// +1.09 against +0.98 scoring every position; BENCHMARKS.md).
     pub fn centres_k(self) -> bool {
         self.centre && self.k.rotates() && self.k != KvDtype::IQ4_NL
+    }
+
+    /// Whether slot 0 of block-type key rows is also kept exact (f32).
+    pub fn sink_k(self) -> bool {
+        self.sink && self.k.rotates()
+    }
+
+    /// Whether slot 0 of block-type value rows is also kept exact (f32).
+    pub fn sink_v(self) -> bool {
+        self.sink && self.v.rotates()
     }
 
     pub fn both(t: KvDtype) -> KvTypes {
@@ -435,6 +456,9 @@ impl KvTypes {
             .centres_k()
         {
             off.push("centring");
+        }
+        if !self.sink && (self.k.rotates() || self.v.rotates()) {
+            off.push("exact sink");
         }
         if off.is_empty() {
             t
@@ -693,9 +717,16 @@ impl KvCache {
                 }
             }
         }
-        if self.shape.kv.centres_k() {
+        // The key mean and the exact sink rows sit after the rows.
+        if self.shape.kv.centres_k() || self.shape.kv.sink_k() {
             let off = self.shape.k_centre_offset();
             for (src, dst) in self.k.iter().zip(&dst.k) {
+                enc.copy_buffer_to_buffer(&src.buffer, off, &dst.buffer, off, src.bytes - off);
+            }
+        }
+        if self.shape.kv.sink_v() {
+            let off = self.shape.v_sink_offset();
+            for (src, dst) in self.v.iter().zip(&dst.v) {
                 enc.copy_buffer_to_buffer(&src.buffer, off, &dst.buffer, off, src.bytes - off);
             }
         }

@@ -339,6 +339,12 @@ pub fn snapkv_select(scores: &[f32], budget: usize, kernel: usize) -> Vec<u32> {
             .then(a.cmp(&b))
     });
     order.truncate(budget);
+    // Position 0, the attention sink, stays: block caches keep slot 0 exact
+    // (KvTypes::sink), and compaction keeps it in slot 0 only if it is kept.
+    if budget > 0 && !order.contains(&0) {
+        order.pop();
+        order.push(0);
+    }
     order.sort_unstable();
     order
 }
@@ -384,19 +390,25 @@ mod tests {
         assert!(p.check(512, 64).is_ok());
     }
 
-    /// Max pooling spreads a peak over its neighbours, the top budget wins,
-    /// ties go to the earlier position and the result is ascending.
+    /// Max pooling spreads a peak over its neighbours, the top budget wins
+    /// beside position 0 (always kept), ties go to the earlier position and
+    /// the result is ascending.
     #[test]
     fn snapkv_select_pools_then_keeps_the_best() {
         let mut s = vec![0.0f32; 20];
         s[10] = 5.0;
         s[2] = 1.0;
         s[17] = 3.0;
-        // Kernel 1: no pooling.
-        assert_eq!(snapkv_select(&s, 3, 1), vec![2, 10, 17]);
+        // Kernel 1: no pooling; the sink displaces the weakest.
+        assert_eq!(snapkv_select(&s, 3, 1), vec![0, 10, 17]);
+        assert_eq!(snapkv_select(&s, 4, 1), vec![0, 2, 10, 17]);
         // Kernel 3: 9..=11 share the peak, then 16..=18.
-        assert_eq!(snapkv_select(&s, 4, 3), vec![9, 10, 11, 16]);
-        assert_eq!(snapkv_select(&s, 6, 3), vec![9, 10, 11, 16, 17, 18]);
+        assert_eq!(snapkv_select(&s, 4, 3), vec![0, 9, 10, 11]);
+        assert_eq!(snapkv_select(&s, 7, 3), vec![0, 9, 10, 11, 16, 17, 18]);
+        // A sink that scores is kept once.
+        s[0] = 9.0;
+        assert_eq!(snapkv_select(&s, 2, 1), vec![0, 10]);
+        s[0] = 0.0;
         // All zeros: the earliest ones.
         assert_eq!(snapkv_select(&[0.0; 5], 2, 3), vec![0, 1]);
         // A budget past the length keeps everything.

@@ -205,6 +205,19 @@ impl AttnShape {
                 * crate::kv::kivi_head_words(self.head_dim, self.ctx) as u64
                 * 4;
         }
+        let row = self.n_kv_head as u64 * self.head_dim as u64 * 4;
+        self.k_centre_offset()
+            + if self.kv.centres_k() { row } else { 0 }
+            + if self.kv.sink_k() { row } else { 0 }
+    }
+    /// Where the key mean of centred keys ([n_kv_head, head_dim] f32) sits
+    /// in a layer's K cache: after every row.
+    pub fn k_centre_offset(&self) -> u64 {
+        self.n_kv_head as u64 * self.ctx as u64 * self.kv.k.row_words(self.head_dim) as u64 * 4
+    }
+    /// Where the exact slot-0 rows of keys ([n_kv_head, head_dim] f32,
+    /// `KvTypes::sink`) sit in a layer's K cache: after the rows and the mean.
+    pub fn k_sink_offset(&self) -> u64 {
         self.k_centre_offset()
             + if self.kv.centres_k() {
                 self.n_kv_head as u64 * self.head_dim as u64 * 4
@@ -212,13 +225,18 @@ impl AttnShape {
                 0
             }
     }
-    /// Where the key mean of centred keys ([n_kv_head, head_dim] f32) sits
-    /// in a layer's K cache: after every row.
-    pub fn k_centre_offset(&self) -> u64 {
-        self.n_kv_head as u64 * self.ctx as u64 * self.kv.k.row_words(self.head_dim) as u64 * 4
-    }
     /// Bytes of one layer's V cache.
     pub fn v_cache_bytes(&self) -> u64 {
+        self.v_sink_offset()
+            + if self.kv.sink_v() {
+                self.n_kv_head as u64 * self.head_dim as u64 * 4
+            } else {
+                0
+            }
+    }
+    /// Where the exact slot-0 rows of values sit in a layer's V cache:
+    /// after every row.
+    pub fn v_sink_offset(&self) -> u64 {
         self.n_kv_head as u64 * self.ctx as u64 * self.kv.v.row_words(self.head_dim) as u64 * 4
     }
     fn check(&self) -> Result<()> {
@@ -250,6 +268,8 @@ fn kv_defines(kv: KvTypes, head_dim: u32) -> Defines {
         ("K_ROT", if kv.rot_k(head_dim) { "true" } else { "false" }),
         ("V_ROT", if kv.rot_v(head_dim) { "true" } else { "false" }),
         ("K_CENTRE", if kv.centres_k() { "true" } else { "false" }),
+        ("K_SINK", if kv.sink_k() { "true" } else { "false" }),
+        ("V_SINK", if kv.sink_v() { "true" } else { "false" }),
         (
             "ROT_SCALE",
             &format!("{:e}", crate::kv::rot_scale(head_dim)),

@@ -182,16 +182,23 @@ impl LlamaCpu {
             // the caller's mistake, not input.
             let first = first_batch.clamp(1, t);
             let m = kv.key_centre(&k[..first * kvw], c.n_kv_head, hd);
-            for row in k.chunks_exact_mut(kvw) {
+            // Position 0 sits in slot 0, which block caches keep exact.
+            for (pos, row) in k.chunks_exact_mut(kvw).enumerate() {
                 for (r, m) in row.chunks_exact_mut(hd).zip(m.chunks_exact(hd)) {
                     r.iter_mut().zip(m).for_each(|(x, m)| *x -= m);
-                    let e = kv.effective_k(r).expect("cache type fits head_dim");
-                    r.copy_from_slice(&e);
+                    if pos > 0 || !kv.sink_k() {
+                        let e = kv.effective_k(r).expect("cache type fits head_dim");
+                        r.copy_from_slice(&e);
+                    }
                 }
             }
-            for r in v.chunks_exact_mut(hd) {
-                let e = kv.effective_v(r).expect("cache type fits head_dim");
-                r.copy_from_slice(&e);
+            for (pos, row) in v.chunks_exact_mut(kvw).enumerate() {
+                for r in row.chunks_exact_mut(hd) {
+                    if pos > 0 || !kv.sink_v() {
+                        let e = kv.effective_v(r).expect("cache type fits head_dim");
+                        r.copy_from_slice(&e);
+                    }
+                }
             }
             let visible = mask(&q, &k);
             let a = r::attention_masked(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd, &*visible);
