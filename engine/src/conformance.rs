@@ -1052,7 +1052,7 @@ async fn attention_case(
                       sink: Option<u64>|
          -> Result<Vec<f32>> {
             let x = match sink {
-                Some(off) if row % s.ctx as usize == 0 => {
+                Some(off) if row.is_multiple_of(s.ctx as usize) => {
                     let i = off as usize / 4 + row / s.ctx as usize * hd;
                     words[i..i + hd]
                         .iter()
