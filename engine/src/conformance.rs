@@ -1053,11 +1053,7 @@ async fn attention_case(
          -> Result<Vec<f32>> {
             let x = match sink {
                 Some(off) if row.is_multiple_of(s.ctx as usize) => {
-                    let i = off as usize / 4 + row / s.ctx as usize * hd;
-                    words[i..i + hd]
-                        .iter()
-                        .map(|w| f32::from_bits(*w))
-                        .collect()
+                    floats(words, off as usize / 4 + row / s.ctx as usize * hd, hd)
                 }
                 _ => ty.decode_row(&words[row * rw..(row + 1) * rw], head_dim)?,
             };
@@ -1320,10 +1316,7 @@ async fn snapkv_case(gpu: &Gpu) -> Result<Check> {
     let key = |h: usize, p: usize| -> Result<Vec<f32>> {
         if p == 0 && s.kv.sink_k() {
             let i = s.k_sink_offset() as usize / 4 + h * hd as usize;
-            return Ok(kw[i..i + hd as usize]
-                .iter()
-                .map(|w| f32::from_bits(*w))
-                .collect());
+            return Ok(floats(&kw, i, hd as usize));
         }
         let row = (h * ctx as usize + p) * rk;
         KvDtype::Q8_0.decode_row(&kw[row..row + rk], hd)
@@ -1398,6 +1391,14 @@ async fn snapkv_case(gpu: &Gpu) -> Result<Check> {
         return Ok(mismatch("the key mean or the sink rows moved".into()));
     }
     Ok(c)
+}
+
+/// `n` f32 values stored as words from word `at` (a cache's mean or sink rows).
+fn floats(words: &[u32], at: usize, n: usize) -> Vec<f32> {
+    words[at..at + n]
+        .iter()
+        .map(|w| f32::from_bits(*w))
+        .collect()
 }
 
 /// Quest's choice on the CPU for one decode token at `pos`: per query head

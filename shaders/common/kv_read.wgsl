@@ -46,13 +46,11 @@ fn kivi_k_at(row: u32, d: u32) -> f32 {
 }
 
 fn kv_sink(is_k: bool, row: u32) -> bool {
-    return select(V_SINK, K_SINK, is_k) && row % p.ctx == 0u;
+    return kv_sink_slot(is_k, row % p.ctx);
 }
 
 fn kv_sink_at(is_k: bool, row: u32, d: u32) -> f32 {
-    let ty = select(V_TYPE, K_TYPE, is_k);
-    let c = K_CENTRE && is_k;
-    return bitcast<f32>(kv_word(is_k, kv_sink_index(ty, c, p.n_kv_head, p.ctx, p.head_dim, row / p.ctx, d)));
+    return bitcast<f32>(kv_word(is_k, kv_sink_index(is_k, p.n_kv_head, p.ctx, p.head_dim, row / p.ctx, d)));
 }
 
 fn kv_at(ty: u32, is_k: bool, row: u32, d: u32) -> f32 {

@@ -64,12 +64,18 @@ fn kv_row_words(ty: u32, hd: u32) -> u32 {
     return nb * kv_block_quants(ty) + (nb + 1u) / 2u;
 }
 
-// Word index of channel d of KV head h's exact sink row: after the rows
-// and, in a centred key cache, the mean.
-fn kv_sink_index(ty: u32, centred: bool, n_kv_head: u32, ctx: u32, hd: u32, h: u32, d: u32) -> u32 {
-    return n_kv_head * ctx * kv_row_words(ty, hd) + select(0u, n_kv_head * hd, centred) + h * hd + d;
+// Whether the K (or V) row of `slot` also has an exact copy.
+fn kv_sink_slot(is_k: bool, slot: u32) -> bool {
+    return select(V_SINK, K_SINK, is_k) && slot == 0u;
 }
 
+// Word index of channel d of KV head h's exact sink row in the K (or V)
+// cache: after the rows and, in a centred key cache, the mean.
+fn kv_sink_index(is_k: bool, n_kv_head: u32, ctx: u32, hd: u32, h: u32, d: u32) -> u32 {
+    let ty = select(V_TYPE, K_TYPE, is_k);
+    let mean = select(0u, n_kv_head * hd, K_CENTRE && is_k);
+    return n_kv_head * ctx * kv_row_words(ty, hd) + mean + h * hd + d;
+}
 
 // A KIVI2 key cache per KV head: groups of 32 tokens, each 3 words per
 // channel (two code words, then one (step, min) word per channel after all

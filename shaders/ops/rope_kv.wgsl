@@ -320,18 +320,12 @@ fn kivi_residual_base(row: u32) -> u32 {
         + (slot % KIVI_RES) * (hd / 2u);
 }
 
-// Slot 0's exact copy (K_SINK / V_SINK), of xr or (wide) xs value d.
-fn sink_index(is_k: bool, row: u32, d: u32) -> u32 {
-    let ty = select(V_TYPE, K_TYPE, is_k);
-    let c = K_CENTRE && is_k;
-    return kv_sink_index(ty, c, p.n_kv_head, p.ctx, p.head_dim, row / p.ctx, d);
-}
-
 fn store_row(ty: u32, is_k: bool, row: u32) {
     let hd = p.head_dim;
-    if (select(V_SINK, K_SINK, is_k) && row % p.ctx == 0u) {
+    // Slot 0's exact copy (engine/src/kv: KvTypes::sink).
+    if (kv_sink_slot(is_k, row % p.ctx)) {
         for (var d = 0u; d < hd; d++) {
-            put(is_k, sink_index(is_k, row, d), bitcast<u32>(xr[d]));
+            put(is_k, kv_sink_index(is_k, p.n_kv_head, p.ctx, hd, row / p.ctx, d), bitcast<u32>(xr[d]));
         }
     }
     if (ty == KV_KIVI2 && is_k) {
@@ -452,9 +446,9 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         }
         return;
     }
-    if (select(V_SINK, K_SINK, is_k) && slot == 0u) {
+    if (kv_sink_slot(is_k, slot)) {
         for (var d = li; d < hd; d += 64u) {
-            put(is_k, sink_index(is_k, row, d), bitcast<u32>(xs[d]));
+            put(is_k, kv_sink_index(is_k, p.n_kv_head, p.ctx, hd, kvh, d), bitcast<u32>(xs[d]));
         }
     }
     let nb = hd / 32u;

@@ -141,9 +141,9 @@ pub struct ModelArgs {
     /// unless comparing).
     #[arg(long)]
     pub kv_no_rotate: bool,
-    /// Store block-type keys and values as they are, not less the mean of
-    /// the first prompt batch (exact for attention; centring only lowers
-    /// the quantization error: keep it on unless comparing).
+    /// Store block-type keys as they are, not less the key mean of the
+    /// first prompt batch (exact for attention; centring only lowers the
+    /// quantization error: keep it on unless comparing).
     #[arg(long)]
     pub kv_no_centre: bool,
     /// Quantize slot 0 (the attention sink) of block-type keys and values

@@ -205,10 +205,12 @@ impl AttnShape {
                 * crate::kv::kivi_head_words(self.head_dim, self.ctx) as u64
                 * 4;
         }
-        let row = self.n_kv_head as u64 * self.head_dim as u64 * 4;
-        self.k_centre_offset()
-            + if self.kv.centres_k() { row } else { 0 }
-            + if self.kv.sink_k() { row } else { 0 }
+        self.k_sink_offset()
+            + if self.kv.sink_k() {
+                self.n_kv_head as u64 * self.head_dim as u64 * 4
+            } else {
+                0
+            }
     }
     /// Where the key mean of centred keys ([n_kv_head, head_dim] f32) sits
     /// in a layer's K cache: after every row.
