@@ -28,35 +28,55 @@ fn tiny(arch: &str) -> GgufWriter {
     common::tiny_gguf(arch, WeightFormat::Q8_0, &|_| true)
 }
 
-/// What a new user meets with a Qwen2 file: every Llama tensor plus the
-/// Q/K/V biases every Qwen2 model has. Loading it must fail and name them.
+/// A Qwen2 file runs with its Q/K/V biases (tests/families.rs checks the
+/// math against transformers); biases no implemented family has (here on
+/// the output projection, as Llama's `attention_bias` adds) are refused,
+/// named, by the loader, the CLI and `lottery info`.
 #[test]
-fn qwen2_with_qkv_biases_is_refused_naming_the_biases() {
-    let mut w = tiny("qwen2");
+fn biases_the_graph_does_not_apply_are_refused_naming_them() {
+    let with_biases = || {
+        let mut w = tiny("qwen2");
+        for l in 0..common::LAYERS {
+            f32_tensor(&mut w, &format!("blk.{l}.attn_q.bias"), 64);
+            f32_tensor(&mut w, &format!("blk.{l}.attn_k.bias"), 32);
+            f32_tensor(&mut w, &format!("blk.{l}.attn_v.bias"), 32);
+        }
+        w
+    };
+    let c = config(with_biases()).unwrap();
+    assert!(c.qkv_bias && c.rope_halves, "{}", c.family());
+    let mut w = with_biases();
     for l in 0..common::LAYERS {
-        f32_tensor(&mut w, &format!("blk.{l}.attn_q.bias"), 64);
-        f32_tensor(&mut w, &format!("blk.{l}.attn_k.bias"), 32);
-        f32_tensor(&mut w, &format!("blk.{l}.attn_v.bias"), 32);
+        f32_tensor(&mut w, &format!("blk.{l}.attn_output.bias"), 64);
     }
     let path = std::env::temp_dir().join(format!("lottery-qwen2-bias-{}.gguf", std::process::id()));
     w.write_file(&path).unwrap();
     let gpu = Arc::new(Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| panic!("{e}")));
-    let err = match Model::load(gpu, &path, &mut |_, _| {}) {
-        Ok(_) => panic!("a qwen2 file with biases loaded"),
+    let err = match Model::load(gpu.clone(), &path, &mut |_, _| {}) {
+        Ok(_) => panic!("a file with output-projection biases loaded"),
         Err(e) => e,
     };
     let msg = err.to_string();
     assert!(
-        matches!(err, Error::UnexpectedTensors { count: 6, .. }),
+        matches!(err, Error::UnexpectedTensors { count: 2, .. }),
         "{msg}"
     );
-    for name in [
-        "blk.0.attn_q.bias",
-        "blk.0.attn_k.bias",
-        "blk.1.attn_v.bias",
-    ] {
+    for name in ["blk.0.attn_output.bias", "blk.1.attn_output.bias"] {
         assert!(msg.contains(name), "{msg}");
     }
+    // Biases in some layers only: the missing ones are named.
+    let mut w = tiny("qwen2");
+    f32_tensor(&mut w, "blk.0.attn_q.bias", 64);
+    f32_tensor(&mut w, "blk.0.attn_k.bias", 32);
+    f32_tensor(&mut w, "blk.0.attn_v.bias", 32);
+    let g = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    let err = match LlamaConfig::from_gguf(&g).and_then(|c| {
+        lottery::models::arch::llama::LlamaWeights::load(&gpu, &g, &c, &mut |_, _| {})
+    }) {
+        Ok(_) => panic!("biases in layer 0 only loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("blk.1.attn_q.bias"), "{err}");
     // The CLI says the same and exits non-zero.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lottery"))
         .args(["run", "--prompt", "$2&", "-n", "2", "--model"])
@@ -65,7 +85,7 @@ fn qwen2_with_qkv_biases_is_refused_naming_the_biases() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("blk.0.attn_q.bias"), "{stderr}");
+    assert!(stderr.contains("blk.0.attn_output.bias"), "{stderr}");
     // `lottery info` still describes the file, and says why it is refused.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lottery"))
         .arg("info")
@@ -76,7 +96,7 @@ fn qwen2_with_qkv_biases_is_refused_naming_the_biases() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("qwen2.block_count (u32) = 2"), "{stdout}");
     assert!(
-        stdout.contains("model: refused") && stdout.contains("blk.0.attn_q.bias"),
+        stdout.contains("model: refused") && stdout.contains("blk.0.attn_output.bias"),
         "{stdout}"
     );
     std::fs::remove_file(&path).ok();
@@ -93,13 +113,22 @@ fn the_plain_tiny_model_is_accepted_as_every_llama_like_arch() {
 
 #[test]
 fn any_unexpected_tensor_is_named() {
-    // Llama 3.1's rope_freqs, a stray tensor, and a layer past block_count.
-    for extra in ["rope_freqs.weight", "foo.bar", "blk.2.attn_norm.weight"] {
+    // Phi-3's longrope factors, a stray tensor, and a layer past block_count.
+    for extra in [
+        "rope_factors_long.weight",
+        "foo.bar",
+        "blk.2.attn_norm.weight",
+    ] {
         let mut w = tiny("llama");
         f32_tensor(&mut w, extra, 8);
         let err = config(w).expect_err(extra).to_string();
         assert!(err.contains(&format!("`{extra}`")), "{extra}: {err}");
     }
+    // Llama 3.1's rope_freqs is read, and must hold head_dim / 2 factors.
+    let mut w = tiny("llama");
+    f32_tensor(&mut w, "rope_freqs.weight", 7);
+    let err = config(w).unwrap_err().to_string();
+    assert!(err.contains("rope_freqs.weight"), "{err}");
     // Long lists are cut, with a count.
     let mut w = tiny("llama");
     for i in 0..12 {
@@ -136,7 +165,7 @@ fn metadata_that_changes_the_math_is_refused() {
         ("llama.rope.scaling.factor", MetaValue::F32(8.0)),
         ("llama.rope.scaling.attn_factor", MetaValue::F32(1.2)),
         ("llama.rope.dimension_count", MetaValue::U32(8)),
-        ("llama.attention.key_length", MetaValue::U32(32)),
+        ("llama.attention.value_length", MetaValue::U32(32)),
         ("llama.expert_count", MetaValue::U32(8)),
         ("llama.attn_logit_softcapping", MetaValue::F32(50.0)),
         ("llama.final_logit_softcapping", MetaValue::F32(30.0)),

@@ -409,6 +409,46 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         })
         .await;
     }
+    // Odd head counts and widths; the value heads must come back untouched.
+    for (nq, nkv, hd, t) in [(3usize, 1usize, 7usize, 3usize), (6, 2, 24, 2)] {
+        case(&mut out, &tier, "head_rmsnorm", "f32", "", async move {
+            let gpu = g;
+            let sb = StepBuffer::new(gpu);
+            let mut rng = Rng::new(41);
+            let w = (nq + 2 * nkv) * hd;
+            let (x, g) = (rng.vec(t * w, 3.0), rng.vec(2 * hd, 1.5));
+            let (xt, gt) = (gpu.upload("qkv", &x)?, gpu.upload("g", &g)?);
+            run(
+                gpu,
+                &sb,
+                &step(t as u32, 0),
+                &[ops::head_rmsnorm(
+                    gpu,
+                    &sb,
+                    &gt,
+                    &xt,
+                    (nq as u32, nkv as u32, hd as u32),
+                    1e-6,
+                    t as u32,
+                )?],
+            )?;
+            let mut want = x.clone();
+            for row in want.chunks_exact_mut(w) {
+                let (q, rest) = row.split_at_mut(nq * hd);
+                let k = &mut rest[..nkv * hd];
+                q.copy_from_slice(&cpu::rmsnorm(q, &g[..hd], hd, 1e-6));
+                k.copy_from_slice(&cpu::rmsnorm(k, &g[hd..], hd, 1e-6));
+            }
+            Ok(compare(
+                &format!("nq={nq} nkv={nkv} hd={hd}"),
+                &read::<f32>(gpu, &xt).await?,
+                &want,
+                1e-5,
+                1e-4,
+            ))
+        })
+        .await;
+    }
     case(&mut out, &tier, "swiglu", "f32", "", async move {
         let gpu = g;
         let sb = StepBuffer::new(gpu);

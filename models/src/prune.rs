@@ -154,6 +154,14 @@ pub fn prune_gguf(
         )));
     }
     let c = LlamaConfig::from_gguf(src)?;
+    // Sparse rows cannot be permuted at load (the rotate-half families'
+    // Q/K rows are), and fused tensors have no per-projection names.
+    if c.fused_qkv || c.fused_gate_up || c.rope_halves {
+        return Err(Error::Model(format!(
+            "pruning covers separate projections with adjacent-pair rope rows; this file is {}",
+            c.family()
+        )));
+    }
     let format = SparseFormat::new(opts.pattern, opts.values)?;
     if opts.joint {
         check_joint(opts.method, opts.values)?;

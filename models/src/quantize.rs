@@ -296,6 +296,12 @@ fn awq_transform(
     HashMap<String, Vec<f32>>,
 )> {
     let c = crate::arch::llama::LlamaConfig::from_gguf(src)?;
+    if c.fused_qkv || c.fused_gate_up {
+        return Err(Error::Model(format!(
+            "activation-aware quantization scales separate Q/K/V and gate/up tensors; this file fuses them ({})",
+            c.family()
+        )));
+    }
     let mut replaced: HashMap<String, Vec<f32>> = HashMap::new();
     let mut scales: HashMap<String, Vec<f32>> = HashMap::new();
     let mut alphas = Vec::new();
@@ -350,6 +356,13 @@ fn awq_transform(
             .map(|r| s[(r / hd) * group * hd + r % hd])
             .collect();
         scale_rows_inv(&mut v, &s_v);
+        // V's rows now give v / s: a bias on them must shrink with them.
+        if c.qkv_bias {
+            let bn = format!("blk.{l}.attn_v.bias");
+            let mut b = tensor_f32(src, src.require_tensor(&bn)?)?;
+            b.iter_mut().zip(&s_v).for_each(|(b, s)| *b /= s);
+            replaced.insert(bn, b);
+        }
         scales.insert(format!("blk.{l}.o_in"), s);
         // 3. Q/K/V (input: attention RMSNorm, folded into its gain).
         let ms = stat("attn_in", d)?;

@@ -753,8 +753,8 @@ fn info(path: Option<PathBuf>, all: bool) -> Result<()> {
     }
     match lottery::models::arch::llama::LlamaConfig::from_gguf(&g) {
         Ok(c) => println!(
-            "model: runs on the Llama forward as `{}`: {} layers, d_model {}, {}/{} heads of {}, ff {}, vocab {}, rope base {}, context {}{}",
-            c.arch,
+            "model: {}\n  {} layers, d_model {}, {}/{} heads of {}, ff {}, vocab {}, rope base {}, context {}{}",
+            c.family(),
             c.n_layer,
             c.d_model,
             c.n_head,

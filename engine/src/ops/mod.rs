@@ -1083,6 +1083,43 @@ pub fn bias_act(
     )
 }
 
+/// Per-head RMSNorm of queries and keys in place (Qwen3's q_norm/k_norm).
+/// qkv: [n_tokens, (nq + 2 nkv) hd]; g: [2 hd] (the q weight, then the k
+/// weight); the value heads are left alone.
+#[allow(clippy::too_many_arguments)]
+pub fn head_rmsnorm(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    g: &Tensor,
+    qkv: &Tensor,
+    (nq, nkv, hd): (u32, u32, u32),
+    eps: f32,
+    max_tokens: u32,
+) -> Result<Dispatch> {
+    need("head_rmsnorm", g, 2 * hd as u64 * 4)?;
+    need(
+        "head_rmsnorm",
+        qkv,
+        max_tokens as u64 * (nq + 2 * nkv) as u64 * hd as u64 * 4,
+    )?;
+    let p = Params4 {
+        a: hd,
+        b: nq,
+        c: nkv,
+        d: eps.to_bits(),
+    };
+    launch(
+        gpu,
+        &format!("head_rmsnorm {}", g.label),
+        "ops/head_rmsnorm.wgsl",
+        &Defines::new(),
+        step,
+        &p,
+        &[g, qkv],
+        Grid::PerToken((nq + nkv).div_ceil(64)),
+    )
+}
+
 /// Head sizes the encoder attention keeps in registers.
 pub const ENCODER_MAX_HEAD_DIM: u32 = 64;
 
@@ -1342,6 +1379,7 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
     for gelu in ["0", "1"] {
         v.push(("ops/bias_act.wgsl", defines(&[("GELU", gelu)])));
     }
+    v.push(("ops/head_rmsnorm.wgsl", Defines::new()));
     // Every type as K and as V (the code paths are separate per operand).
     for t in KvDtype::ALL {
         let other = if t == KvDtype::F16 {

@@ -62,12 +62,24 @@ pub fn rmsnorm(x: &[f32], g: &[f32], d: usize, eps: f32) -> Vec<f32> {
 /// cos/sin table [ctx, head_dim / 2] for rotary embeddings, computed in f64
 /// (what the GPU reads too).
 pub fn rope_table(ctx: usize, head_dim: usize, theta: f32) -> Vec<[f32; 2]> {
+    rope_table_scaled(ctx, head_dim, theta, None)
+}
+
+/// As [`rope_table`], each frequency j divided by `factors[j]` (llama.cpp's
+/// `rope_freqs` tensor: Llama 3's frequency-dependent rope scaling).
+pub fn rope_table_scaled(
+    ctx: usize,
+    head_dim: usize,
+    theta: f32,
+    factors: Option<&[f32]>,
+) -> Vec<[f32; 2]> {
     let half = head_dim / 2;
     let mut t = Vec::with_capacity(ctx * half);
     for pos in 0..ctx {
         for j in 0..half {
             // The reference model computes inverse frequencies in f32.
             let inv = 1.0f32 / (theta as f64).powf((2 * j) as f64 / head_dim as f64) as f32;
+            let inv = inv / factors.map_or(1.0, |f| f[j]);
             let a = pos as f64 * inv as f64;
             t.push([a.cos() as f32, a.sin() as f32]);
         }

@@ -64,6 +64,7 @@ sources!(
     "ops/gram.wgsl",
     "ops/layernorm.wgsl",
     "ops/bias_act.wgsl",
+    "ops/head_rmsnorm.wgsl",
     "ops/encoder_attention.wgsl",
     "ops/mean_pool.wgsl",
     "probe/loads.wgsl",

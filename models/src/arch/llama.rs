@@ -29,14 +29,33 @@ pub struct LlamaConfig {
     /// capped there (`ctx_train` already is), where sliding-window attention
     /// equals the full attention we run.
     pub attn_window: Option<usize>,
+    /// The file's Q and K rows rotate the two halves of each head (HF's
+    /// layout, kept by llama.cpp for qwen2, qwen3 and phi3). Our kernels
+    /// rotate adjacent pairs, so those rows, their biases and their norm
+    /// weights are permuted once at load ([`to_pair_rows`]); attention
+    /// scores do not depend on the order of a head's dimensions.
+    pub rope_halves: bool,
+    /// Q/K/V projections carry biases (`attn_{q,k,v}.bias`: Qwen2).
+    pub qkv_bias: bool,
+    /// Per-head RMSNorm of queries and keys before rotation
+    /// (`attn_{q,k}_norm.weight`: Qwen3).
+    pub qk_norm: bool,
+    /// Q, K and V stored as one tensor `attn_qkv` (Phi-3).
+    pub fused_qkv: bool,
+    /// Gate and up stored as one tensor `ffn_up` of 2 ff rows, gate first (Phi-3).
+    pub fused_gate_up: bool,
+    /// Per-frequency divisors of the rotary angle (`rope_freqs.weight`:
+    /// Llama 3.1's frequency-dependent rope scaling).
+    pub rope_freqs: Option<Vec<f32>>,
 }
 
 impl LlamaConfig {
     pub fn from_gguf(g: &GgufFile) -> Result<LlamaConfig> {
         let arch = g.architecture()?.to_string();
-        if !matches!(arch.as_str(), "llama" | "qwen2" | "mistral" | "smollm") {
+        if !SUPPORTED_ARCHS.contains(&arch.as_str()) {
             return Err(Error::Model(format!(
-                "general.architecture = `{arch}` is not supported yet (supported: llama, qwen2, mistral)"
+                "general.architecture = `{arch}` is not supported yet (supported: {})",
+                SUPPORTED_ARCHS.join(", ")
             )));
         }
         let k = |s: &str| format!("{arch}.{s}");
@@ -52,7 +71,11 @@ impl LlamaConfig {
             d_model,
             n_head,
             n_kv_head,
-            head_dim: if n_head > 0 { d_model / n_head } else { 0 },
+            head_dim: match g.opt_u32(&k("attention.key_length"))? {
+                Some(hd) => hd as usize,
+                None if n_head > 0 => d_model / n_head,
+                None => 0,
+            },
             ff: g.get_u32(&k("feed_forward_length"))? as usize,
             vocab: embd_rows,
             ctx_train: g.opt_u32(&k("context_length"))?.unwrap_or(2048) as usize,
@@ -60,31 +83,53 @@ impl LlamaConfig {
             eps: g
                 .opt_f32(&k("attention.layer_norm_rms_epsilon"))?
                 .unwrap_or(1e-5),
+            rope_halves: matches!(arch.as_str(), "qwen2" | "qwen3" | "phi3"),
+            qkv_bias: has_weight(g, "blk.0.attn_q.bias"),
+            qk_norm: g.tensor("blk.0.attn_q_norm.weight").is_some(),
+            fused_qkv: has_weight(g, "blk.0.attn_qkv.weight"),
+            fused_gate_up: arch == "phi3" && !has_weight(g, "blk.0.ffn_gate.weight"),
+            rope_freqs: None,
             arch,
             attn_window: None,
         };
         if cfg.n_head == 0
             || cfg.n_kv_head == 0
             || cfg.n_head % cfg.n_kv_head != 0
-            || cfg.d_model % cfg.n_head != 0
+            || cfg.head_dim == 0
+            || cfg.head_dim % 2 != 0
         {
             return Err(Error::Model(format!(
-                "inconsistent attention shape: embedding_length {} / head_count {} / head_count_kv {}",
-                cfg.d_model, cfg.n_head, cfg.n_kv_head
+                "inconsistent attention shape: embedding_length {} / head_count {} / head_count_kv {} / head size {}",
+                cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.head_dim
             )));
         }
         // Counts from the file are checked against what the file holds
-        // before anything is sized by them: a layer is 9 tensors.
+        // before anything is sized by them.
         if cfg.n_layer == 0 {
             return Err(Error::Model(format!(
                 "{block_key} = 0: a model needs layers"
             )));
         }
-        if cfg.n_layer.saturating_mul(9) > g.tensors().len() {
+        let per_layer = cfg.layer_tensors(0).len();
+        if cfg.n_layer.saturating_mul(per_layer) > g.tensors().len() {
+            // Named from the first layers: the file is short, so a missing
+            // tensor turns up within a few layers whatever block_count says.
+            let mut missing = Vec::new();
+            for l in 0..cfg.n_layer {
+                missing.extend(
+                    cfg.layer_tensors(l)
+                        .into_iter()
+                        .filter(|n| !has_weight(g, n)),
+                );
+                if missing.len() > 8 {
+                    break;
+                }
+            }
             return Err(Error::Model(format!(
-                "{block_key} = {} but the file holds {} tensors (each layer has 9)",
+                "{block_key} = {} but the file holds {} tensors (each layer has {per_layer}); missing: {}",
                 cfg.n_layer,
-                g.tensors().len()
+                g.tensors().len(),
+                super::support::list_names(&missing)
             )));
         }
         if cfg.d_model != embd_cols {
@@ -98,8 +143,141 @@ impl LlamaConfig {
         if let Some(w) = cfg.attn_window {
             cfg.ctx_train = cfg.ctx_train.min(w);
         }
+        if let Some(t) = g.tensor("rope_freqs.weight") {
+            let f = tensor_f32(g, t)?;
+            if f.len() != cfg.head_dim / 2 || f.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
+                return Err(Error::Model(format!(
+                    "rope_freqs.weight: expected {} positive factors (head size / 2), got {} values",
+                    cfg.head_dim / 2,
+                    f.len()
+                )));
+            }
+            cfg.rope_freqs = Some(f);
+        }
         Ok(cfg)
     }
+
+    /// Width of the attention output (n_head * head_dim; differs from
+    /// d_model in Qwen3).
+    pub fn q_width(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    /// Width of the key (and value) projection.
+    pub fn kv_width(&self) -> usize {
+        self.n_kv_head * self.head_dim
+    }
+
+    /// The tensors layer `l` of this configuration reads, without the
+    /// `.weight` / `.bias` suffix's meaning lost: full names.
+    pub fn layer_tensors(&self, l: usize) -> Vec<String> {
+        let n = |s: &str| format!("blk.{l}.{s}");
+        let mut v = vec![
+            n("attn_norm.weight"),
+            n("attn_output.weight"),
+            n("ffn_norm.weight"),
+            n("ffn_up.weight"),
+            n("ffn_down.weight"),
+        ];
+        if self.fused_qkv {
+            v.push(n("attn_qkv.weight"));
+        } else {
+            v.extend([n("attn_q.weight"), n("attn_k.weight"), n("attn_v.weight")]);
+        }
+        if !self.fused_gate_up {
+            v.push(n("ffn_gate.weight"));
+        }
+        if self.qkv_bias {
+            v.extend([n("attn_q.bias"), n("attn_k.bias"), n("attn_v.bias")]);
+        }
+        if self.qk_norm {
+            v.extend([n("attn_q_norm.weight"), n("attn_k_norm.weight")]);
+        }
+        v
+    }
+
+    /// What this configuration adds to the plain Llama graph, for `lottery info`.
+    pub fn family(&self) -> String {
+        let mut parts = Vec::new();
+        if self.qkv_bias {
+            parts.push("Q/K/V biases".to_string());
+        }
+        if self.qk_norm {
+            parts.push("per-head Q/K RMSNorm".to_string());
+        }
+        if self.q_width() != self.d_model {
+            parts.push(format!(
+                "head size {} (attention width {})",
+                self.head_dim,
+                self.q_width()
+            ));
+        }
+        if self.fused_qkv || self.fused_gate_up {
+            parts.push("fused QKV and gate/up tensors".to_string());
+        }
+        if self.rope_freqs.is_some() {
+            parts.push("llama3 rope scaling (rope_freqs)".to_string());
+        }
+        if self.rope_halves {
+            parts.push("rotate-half rope (rows permuted at load)".to_string());
+        }
+        if let Some(w) = self.attn_window {
+            parts.push(format!("sliding window {w} (context capped there)"));
+        }
+        if parts.is_empty() {
+            format!("{}: the Llama graph", self.arch)
+        } else {
+            format!("{}: the Llama graph with {}", self.arch, parts.join(", "))
+        }
+    }
+}
+
+/// Values of `general.architecture` the Llama graph runs.
+pub const SUPPORTED_ARCHS: [&str; 6] = ["llama", "mistral", "smollm", "qwen2", "qwen3", "phi3"];
+
+/// Permutes the rows of `data` ([rows, row bytes]) from the rotate-half
+/// layout to adjacent pairs, in each `(first row, heads)` segment of
+/// `heads * head_dim` rows; other rows are left as they are.
+pub fn to_pair_rows(
+    data: &mut [u8],
+    rows: usize,
+    head_dim: usize,
+    segments: &[(usize, usize)],
+) -> Result<()> {
+    if rows == 0 || data.len() % rows != 0 {
+        return Err(Error::Model(format!(
+            "cannot split {} bytes into {rows} rows",
+            data.len()
+        )));
+    }
+    let rb = data.len() / rows;
+    for &(first, heads) in segments {
+        let end = first + heads * head_dim;
+        if end > rows {
+            return Err(Error::Model(format!(
+                "rotary rows {first}..{end} exceed the tensor's {rows} rows"
+            )));
+        }
+        let seg = &mut data[first * rb..end * rb];
+        let p = crate::load::hf::permute_rows(seg, heads * head_dim, heads, true)?;
+        seg.copy_from_slice(&p);
+    }
+    Ok(())
+}
+
+/// [`to_pair_rows`] for an f32 matrix or vector of `row_len` values a row.
+pub fn to_pair_rows_f32(
+    v: &mut [f32],
+    row_len: usize,
+    head_dim: usize,
+    segments: &[(usize, usize)],
+) -> Result<()> {
+    let mut bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    to_pair_rows(&mut bytes, v.len() / row_len.max(1), head_dim, segments)?;
+    for (x, b) in v.iter_mut().zip(bytes.chunks_exact(4)) {
+        *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    Ok(())
 }
 
 /// The weight format our kernels use for a GGUF tensor type.
@@ -188,21 +366,81 @@ pub fn tensor_f32(g: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// Uploads the row-concatenation of `names` ([rows_i, cols] each) as one
+/// One tensor of a fused upload: `rows` rows, and the `(first row, heads)`
+/// segments whose rotary rows are permuted to adjacent pairs.
+pub struct Part {
+    pub name: String,
+    pub rows: usize,
+    pub rotary: Vec<(usize, usize)>,
+}
+
+impl Part {
+    fn plain(name: String, rows: usize) -> Part {
+        Part {
+            name,
+            rows,
+            rotary: vec![],
+        }
+    }
+}
+
+impl LlamaConfig {
+    /// The parts of layer `l`'s fused Q/K/V projection, in row order.
+    pub fn qkv_parts(&self, l: usize, suffix: &str) -> Vec<Part> {
+        let (nh, nkv, hd) = (self.n_head, self.n_kv_head, self.head_dim);
+        let rot = |segs: Vec<(usize, usize)>| if self.rope_halves { segs } else { vec![] };
+        let n = |s: &str| format!("blk.{l}.{s}.{suffix}");
+        if self.fused_qkv {
+            return vec![Part {
+                name: n("attn_qkv"),
+                rows: (nh + 2 * nkv) * hd,
+                rotary: rot(vec![(0, nh), (nh * hd, nkv)]),
+            }];
+        }
+        vec![
+            Part {
+                name: n("attn_q"),
+                rows: nh * hd,
+                rotary: rot(vec![(0, nh)]),
+            },
+            Part {
+                name: n("attn_k"),
+                rows: nkv * hd,
+                rotary: rot(vec![(0, nkv)]),
+            },
+            Part::plain(n("attn_v"), nkv * hd),
+        ]
+    }
+
+    /// The parts of layer `l`'s fused gate/up projection.
+    pub fn gate_up_parts(&self, l: usize) -> Vec<Part> {
+        let n = |s: &str| format!("blk.{l}.{s}.weight");
+        if self.fused_gate_up {
+            return vec![Part::plain(n("ffn_up"), 2 * self.ff)];
+        }
+        vec![
+            Part::plain(n("ffn_gate"), self.ff),
+            Part::plain(n("ffn_up"), self.ff),
+        ]
+    }
+}
+
+/// Uploads the row-concatenation of `parts` ([rows_i, cols] each) as one
 /// weight, so Q/K/V (or gate/up) run as one projection. Mixed formats fall
 /// back to f32.
 fn fused(
     gpu: &Gpu,
     g: &GgufFile,
     label: &str,
-    names: &[(String, usize)],
+    parts: &[Part],
     cols: usize,
+    head_dim: usize,
 ) -> Result<GpuWeight> {
-    let stored = names
+    let stored = parts
         .iter()
-        .map(|(n, rows)| stored_weight(g, n, cols, *rows))
+        .map(|p| stored_weight(g, &p.name, cols, p.rows))
         .collect::<Result<Vec<_>>>()?;
-    let rows: usize = names.iter().map(|(_, r)| r).sum();
+    let rows: usize = parts.iter().map(|p| p.rows).sum();
     let sparse: Vec<&SparseTensor> = stored
         .iter()
         .filter_map(|s| match s {
@@ -210,6 +448,14 @@ fn fused(
             StoredWeight::Dense(_) => None,
         })
         .collect();
+    if let Some(p) = parts.iter().find(|p| !p.rotary.is_empty()) {
+        if !sparse.is_empty() {
+            return Err(Error::Model(format!(
+                "`{}`: sparse Q/K weights are not supported in a family whose rows rotate halves ({label})",
+                p.name
+            )));
+        }
+    }
     if sparse.len() == stored.len() && sparse.iter().all(|t| t.format == sparse[0].format) {
         let t = SparseTensor::concat_rows(&sparse)?;
         return Ok(GpuWeight::upload_sparse(gpu, label, &t)?);
@@ -224,28 +470,63 @@ fn fused(
     let fmt = dense
         .first()
         .map(|t| (weight_format(&t.name, t.ggml_type), t.ggml_type));
-    let (fmt, bytes) = match fmt {
+    let mut bytes = Vec::new();
+    let fmt = match fmt {
         Some((Ok(f), first))
             if dense.len() == stored.len()
                 && dense.iter().all(|t| t.ggml_type == first)
                 && cols % f.row_multiple() == 0 =>
         {
-            let mut bytes = Vec::new();
-            for t in &dense {
-                bytes.extend_from_slice(g.tensor_data(t)?);
+            for (t, p) in dense.iter().zip(parts) {
+                let mut b = g.tensor_data(t)?.to_vec();
+                to_pair_rows(&mut b, p.rows, head_dim, &p.rotary)?;
+                bytes.extend_from_slice(&b);
             }
-            (f, bytes)
+            f
         }
         _ => {
             // Mixed formats (or sparse beside dense) run as one f32 weight.
-            let mut bytes = Vec::new();
-            for (n, _) in names {
-                bytes.extend(weight_f32(g, n)?.iter().flat_map(|v| v.to_le_bytes()));
+            for p in parts {
+                let mut v = weight_f32(g, &p.name)?;
+                to_pair_rows_f32(&mut v, cols, head_dim, &p.rotary)?;
+                bytes.extend(v.iter().flat_map(|v| v.to_le_bytes()));
             }
-            (WeightFormat::F32, bytes)
+            WeightFormat::F32
         }
     };
     Ok(GpuWeight::upload(gpu, label, fmt, &bytes, rows, cols)?)
+}
+
+/// The row-concatenation of `parts` decoded to f32, rotary rows permuted as
+/// the GPU upload permutes them (the CPU reference's weights).
+pub fn parts_f32(g: &GgufFile, parts: &[Part], cols: usize, head_dim: usize) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for p in parts {
+        let mut v = weight_f32(g, &p.name)?;
+        if v.len() != p.rows * cols {
+            return Err(Error::ShapeMismatch {
+                name: p.name.clone(),
+                expected: format!("[{cols}, {}]", p.rows),
+                got: format!("{} values", v.len()),
+            });
+        }
+        to_pair_rows_f32(&mut v, cols, head_dim, &p.rotary)?;
+        out.extend(v);
+    }
+    Ok(out)
+}
+
+/// The vectors `parts` name (biases, norm weights), concatenated in f32 with
+/// their rotary rows permuted.
+pub fn vectors_f32(g: &GgufFile, parts: &[Part], head_dim: usize) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for p in parts {
+        let t = check_dims(g, &p.name, p.rows, 1)?;
+        let mut v = tensor_f32(g, t)?;
+        to_pair_rows_f32(&mut v, 1, head_dim, &p.rotary)?;
+        out.extend(v);
+    }
+    Ok(out)
 }
 
 /// The largest single GPU buffer the model's weights need (fused Q/K/V and
@@ -265,10 +546,14 @@ pub fn max_binding_bytes(g: &GgufFile) -> Result<u64> {
     };
     let mut max = size("token_embd.weight").max(size("output.weight"));
     let mut l = 0;
-    while has_weight(g, &format!("blk.{l}.attn_q.weight")) {
+    while has_weight(g, &format!("blk.{l}.attn_q.weight"))
+        || has_weight(g, &format!("blk.{l}.attn_qkv.weight"))
+    {
         let n = |s: &str| format!("blk.{l}.{s}.weight");
         max = max
-            .max(size(&n("attn_q")) + size(&n("attn_k")) + size(&n("attn_v")))
+            .max(
+                size(&n("attn_q")) + size(&n("attn_k")) + size(&n("attn_v")) + size(&n("attn_qkv")),
+            )
             .max(size(&n("ffn_gate")) + size(&n("ffn_up")))
             .max(size(&n("ffn_down")))
             .max(size(&n("attn_output")));
@@ -280,6 +565,10 @@ pub fn max_binding_bytes(g: &GgufFile) -> Result<u64> {
 pub struct LayerWeights {
     pub attn_norm: Tensor,
     pub wqkv: GpuWeight,
+    /// Q/K/V biases, concatenated like `wqkv`'s rows.
+    pub qkv_bias: Option<Tensor>,
+    /// The q_norm weight then the k_norm weight, [2 head_dim].
+    pub qk_norm: Option<Tensor>,
     pub wo: GpuWeight,
     pub ffn_norm: Tensor,
     pub w_gate_up: GpuWeight,
@@ -319,33 +608,53 @@ impl LlamaWeights {
             let t = check_dims(g, name, c.d_model, 1)?;
             Ok(gpu.upload(name, &tensor_f32(g, t)?)?)
         };
-        let kv = c.n_kv_head * c.head_dim;
+        let hd = c.head_dim;
         let mut layers = Vec::with_capacity(c.n_layer);
         for l in 0..c.n_layer {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
-            let single =
-                |s: &str, cols: usize, rows: usize| fused(gpu, g, &n(s), &[(n(s), rows)], cols);
+            let single = |s: &str, cols: usize, rows: usize| {
+                fused(gpu, g, &n(s), &[Part::plain(n(s), rows)], cols, hd)
+            };
+            let qkv_bias = match c.qkv_bias {
+                true => Some(gpu.upload(
+                    &format!("blk.{l}.attn_qkv.bias"),
+                    &vectors_f32(g, &c.qkv_parts(l, "bias"), hd)?,
+                )?),
+                false => None,
+            };
+            let qk_norm = match c.qk_norm {
+                true => {
+                    let part = |s: &str| Part {
+                        name: n(s),
+                        rows: hd,
+                        rotary: if c.rope_halves { vec![(0, 1)] } else { vec![] },
+                    };
+                    let v = vectors_f32(g, &[part("attn_q_norm"), part("attn_k_norm")], hd)?;
+                    Some(gpu.upload(&format!("blk.{l}.attn_qk_norm"), &v)?)
+                }
+                false => None,
+            };
             layers.push(LayerWeights {
                 attn_norm: norm(&n("attn_norm"))?,
                 wqkv: fused(
                     gpu,
                     g,
                     &format!("blk.{l}.attn_qkv"),
-                    &[
-                        (n("attn_q"), c.d_model),
-                        (n("attn_k"), kv),
-                        (n("attn_v"), kv),
-                    ],
+                    &c.qkv_parts(l, "weight"),
                     c.d_model,
+                    hd,
                 )?,
-                wo: single("attn_output", c.d_model, c.d_model)?,
+                qkv_bias,
+                qk_norm,
+                wo: single("attn_output", c.q_width(), c.d_model)?,
                 ffn_norm: norm(&n("ffn_norm"))?,
                 w_gate_up: fused(
                     gpu,
                     g,
                     &format!("blk.{l}.ffn_gate_up"),
-                    &[(n("ffn_gate"), c.ff), (n("ffn_up"), c.ff)],
+                    &c.gate_up_parts(l),
                     c.d_model,
+                    hd,
                 )?,
                 w_down: single("ffn_down", c.ff, c.d_model)?,
             });
@@ -357,8 +666,9 @@ impl LlamaWeights {
                 gpu,
                 g,
                 "output.weight",
-                &[("output.weight".to_string(), c.vocab)],
+                &[Part::plain("output.weight".to_string(), c.vocab)],
                 c.d_model,
+                hd,
             )?),
             false => None,
         };
@@ -582,6 +892,28 @@ pub fn build_graph(
             g.extend(cs.record(gpu, step, l, 0, &a.xn, d, max_batch)?);
         }
         g.extend(proj(&lw.wqkv, &a.xn, &a.qkv, false)?);
+        if let Some(b) = &lw.qkv_bias {
+            g.push(ops::bias_act(
+                gpu,
+                step,
+                b,
+                &a.qkv,
+                s.qkv_width(),
+                ops::Activation::Identity,
+                max_batch,
+            )?);
+        }
+        if let Some(nw) = &lw.qk_norm {
+            g.push(ops::head_rmsnorm(
+                gpu,
+                step,
+                nw,
+                &a.qkv,
+                (c.n_head as u32, c.n_kv_head as u32, c.head_dim as u32),
+                c.eps,
+                max_batch,
+            )?);
+        }
         // The key mean comes from a prefill batch; decode steps keep it.
         if batched && s.kv.centres_k() {
             g.push(ops::kv_centre(
@@ -723,7 +1055,12 @@ pub fn build_graph(
 
 /// The cos/sin table for every cache position.
 pub fn rope_table(gpu: &Gpu, c: &LlamaConfig, ctx: u32) -> Result<Tensor> {
-    let t = lottery_engine::reference::rope_table(ctx as usize, c.head_dim, c.rope_theta);
+    let t = lottery_engine::reference::rope_table_scaled(
+        ctx as usize,
+        c.head_dim,
+        c.rope_theta,
+        c.rope_freqs.as_deref(),
+    );
     let flat: Vec<f32> = t.iter().flat_map(|p| *p).collect();
     Ok(gpu.upload("rope_table", &flat)?)
 }

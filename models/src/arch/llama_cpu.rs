@@ -2,7 +2,7 @@
 //! ops (f64 accumulation) on weights dequantized exactly as the GPU sees them.
 //! Slow and simple on purpose: it is what the GPU forward is tested against.
 
-use super::llama::{has_weight, weight_f32, LlamaConfig};
+use super::llama::{has_weight, parts_f32, vectors_f32, weight_f32, LlamaConfig, Part};
 use crate::load::gguf::GgufFile;
 use crate::Result;
 use lottery_engine::kv::{KvDtype, KvTypes};
@@ -10,13 +10,15 @@ use lottery_engine::reference as r;
 
 struct Layer {
     attn_norm: Vec<f32>,
-    wq: Vec<f32>,
-    wk: Vec<f32>,
-    wv: Vec<f32>,
+    /// Q, K and V rows, concatenated (rotary rows in adjacent pairs).
+    wqkv: Vec<f32>,
+    bqkv: Option<Vec<f32>>,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
     wo: Vec<f32>,
     ffn_norm: Vec<f32>,
-    wg: Vec<f32>,
-    wu: Vec<f32>,
+    /// Gate rows, then up rows.
+    wgu: Vec<f32>,
     wd: Vec<f32>,
 }
 
@@ -34,17 +36,37 @@ impl LlamaCpu {
         let t = |n: &str| -> Result<Vec<f32>> { weight_f32(g, n) };
         let embed = t("token_embd.weight")?;
         let mut layers = Vec::new();
+        let (d, hd) = (cfg.d_model, cfg.head_dim);
         for l in 0..cfg.n_layer {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
+            let norm = |s: &str| -> Result<Vec<f32>> {
+                let rotary = if cfg.rope_halves {
+                    vec![(0, 1)]
+                } else {
+                    vec![]
+                };
+                vectors_f32(
+                    g,
+                    &[Part {
+                        name: n(s),
+                        rows: hd,
+                        rotary,
+                    }],
+                    hd,
+                )
+            };
             layers.push(Layer {
                 attn_norm: t(&n("attn_norm"))?,
-                wq: t(&n("attn_q"))?,
-                wk: t(&n("attn_k"))?,
-                wv: t(&n("attn_v"))?,
+                wqkv: parts_f32(g, &cfg.qkv_parts(l, "weight"), d, hd)?,
+                bqkv: match cfg.qkv_bias {
+                    true => Some(vectors_f32(g, &cfg.qkv_parts(l, "bias"), hd)?),
+                    false => None,
+                },
+                q_norm: cfg.qk_norm.then(|| norm("attn_q_norm")).transpose()?,
+                k_norm: cfg.qk_norm.then(|| norm("attn_k_norm")).transpose()?,
                 wo: t(&n("attn_output"))?,
                 ffn_norm: t(&n("ffn_norm"))?,
-                wg: t(&n("ffn_gate"))?,
-                wu: t(&n("ffn_up"))?,
+                wgu: parts_f32(g, &cfg.gate_up_parts(l), d, hd)?,
                 wd: t(&n("ffn_down"))?,
             });
         }
@@ -165,17 +187,31 @@ impl LlamaCpu {
     ) -> Vec<f32> {
         let c = &self.cfg;
         let (t, d, hd) = (ids.len(), c.d_model, c.head_dim);
-        let kvw = c.n_kv_head * hd;
-        let table = r::rope_table(t, hd, c.rope_theta);
+        let (kvw, qw) = (c.kv_width(), c.q_width());
+        let table = r::rope_table_scaled(t, hd, c.rope_theta, c.rope_freqs.as_deref());
         let mut x: Vec<f32> = ids
             .iter()
             .flat_map(|&i| self.embed[i as usize * d..][..d].to_vec())
             .collect();
         for l in &self.layers {
             let xn = r::rmsnorm(&x, &l.attn_norm, d, c.eps);
-            let mut q = r::matmul(&xn, &l.wq, t, d, d);
-            let mut k = r::matmul(&xn, &l.wk, t, kvw, d);
-            let mut v = r::matmul(&xn, &l.wv, t, kvw, d);
+            let w = qw + 2 * kvw;
+            let mut qkv = r::matmul(&xn, &l.wqkv, t, w, d);
+            if let Some(b) = &l.bqkv {
+                for row in qkv.chunks_exact_mut(w) {
+                    row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
+                }
+            }
+            let part = |lo: usize, n: usize| -> Vec<f32> {
+                qkv.chunks_exact(w)
+                    .flat_map(|r| r[lo..lo + n].to_vec())
+                    .collect()
+            };
+            let (mut q, mut k, mut v) = (part(0, qw), part(qw, kvw), part(qw + kvw, kvw));
+            if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+                q = r::rmsnorm(&q, qn, hd, c.eps);
+                k = r::rmsnorm(&k, kn, hd, c.eps);
+            }
             r::rope(&mut q, c.n_head, hd, 0, &table);
             r::rope(&mut k, c.n_kv_head, hd, 0, &table);
             // A reference for tests: a head size the type cannot store is
@@ -202,12 +238,16 @@ impl LlamaCpu {
             }
             let visible = mask(&q, &k);
             let a = r::attention_masked(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd, &*visible);
-            let o = r::matmul(&a, &l.wo, t, d, d);
+            let o = r::matmul(&a, &l.wo, t, d, qw);
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
             let xn = r::rmsnorm(&x, &l.ffn_norm, d, c.eps);
-            let gt = r::matmul(&xn, &l.wg, t, c.ff, d);
-            let up = r::matmul(&xn, &l.wu, t, c.ff, d);
-            let h = r::swiglu(&gt, &up);
+            let gu = r::matmul(&xn, &l.wgu, t, 2 * c.ff, d);
+            let half = |lo: usize| -> Vec<f32> {
+                gu.chunks_exact(2 * c.ff)
+                    .flat_map(|r| r[lo..lo + c.ff].to_vec())
+                    .collect()
+            };
+            let h = r::swiglu(&half(0), &half(c.ff));
             let dn = r::matmul(&h, &l.wd, t, d, c.ff);
             x.iter_mut().zip(&dn).for_each(|(x, o)| *x += o);
         }

@@ -33,27 +33,21 @@ pub fn list_names<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
     s
 }
 
-/// Every tensor the Llama forward reads (`output.weight` is optional: a
-/// missing head is tied to the embedding).
-pub fn llama_tensor_names(n_layer: usize) -> BTreeSet<String> {
-    let mut s: BTreeSet<String> = ["token_embd.weight", "output_norm.weight", "output.weight"]
-        .iter()
-        .map(|n| n.to_string())
-        .collect();
-    for l in 0..n_layer {
-        for t in [
-            "attn_norm",
-            "attn_q",
-            "attn_k",
-            "attn_v",
-            "attn_output",
-            "ffn_norm",
-            "ffn_gate",
-            "ffn_up",
-            "ffn_down",
-        ] {
-            s.insert(format!("blk.{l}.{t}.weight"));
-        }
+/// Every tensor the Llama forward reads in configuration `c`
+/// (`output.weight` is optional: a missing head is tied to the embedding;
+/// `rope_freqs.weight` is read whenever present).
+pub fn llama_tensor_names(c: &LlamaConfig) -> BTreeSet<String> {
+    let mut s: BTreeSet<String> = [
+        "token_embd.weight",
+        "output_norm.weight",
+        "output.weight",
+        "rope_freqs.weight",
+    ]
+    .iter()
+    .map(|n| n.to_string())
+    .collect();
+    for l in 0..c.n_layer {
+        s.extend(c.layer_tensors(l));
     }
     s
 }
@@ -70,7 +64,7 @@ fn unsupported(key: &str, value: &MetaValue, why: &str) -> Error {
 /// attention window when the file declares a sliding window (the caller caps
 /// the context there, where sliding-window attention equals full attention).
 pub fn check_llama_gguf(g: &GgufFile, c: &LlamaConfig) -> Result<Option<usize>> {
-    let known = llama_tensor_names(c.n_layer);
+    let known = llama_tensor_names(c);
     let unexpected: Vec<String> = g
         .tensors()
         .iter()
@@ -128,7 +122,7 @@ pub fn check_llama_gguf(g: &GgufFile, c: &LlamaConfig) -> Result<Option<usize>> 
                         key,
                         value,
                         &format!(
-                            "heads whose width differs from embedding_length / head_count = {} are not implemented",
+                            "values whose head size differs from the keys' {} are not implemented",
                             c.head_dim
                         ),
                     ));
@@ -189,27 +183,71 @@ pub fn check_llama_gguf(g: &GgufFile, c: &LlamaConfig) -> Result<Option<usize>> 
     Ok(window)
 }
 
-/// Checks the parts of an HF `config.json` that change the math of a Llama
-/// forward; `window` is the sliding window to record, if any.
-pub fn check_llama_hf_config(cfg: &serde_json::Value) -> Result<Option<u64>> {
+/// What an HF `config.json` says about the math, once checked.
+pub struct HfMath {
+    /// The sliding window to record, if any.
+    pub window: Option<u64>,
+    pub rope_theta: f64,
+    /// Llama 3's per-frequency divisors, as llama.cpp's converter writes
+    /// them into `rope_freqs.weight`.
+    pub rope_freqs: Option<Vec<f32>>,
+}
+
+/// Checks the parts of an HF `config.json` that change the math of the
+/// Llama graph (and the families it covers). Transformers 5 keeps the rope
+/// settings in `rope_parameters`, older files in `rope_theta` and
+/// `rope_scaling`; both are read.
+pub fn check_llama_hf_config(cfg: &serde_json::Value) -> Result<HfMath> {
     let bad = |key: &str, why: &str| Error::UnsupportedMetadata {
         key: format!("config.json: {key}"),
         value: cfg[key].to_string(),
         why: why.to_string(),
     };
-    let rs = &cfg["rope_scaling"];
+    let (rs, rs_key) = if cfg["rope_parameters"].is_object() {
+        (&cfg["rope_parameters"], "rope_parameters")
+    } else {
+        (&cfg["rope_scaling"], "rope_scaling")
+    };
+    let rope_theta = cfg["rope_theta"]
+        .as_f64()
+        .or(rs["rope_theta"].as_f64())
+        .unwrap_or(10000.0);
+    let n_head = cfg["num_attention_heads"].as_u64().unwrap_or(0);
+    let head_dim = cfg["head_dim"].as_u64().or_else(|| {
+        let d = cfg["hidden_size"].as_u64()?;
+        (n_head > 0).then(|| d / n_head)
+    });
+    let mut rope_freqs = None;
     if !rs.is_null() {
+        if !rs.is_object() || rs.get("full_attention").is_some() {
+            return Err(bad(
+                rs_key,
+                "per-layer-type rope settings are not implemented",
+            ));
+        }
         let ty = rs["rope_type"]
             .as_str()
             .or(rs["type"].as_str())
-            .unwrap_or("");
+            .unwrap_or("default");
         let factor = rs["factor"].as_f64();
-        let ok = ty == "default" || (ty == "linear" && factor == Some(1.0));
-        if !ok {
-            return Err(bad(
-                "rope_scaling",
-                "only unscaled rotary embeddings are implemented (no linear, dynamic, yarn, longrope or llama3 scaling)",
-            ));
+        match ty {
+            "default" => {}
+            "linear" if factor == Some(1.0) => {}
+            "llama3" => {
+                let dim = head_dim.ok_or_else(|| bad("head_dim", "no head size"))? as usize;
+                rope_freqs = Some(llama3_factors(rs, rope_theta, dim));
+            }
+            _ => {
+                return Err(bad(
+                    rs_key,
+                    "only unscaled and llama3-scaled rotary embeddings are implemented (no linear, dynamic, yarn or longrope scaling)",
+                ))
+            }
+        }
+        if let Some(p) = rs["partial_rotary_factor"].as_f64() {
+            if p != 1.0 {
+                return Err(bad(rs_key, "partial rotary embeddings are not implemented"));
+            }
         }
     }
     for key in ["hidden_act", "hidden_activation"] {
@@ -227,21 +265,22 @@ pub fn check_llama_hf_config(cfg: &serde_json::Value) -> Result<Option<u64>> {
             ));
         }
     }
-    if let (Some(hd), Some(d), Some(h)) = (
-        cfg["head_dim"].as_u64(),
-        cfg["hidden_size"].as_u64(),
-        cfg["num_attention_heads"].as_u64(),
-    ) {
-        if h == 0 || hd * h != d {
+    if let Some(hd) = cfg["head_dim"].as_u64() {
+        if hd == 0 || hd % 2 != 0 {
             return Err(bad(
                 "head_dim",
-                "heads whose width differs from hidden_size / num_attention_heads are not implemented",
+                "a rotary head size must be even and non-zero",
             ));
         }
     }
+    // Qwen2 always has Q/K/V biases (no key says so); `attention_bias` in a
+    // Llama or Qwen3 config also biases the output projection.
     for key in ["attention_bias", "mlp_bias"] {
         if cfg[key].as_bool() == Some(true) {
-            return Err(bad(key, "projection biases are not implemented"));
+            return Err(bad(
+                key,
+                "biases on the output or MLP projections are not implemented",
+            ));
         }
     }
     for key in [
@@ -254,9 +293,46 @@ pub fn check_llama_hf_config(cfg: &serde_json::Value) -> Result<Option<u64>> {
             return Err(bad(key, "not implemented by the Llama forward"));
         }
     }
-    let window = cfg["sliding_window"].as_u64().filter(|_| {
-        // Qwen2-style configs carry a window that is off unless enabled.
-        cfg["use_sliding_window"].as_bool() != Some(false)
-    });
-    Ok(window)
+    // Transformers 5 lists each layer's attention; a window that no layer
+    // uses is off (Qwen2 configs carry one unless `use_sliding_window`).
+    let layers_slide = match cfg["layer_types"].as_array() {
+        Some(v) => v.iter().any(|t| t.as_str() != Some("full_attention")),
+        None => true,
+    };
+    let window = cfg["sliding_window"]
+        .as_u64()
+        .filter(|_| cfg["use_sliding_window"].as_bool() != Some(false) && layers_slide);
+    Ok(HfMath {
+        window,
+        rope_theta,
+        rope_freqs,
+    })
+}
+
+/// Llama 3.1's rope scaling as per-frequency divisors: high frequencies
+/// kept, low ones divided by `factor`, a smooth ramp between (the rule
+/// transformers and llama.cpp's converter share).
+fn llama3_factors(rs: &serde_json::Value, theta: f64, dim: usize) -> Vec<f32> {
+    let factor = rs["factor"].as_f64().unwrap_or(8.0);
+    let low = rs["low_freq_factor"].as_f64().unwrap_or(1.0);
+    let high = rs["high_freq_factor"].as_f64().unwrap_or(4.0);
+    let old = rs["original_max_position_embeddings"]
+        .as_f64()
+        .unwrap_or(8192.0);
+    let (low_wl, high_wl) = (old / low, old / high);
+    (0..dim / 2)
+        .map(|i| {
+            let freq = 1.0 / theta.powf((2 * i) as f64 / dim as f64);
+            let wl = 2.0 * std::f64::consts::PI / freq;
+            let f = if wl < high_wl {
+                1.0
+            } else if wl > low_wl {
+                factor
+            } else {
+                let smooth = (old / wl - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            f as f32
+        })
+        .collect()
 }

@@ -24,7 +24,7 @@ fn model_err(msg: String) -> Error {
 }
 
 /// HF name -> GGUF name for layer-independent tensors and per-layer suffixes.
-const LAYER_NAMES: [(&str, &str); 9] = [
+const LAYER_NAMES: [(&str, &str); 16] = [
     ("input_layernorm.weight", "attn_norm.weight"),
     ("self_attn.q_proj.weight", "attn_q.weight"),
     ("self_attn.k_proj.weight", "attn_k.weight"),
@@ -34,6 +34,15 @@ const LAYER_NAMES: [(&str, &str); 9] = [
     ("mlp.gate_proj.weight", "ffn_gate.weight"),
     ("mlp.up_proj.weight", "ffn_up.weight"),
     ("mlp.down_proj.weight", "ffn_down.weight"),
+    // Qwen2's biases, Qwen3's per-head norms, Phi-3's fused projections
+    // (after the plain names, so `hf_name` maps `ffn_up` to `up_proj`).
+    ("self_attn.q_proj.bias", "attn_q.bias"),
+    ("self_attn.k_proj.bias", "attn_k.bias"),
+    ("self_attn.v_proj.bias", "attn_v.bias"),
+    ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+    ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+    ("self_attn.qkv_proj.weight", "attn_qkv.weight"),
+    ("mlp.gate_up_proj.weight", "ffn_up.weight"),
 ];
 const GLOBAL_NAMES: [(&str, &str); 3] = [
     ("model.embed_tokens.weight", "token_embd.weight"),
@@ -107,25 +116,45 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<GgufFile> {
     let cfg = read_json(&dir.join("config.json"))?;
     let arch = cfg["architectures"][0].as_str().unwrap_or("");
-    if !matches!(arch, "LlamaForCausalLM" | "MistralForCausalLM") {
-        return Err(model_err(format!(
-            "{}: architecture `{arch}` is not supported (LlamaForCausalLM)",
-            dir.display()
-        )));
-    }
+    // The GGUF architecture llama.cpp's converter writes, and whether it
+    // permutes Q/K rows to adjacent rotary pairs (only for the Llama graph;
+    // the others keep HF's rotate-half rows, which our loader permutes).
+    let (garch, permute) = match arch {
+        "LlamaForCausalLM" | "MistralForCausalLM" => ("llama", true),
+        "Qwen2ForCausalLM" => ("qwen2", false),
+        "Qwen3ForCausalLM" => ("qwen3", false),
+        "Phi3ForCausalLM" => ("phi3", false),
+        _ => {
+            return Err(model_err(format!(
+                "{}: architecture `{arch}` is not supported (LlamaForCausalLM, MistralForCausalLM, \
+                 Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM)",
+                dir.display()
+            )))
+        }
+    };
     let int = |k: &str| -> Result<u64> {
         cfg[k].as_u64().ok_or_else(|| Error::MissingKey {
             key: format!("config.json: {k}"),
         })
     };
-    let window = crate::arch::support::check_llama_hf_config(&cfg)?;
+    let math = crate::arch::support::check_llama_hf_config(&cfg)?;
+    let window = math.window;
     let n_head = int("num_attention_heads")? as usize;
     let n_kv = cfg["num_key_value_heads"].as_u64().unwrap_or(n_head as u64) as usize;
+    let head_dim = match cfg["head_dim"].as_u64() {
+        Some(h) => h as usize,
+        None => int("hidden_size")? as usize / n_head.max(1),
+    };
+    let theta = math.rope_theta;
+    let key = |k: &str| format!("{garch}.{k}");
     let mut w = GgufWriter::new();
-    let meta: Vec<(&str, MetaValue)> = vec![
-        ("general.architecture", MetaValue::String("llama".into())),
+    let meta: Vec<(String, MetaValue)> = vec![
         (
-            "general.name",
+            "general.architecture".into(),
+            MetaValue::String(garch.into()),
+        ),
+        (
+            "general.name".into(),
             MetaValue::String(
                 dir.file_name()
                     .map(|s| s.to_string_lossy().to_string())
@@ -133,43 +162,52 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
             ),
         ),
         (
-            "llama.block_count",
+            key("block_count"),
             MetaValue::U32(int("num_hidden_layers")? as u32),
         ),
         (
-            "llama.embedding_length",
+            key("embedding_length"),
             MetaValue::U32(int("hidden_size")? as u32),
         ),
         (
-            "llama.feed_forward_length",
+            key("feed_forward_length"),
             MetaValue::U32(int("intermediate_size")? as u32),
         ),
-        ("llama.attention.head_count", MetaValue::U32(n_head as u32)),
-        ("llama.attention.head_count_kv", MetaValue::U32(n_kv as u32)),
+        (key("attention.head_count"), MetaValue::U32(n_head as u32)),
+        (key("attention.head_count_kv"), MetaValue::U32(n_kv as u32)),
         (
-            "llama.context_length",
+            key("context_length"),
             MetaValue::U32(cfg["max_position_embeddings"].as_u64().unwrap_or(2048) as u32),
         ),
+        (key("rope.freq_base"), MetaValue::F32(theta as f32)),
         (
-            "llama.rope.freq_base",
-            MetaValue::F32(cfg["rope_theta"].as_f64().unwrap_or(10000.0) as f32),
-        ),
-        (
-            "llama.attention.layer_norm_rms_epsilon",
+            key("attention.layer_norm_rms_epsilon"),
             MetaValue::F32(cfg["rms_norm_eps"].as_f64().unwrap_or(1e-5) as f32),
         ),
     ];
     for (k, v) in meta {
-        w.add_metadata(k, v)?;
+        w.add_metadata(&k, v)?;
+    }
+    if cfg["head_dim"].as_u64().is_some() {
+        w.add_metadata(
+            &key("attention.key_length"),
+            MetaValue::U32(head_dim as u32),
+        )?;
+        w.add_metadata(
+            &key("attention.value_length"),
+            MetaValue::U32(head_dim as u32),
+        )?;
+    }
+    if let Some(f) = &math.rope_freqs {
+        let bytes: Vec<u8> = f.iter().flat_map(|x| x.to_le_bytes()).collect();
+        w.add_tensor("rope_freqs.weight", &[f.len() as u64], GgmlType::F32, bytes)?;
     }
     if let Some(win) = window {
         w.add_metadata(
-            "llama.attention.sliding_window",
+            key("attention.sliding_window"),
             MetaValue::U32(win.min(u32::MAX as u64) as u32),
         )?;
     }
-    let head_dim = int("hidden_size")? as usize / n_head.max(1);
-    let theta = cfg["rope_theta"].as_f64().unwrap_or(10000.0);
     let mut unexpected = Vec::new();
     // Shards: the index maps tensor -> file; a single file otherwise.
     let index = dir.join("model.safetensors.index.json");
@@ -252,14 +290,13 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
                     path.display()
                 )));
             }
-            let rows = if shape.len() == 2 {
-                shape[1] as usize
-            } else {
-                1
-            };
-            if gname.ends_with("attn_q.weight") {
+            // Rows of a matrix, values of a bias.
+            let rows = shape.last().copied().unwrap_or(1) as usize;
+            if permute && (gname.ends_with("attn_q.weight") || gname.ends_with("attn_q.bias")) {
                 data = permute_rows(&data, rows, n_head, true)?;
-            } else if gname.ends_with("attn_k.weight") {
+            } else if permute
+                && (gname.ends_with("attn_k.weight") || gname.ends_with("attn_k.bias"))
+            {
                 data = permute_rows(&data, rows, n_kv, true)?;
             }
             // Norm vectors are read as f32 by the kernels.
@@ -348,6 +385,17 @@ pub fn write_hf_dir(
     tokenizer_config: &serde_json::Value,
 ) -> Result<()> {
     let c = LlamaConfig::from_gguf(g)?;
+    if c.rope_halves
+        || c.qkv_bias
+        || c.qk_norm
+        || c.rope_freqs.is_some()
+        || c.q_width() != c.d_model
+    {
+        return Err(Error::Model(format!(
+            "convert: writing HF checkpoints covers the plain Llama graph; this file is {}",
+            c.family()
+        )));
+    }
     if let Some(name) = crate::load::sparse::sparse_names(g).first() {
         return Err(Error::Model(format!(
             "`{name}` is stored sparse: an HF checkpoint has no sparse weights; convert the dense source"

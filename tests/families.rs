@@ -1,0 +1,193 @@
+//! Each model family against transformers, on the tiny random checkpoints
+//! in tests/fixtures/families (made by scripts/make-family-fixtures.py):
+//! the safetensors directory and llama.cpp's GGUF conversion of it, on
+//! every tier, teacher-forced logits at every position within 1e-3 of
+//! transformers' float32 logits; the CPU reference the same; and greedy
+//! decode (the matvec path) following the CPU reference.
+
+mod common;
+use common::repo;
+use lottery::engine::kv::KvDtype;
+use lottery::engine::{Gpu, GpuOptions, Tier};
+use lottery::models::arch::llama_cpu::LlamaCpu;
+use lottery::models::load::GgufFile;
+use lottery::models::{GenerateOptions, Model, Session, SessionOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const TOL: f32 = 1e-3;
+
+struct Fixture {
+    dir: PathBuf,
+    vocab: usize,
+    prompts: Vec<Vec<u32>>,
+    /// transformers' logits, prompt after prompt, [len, vocab] each.
+    logits: Vec<Vec<f32>>,
+}
+
+fn fixture(family: &str) -> Fixture {
+    let dir = repo().join("tests/fixtures/families").join(family);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("prompts.json")).unwrap()).unwrap();
+    let vocab = meta["vocab"].as_u64().unwrap() as usize;
+    let prompts: Vec<Vec<u32>> = meta["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| common::ids(p))
+        .collect();
+    let bytes = std::fs::read(dir.join("logits.f32")).unwrap();
+    let all: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let mut logits = Vec::new();
+    let mut at = 0;
+    for p in &prompts {
+        logits.push(all[at..at + p.len() * vocab].to_vec());
+        at += p.len() * vocab;
+    }
+    assert_eq!(at, all.len(), "logits.f32 holds more than the prompts");
+    Fixture {
+        dir,
+        vocab,
+        prompts,
+        logits,
+    }
+}
+
+fn worst(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+}
+
+fn check_family(family: &str) {
+    let f = fixture(family);
+    let gguf = f.dir.join("model.gguf");
+    // The CPU reference, checked against transformers itself.
+    let cpu = LlamaCpu::load(&GgufFile::open(&gguf).unwrap()).unwrap();
+    for (p, want) in f.prompts.iter().zip(&f.logits) {
+        let err = worst(&cpu.forward(p), want);
+        assert!(err <= TOL, "{family}: CPU reference off by {err}");
+    }
+    let features = Gpu::new(&Default::default()).unwrap().device.features();
+    for tier in Tier::supported(features) {
+        let gpu = Arc::new(
+            Gpu::new(&GpuOptions {
+                tier: Some(tier),
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        for path in [gguf.clone(), f.dir.join("hf")] {
+            let model = Arc::new(
+                Model::load(gpu.clone(), &path, &mut |_, _| {})
+                    .unwrap_or_else(|e| panic!("{family} {}: {e}", path.display())),
+            );
+            assert_eq!(model.config.vocab, f.vocab);
+            for (p, want) in f.prompts.iter().zip(&f.logits) {
+                // Batches of 16: the 40-token prompt spans three prefill steps.
+                let mut s = Session::new(
+                    model.clone(),
+                    SessionOptions {
+                        kv: KvDtype::F32.into(),
+                        ctx: 64,
+                        max_batch: 16,
+                        logit_rows: 16,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                let err = worst(&s.logits(p).unwrap(), want);
+                eprintln!(
+                    "{family} {tier:?} {}: {} tokens, worst |logit error| {err:.2e}",
+                    path.file_name().unwrap().to_string_lossy(),
+                    p.len()
+                );
+                assert!(
+                    err <= TOL,
+                    "{family} {} on tier {tier:?}: logits off by {err} (> {TOL})",
+                    path.display()
+                );
+            }
+        }
+    }
+    // Decode steps (matvec, split attention) against the CPU reference's
+    // argmax, until a near-tie.
+    let model = Arc::new(
+        Model::load(
+            Arc::new(Gpu::new(&Default::default()).unwrap()),
+            &gguf,
+            &mut |_, _| {},
+        )
+        .unwrap(),
+    );
+    let prompt = f.prompts[0].clone();
+    let mut ids = prompt.clone();
+    let mut want = Vec::new();
+    for _ in 0..8 {
+        let l = cpu.forward(&ids);
+        let row = &l[(ids.len() - 1) * f.vocab..];
+        let best = lottery::engine::reference::argmax(row);
+        let mut sorted = row.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if sorted[0] - sorted[1] < 1e-2 {
+            break;
+        }
+        want.push(best as u32);
+        ids.push(best as u32);
+    }
+    assert!(
+        want.len() >= 3,
+        "{family}: near-ties too early to check decode"
+    );
+    let mut s = Session::new(
+        model,
+        SessionOptions {
+            ctx: 64,
+            kv: KvDtype::F32.into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let g = s
+        .generate(
+            &prompt,
+            &GenerateOptions {
+                max_tokens: want.len(),
+                stop_at_eos: false,
+                ..Default::default()
+            },
+            |_, _| true,
+        )
+        .unwrap();
+    assert_eq!(g.ids, want, "{family}: greedy decode");
+}
+
+/// Q/K/V biases; rotate-half rope rows.
+#[test]
+fn qwen2_matches_transformers() {
+    check_family("qwen2");
+}
+
+/// Per-head Q/K RMSNorm; heads * head_dim (96) differs from the width (64).
+#[test]
+fn qwen3_matches_transformers() {
+    check_family("qwen3");
+}
+
+/// `llama3` rope scaling (`rope_freqs` in GGUF, `rope_parameters` in HF);
+/// tied embeddings.
+#[test]
+fn llama3_matches_transformers() {
+    check_family("llama3");
+}
+
+/// Fused QKV and gate/up tensors.
+#[test]
+fn phi3_matches_transformers() {
+    check_family("phi3");
+}
