@@ -353,15 +353,20 @@ fn hf_checkpoints_we_would_run_wrong_are_refused() {
     let refused: Vec<(&str, serde_json::Value)> = vec![
         (
             "rope_scaling",
-            serde_json::json!({"rope_type": "llama3", "factor": 8.0,
-            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+            serde_json::json!({"rope_type": "yarn", "factor": 4.0,
+            "original_max_position_embeddings": 32}),
+        ),
+        (
+            "rope_parameters",
+            serde_json::json!({"rope_type": "longrope", "rope_theta": 10000.0,
+            "long_factor": [1.0], "short_factor": [1.0]}),
         ),
         (
             "rope_scaling",
             serde_json::json!({"type": "linear", "factor": 2.0}),
         ),
         ("hidden_act", serde_json::json!("gelu_pytorch_tanh")),
-        ("head_dim", serde_json::json!(32)),
+        ("head_dim", serde_json::json!(7)),
         ("partial_rotary_factor", serde_json::json!(0.5)),
         ("attention_bias", serde_json::json!(true)),
         ("final_logit_softcapping", serde_json::json!(30.0)),
@@ -386,6 +391,13 @@ fn hf_checkpoints_we_would_run_wrong_are_refused() {
         .unwrap(),
         64
     );
+    // Llama 3's scaling becomes rope_freqs, as llama.cpp's converter
+    // writes it (tests/families.rs checks the math against transformers).
+    load(&base, &|c| {
+        c["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+    })
+    .unwrap();
     // A bias tensor the config does not announce is still named.
     let mut w = base.clone();
     w.insert(

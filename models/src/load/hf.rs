@@ -24,7 +24,7 @@ fn model_err(msg: String) -> Error {
 }
 
 /// HF name -> GGUF name for layer-independent tensors and per-layer suffixes.
-const LAYER_NAMES: [(&str, &str); 16] = [
+const LAYER_NAMES: [(&str, &str); 9] = [
     ("input_layernorm.weight", "attn_norm.weight"),
     ("self_attn.q_proj.weight", "attn_q.weight"),
     ("self_attn.k_proj.weight", "attn_k.weight"),
@@ -34,15 +34,17 @@ const LAYER_NAMES: [(&str, &str); 16] = [
     ("mlp.gate_proj.weight", "ffn_gate.weight"),
     ("mlp.up_proj.weight", "ffn_up.weight"),
     ("mlp.down_proj.weight", "ffn_down.weight"),
-    // Qwen2's biases, Qwen3's per-head norms, Phi-3's fused projections
-    // (after the plain names, so `hf_name` maps `ffn_up` to `up_proj`).
-    ("self_attn.q_proj.bias", "attn_q.bias"),
-    ("self_attn.k_proj.bias", "attn_k.bias"),
-    ("self_attn.v_proj.bias", "attn_v.bias"),
-    ("self_attn.q_norm.weight", "attn_q_norm.weight"),
-    ("self_attn.k_norm.weight", "attn_k_norm.weight"),
-    ("self_attn.qkv_proj.weight", "attn_qkv.weight"),
-    ("mlp.gate_up_proj.weight", "ffn_up.weight"),
+];
+/// Per-layer tensors only some families have, by GGUF architecture: in
+/// any other family they stay unexpected, named by their HF names.
+const FAMILY_NAMES: [(&str, &str, &str); 7] = [
+    ("qwen2", "self_attn.q_proj.bias", "attn_q.bias"),
+    ("qwen2", "self_attn.k_proj.bias", "attn_k.bias"),
+    ("qwen2", "self_attn.v_proj.bias", "attn_v.bias"),
+    ("qwen3", "self_attn.q_norm.weight", "attn_q_norm.weight"),
+    ("qwen3", "self_attn.k_norm.weight", "attn_k_norm.weight"),
+    ("phi3", "self_attn.qkv_proj.weight", "attn_qkv.weight"),
+    ("phi3", "mlp.gate_up_proj.weight", "ffn_up.weight"),
 ];
 const GLOBAL_NAMES: [(&str, &str); 3] = [
     ("model.embed_tokens.weight", "token_embd.weight"),
@@ -50,18 +52,39 @@ const GLOBAL_NAMES: [(&str, &str); 3] = [
     ("lm_head.weight", "output.weight"),
 ];
 
-/// The GGUF name of an HF tensor, if it is one we use.
+/// The GGUF name of an HF tensor of the Llama graph, if it is one we use.
 pub fn gguf_name(hf: &str) -> Option<String> {
+    gguf_name_in("llama", hf)
+}
+
+/// The GGUF name of an HF tensor in a checkpoint of GGUF architecture
+/// `arch`, if it is one we use.
+pub fn gguf_name_in(arch: &str, hf: &str) -> Option<String> {
     if let Some((_, g)) = GLOBAL_NAMES.iter().find(|(h, _)| *h == hf) {
         return Some(g.to_string());
     }
     let rest = hf.strip_prefix("model.layers.")?;
     let (layer, suffix) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    LAYER_NAMES
+    // Phi-3's fused tensors replace the separate ones.
+    let fused = arch == "phi3"
+        && matches!(
+            suffix,
+            "self_attn.q_proj.weight"
+                | "self_attn.k_proj.weight"
+                | "self_attn.v_proj.weight"
+                | "mlp.gate_proj.weight"
+                | "mlp.up_proj.weight"
+        );
+    let family = FAMILY_NAMES
         .iter()
-        .find(|(h, _)| *h == suffix)
-        .map(|(_, g)| format!("blk.{layer}.{g}"))
+        .find(|(a, h, _)| *a == arch && *h == suffix)
+        .map(|(_, _, g)| *g);
+    let plain = LAYER_NAMES
+        .iter()
+        .find(|(h, _)| *h == suffix && !fused)
+        .map(|(_, g)| *g);
+    family.or(plain).map(|g| format!("blk.{layer}.{g}"))
 }
 
 /// The HF name of a GGUF tensor.
@@ -257,7 +280,7 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
         let st = safetensors::SafeTensors::deserialize(&map)
             .map_err(|e| model_err(format!("{}: {e}", path.display())))?;
         for (name, view) in st.tensors() {
-            let Some(gname) = gguf_name(&name) else {
+            let Some(gname) = gguf_name_in(garch, &name) else {
                 // Old checkpoints store the rotary frequencies as a buffer:
                 // harmless exactly when they are the ones we compute.
                 if name.ends_with("rotary_emb.inv_freq")
