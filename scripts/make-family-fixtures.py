@@ -107,6 +107,13 @@ def build(family: str):
         cfg = tf.Phi3Config(**c, rope_theta=10000.0, sliding_window=None,
                             pad_token_id=0, bos_token_id=1, eos_token_id=2)
         model, pre = tf.Phi3ForCausalLM(cfg), "gpt-2"
+    elif family == "mistral":
+        # A window shorter than the long prompt: positions past it must
+        # attend to their last 8 only. llama.cpp's converter writes no
+        # window for this class (llama.cpp runs Mistral with full
+        # attention), so only the HF directory carries it.
+        cfg = tf.MistralConfig(**common, rope_theta=10000.0, sliding_window=8)
+        model, pre = tf.MistralForCausalLM(cfg), "llama-bpe"
     else:
         raise SystemExit(f"unknown family {family}")
     g = torch.Generator().manual_seed(sum(map(ord, family)))
@@ -140,7 +147,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama-cpp", type=Path, required=True,
                     help="llama.cpp source tree (vendor/llama.cpp of the llama-cpp-python sdist)")
-    ap.add_argument("families", nargs="*", default=["qwen2", "qwen3", "llama3", "phi3"])
+    ap.add_argument("families", nargs="*", default=["qwen2", "qwen3", "llama3", "phi3", "mistral"])
     args = ap.parse_args()
     for family in args.families:
         d = OUT / family

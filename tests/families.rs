@@ -10,7 +10,7 @@ use common::repo;
 use lottery::engine::kv::KvDtype;
 use lottery::engine::{Gpu, GpuOptions, Tier};
 use lottery::models::arch::llama_cpu::LlamaCpu;
-use lottery::models::load::GgufFile;
+use lottery::models::load::hf;
 use lottery::models::{GenerateOptions, Model, Session, SessionOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,8 +67,18 @@ fn worst(got: &[f32], want: &[f32]) -> f32 {
 fn check_family(family: &str) {
     let f = fixture(family);
     let gguf = f.dir.join("model.gguf");
-    // The CPU reference, checked against transformers itself.
-    let cpu = LlamaCpu::load(&GgufFile::open(&gguf).unwrap()).unwrap();
+    let hf_dir = f.dir.join("hf");
+    // llama.cpp's converter drops Mistral's sliding window (llama.cpp runs
+    // it as full attention), so its GGUF matches transformers only up to
+    // the window; the HF directory carries it and matches everywhere.
+    let hf_cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(hf_dir.join("config.json")).unwrap())
+            .unwrap();
+    let hf_window = hf_cfg["sliding_window"].as_u64().map(|w| w as usize);
+    // The CPU reference (from the HF directory: every setting), checked
+    // against transformers itself.
+    let cpu = LlamaCpu::load(&hf::gguf_from_hf_dir(&hf_dir, None).unwrap()).unwrap();
+    assert_eq!(cpu.cfg.attn_window, hf_window);
     for (p, want) in f.prompts.iter().zip(&f.logits) {
         let err = worst(&cpu.forward(p), want);
         assert!(err <= TOL, "{family}: CPU reference off by {err}");
@@ -82,13 +92,22 @@ fn check_family(family: &str) {
             })
             .unwrap(),
         );
-        for path in [gguf.clone(), f.dir.join("hf")] {
+        for path in [gguf.clone(), hf_dir.clone()] {
             let model = Arc::new(
                 Model::load(gpu.clone(), &path, &mut |_, _| {})
                     .unwrap_or_else(|e| panic!("{family} {}: {e}", path.display())),
             );
             assert_eq!(model.config.vocab, f.vocab);
+            let rows = match (model.config.attn_window, hf_window) {
+                (None, Some(w)) => w,
+                _ => usize::MAX,
+            };
             for (p, want) in f.prompts.iter().zip(&f.logits) {
+                let (p, want) = if p.len() > rows {
+                    (&p[..rows], &want[..rows * f.vocab])
+                } else {
+                    (&p[..], &want[..])
+                };
                 // Batches of 16: the 40-token prompt spans three prefill steps.
                 let mut s = Session::new(
                     model.clone(),
@@ -115,12 +134,12 @@ fn check_family(family: &str) {
             }
         }
     }
-    // Decode steps (matvec, split attention) against the CPU reference's
-    // argmax, until a near-tie.
+    // Decode steps (matvec, split attention; past Mistral's window, the
+    // ring) against the CPU reference's argmax, until a near-tie.
     let model = Arc::new(
         Model::load(
             Arc::new(Gpu::new(&Default::default()).unwrap()),
-            &gguf,
+            &hf_dir,
             &mut |_, _| {},
         )
         .unwrap(),
@@ -128,7 +147,7 @@ fn check_family(family: &str) {
     let prompt = f.prompts[0].clone();
     let mut ids = prompt.clone();
     let mut want = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..10 {
         let l = cpu.forward(&ids);
         let row = &l[(ids.len() - 1) * f.vocab..];
         let best = lottery::engine::reference::argmax(row);
@@ -190,4 +209,10 @@ fn llama3_matches_transformers() {
 #[test]
 fn phi3_matches_transformers() {
     check_family("phi3");
+}
+
+/// Sliding-window attention (a window of 8 under a 40-token prompt).
+#[test]
+fn mistral_matches_transformers() {
+    check_family("mistral");
 }

@@ -202,32 +202,65 @@ fn metadata_that_changes_the_math_is_refused() {
     }
 }
 
-/// A sliding window equals full attention while every position is inside
-/// it, so such a file runs with its context capped at the window.
+/// A declared sliding window is the model's attention: past the window a
+/// session runs the cache as a sink-window:0,w ring (exactly that mask, the
+/// CPU reference applies it too); up to the window any policy runs, past it
+/// another policy is refused with the window named.
 #[test]
-fn a_sliding_window_caps_the_context() {
+fn a_sliding_window_runs_as_its_ring() {
     let mut w = tiny("mistral");
     w.add_metadata("mistral.attention.sliding_window", MetaValue::U32(16))
         .unwrap();
+    let g = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    let cpu = lottery::models::arch::llama_cpu::LlamaCpu::load(&g).unwrap();
     let path = std::env::temp_dir().join(format!("lottery-window-{}.gguf", std::process::id()));
     w.write_file(&path).unwrap();
     let gpu = Arc::new(Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| panic!("{e}")));
     let model = Arc::new(Model::load(gpu, &path, &mut |_, _| {}).unwrap());
     assert_eq!(model.config.attn_window, Some(16));
-    assert_eq!(model.config.ctx_train, 16);
-    let opts = |ctx| SessionOptions {
+    let ids: Vec<u32> = (0..40u32)
+        .map(|i| (i * 7 + 3) % model.config.vocab as u32)
+        .collect();
+    let mut s = Session::new(
+        model.clone(),
+        SessionOptions {
+            ctx: 48,
+            kv: lottery::engine::kv::KvDtype::F32.into(),
+            max_batch: 8,
+            logit_rows: 8,
+            ..SessionOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.kv_policy().label(), "sink-window:0,16");
+    assert_eq!(s.max_positions(), 48);
+    let got = s.logits(&ids).unwrap();
+    let want = cpu.forward(&ids);
+    let err = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(err < 1e-3, "sliding-window logits off by {err}");
+    // Without the window the late positions would differ: the test sees it.
+    let full = cpu.forward_masked(&ids, lottery::engine::kv::KvDtype::F32.into(), 40, &|q, k| k <= q);
+    let v = model.config.vocab;
+    let off = full[30 * v..]
+        .iter()
+        .zip(&want[30 * v..])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(off > 1e-2, "the window changes nothing on this input ({off})");
+    let opts = |ctx, p: &str| SessionOptions {
         ctx,
+        kv_policy: lottery::engine::kv::KvPolicy::parse(p).unwrap(),
         ..SessionOptions::default()
     };
-    let err = match Session::new(model.clone(), opts(32)) {
-        Ok(_) => panic!("a context past the window was accepted"),
+    let err = match Session::new(model.clone(), opts(32, "quest:4,2")) {
+        Ok(_) => panic!("quest past the window was accepted"),
         Err(e) => e.to_string(),
     };
     assert!(err.contains("sliding attention window of 16"), "{err}");
-    let mut s = Session::new(model.clone(), opts(16)).unwrap();
-    s.feed(&[1, 2, 3]).unwrap();
-    // The default context is the capped one.
-    let s = Session::new(model, opts(0)).unwrap();
-    assert_eq!(s.context_len(), 16);
+    Session::new(model, opts(16, "quest:4,2")).unwrap();
     std::fs::remove_file(&path).ok();
 }

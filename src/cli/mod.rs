@@ -765,7 +765,7 @@ fn info(path: Option<PathBuf>, all: bool) -> Result<()> {
             c.rope_theta,
             c.ctx_train,
             match c.attn_window {
-                Some(w) => format!(" (capped at its sliding window {w})"),
+                Some(w) => format!(" (attending to the last {w} positions)"),
                 None => String::new(),
             }
         ),

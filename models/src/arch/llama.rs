@@ -25,9 +25,9 @@ pub struct LlamaConfig {
     pub ctx_train: usize,
     pub rope_theta: f32,
     pub eps: f32,
-    /// A sliding attention window declared by the file: the context is
-    /// capped there (`ctx_train` already is), where sliding-window attention
-    /// equals the full attention we run.
+    /// A sliding attention window declared by the file (every layer
+    /// attends to its last `w` positions): sessions past it run the cache
+    /// as a `sink-window:0,w` ring, which is exactly that attention.
     pub attn_window: Option<usize>,
     /// The file's Q and K rows rotate the two halves of each head (HF's
     /// layout, kept by llama.cpp for qwen2, qwen3 and phi3). Our kernels
@@ -140,9 +140,6 @@ impl LlamaConfig {
         }
         let mut cfg = cfg;
         cfg.attn_window = super::support::check_llama_gguf(g, &cfg)?;
-        if let Some(w) = cfg.attn_window {
-            cfg.ctx_train = cfg.ctx_train.min(w);
-        }
         if let Some(t) = g.tensor("rope_freqs.weight") {
             let f = tensor_f32(g, t)?;
             if f.len() != cfg.head_dim / 2 || f.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
@@ -222,7 +219,7 @@ impl LlamaConfig {
             parts.push("rotate-half rope (rows permuted at load)".to_string());
         }
         if let Some(w) = self.attn_window {
-            parts.push(format!("sliding window {w} (context capped there)"));
+            parts.push(format!("sliding-window attention over {w} positions"));
         }
         if parts.is_empty() {
             format!("{}: the Llama graph", self.arch)

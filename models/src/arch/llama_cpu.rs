@@ -98,8 +98,10 @@ impl LlamaCpu {
 
     /// As [`forward_kv`](Self::forward_kv) for a session that fed `ids` in
     /// batches of `first_batch` tokens: centred keys take the first batch's mean.
+    /// The model's own sliding window, if any, is applied.
     pub fn forward_batched(&self, ids: &[u32], kv: KvTypes, first_batch: usize) -> Vec<f32> {
-        self.forward_masked(ids, kv, first_batch, &|q, k| k <= q)
+        let w = self.cfg.attn_window.unwrap_or(usize::MAX);
+        self.forward_masked(ids, kv, first_batch, &|q, k| k <= q && q - k < w)
     }
 
     /// As [`forward_batched`](Self::forward_batched), attending only where

@@ -91,14 +91,26 @@ impl Session {
         if opts.ctx == 0 {
             opts.ctx = c.ctx_train.min(4096) as u32;
         }
+        // A model trained with a sliding window (Mistral) attends to its
+        // last `w` positions: exactly a sink-window:0,w ring, which holds
+        // w slots plus room for one batch however long the context runs.
+        // Up to the window it equals full attention, so any policy runs there.
+        let mut positions = None;
         if let Some(w) = c.attn_window {
             if opts.ctx as usize > w {
-                return Err(Error::Model(format!(
-                    "a context of {} exceeds the model's sliding attention window of {w}: \
-                     sliding-window attention is not implemented, and up to the window it \
-                     equals full attention (use --ctx {w} or less)",
-                    opts.ctx
-                )));
+                if opts.kv_policy != KvPolicy::Full {
+                    return Err(Error::Model(format!(
+                        "a context of {} exceeds the model's sliding attention window of {w}, \
+                         which runs as its own ring; --kv-policy {} applies up to --ctx {w}",
+                        opts.ctx,
+                        opts.kv_policy.label()
+                    )));
+                }
+                let w = w as u32;
+                opts.kv_policy = KvPolicy::SinkWindow { sink: 0, window: w };
+                positions = Some(opts.ctx);
+                let batch = opts.max_batch.clamp(1, opts.ctx);
+                opts.ctx = opts.ctx.min(w + batch - 1);
             }
         }
         opts.max_batch = opts
@@ -118,8 +130,9 @@ impl Session {
         // (positions are rotated into the keys; there is no re-positioning).
         // So do SnapKV's once it has compacted (the slots hold what it kept
         // and what came after).
-        let max_pos =
-            if opts.kv_policy.evicts() || matches!(opts.kv_policy, KvPolicy::SnapKv { .. }) {
+        let max_pos = if let Some(p) = positions {
+            p
+        } else if opts.kv_policy.evicts() || matches!(opts.kv_policy, KvPolicy::SnapKv { .. }) {
                 (c.ctx_train.min(1 << 15) as u32).max(opts.ctx)
             } else {
                 opts.ctx
