@@ -67,6 +67,34 @@ def tokenizer_files(dirname: Path, family: str):
     cfg_path.write_text(json.dumps(cfg, indent=2))
 
 
+# Strings whose SentencePiece ids the mistral fixture records: spaces,
+# digits, bytes missing from the pieces (byte fallback), punctuation.
+SPM_TEXTS = [
+    "Hello world",
+    "The lazy fox, 42 plans!",
+    "  two  spaces",
+    "\u00fcn\u00efcode \u2713 done",
+    "tools and memory. 0123",
+]
+
+
+def spm_model(path: Path):
+    """A SentencePiece BPE model trained here, with byte fallback (as
+    Llama 2, Mistral and Phi-3 ship): the GGUF's `llama` vocabulary."""
+    import io
+    import sentencepiece as spm
+    m = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(TEXT.split(". ")), model_writer=m, vocab_size=VOCAB,
+        model_type="bpe", byte_fallback=True, character_coverage=1.0,
+        add_dummy_prefix=True, hard_vocab_limit=False, minloglevel=2,
+        # As Llama 2 and Mistral ship: no NFKC, spaces kept as they are.
+        normalization_rule_name="identity", remove_extra_whitespaces=False)
+    path.write_bytes(m.getvalue())
+    sp = spm.SentencePieceProcessor(model_file=str(path))
+    return [{"text": t, "ids": sp.encode(t)} for t in SPM_TEXTS]
+
+
 def build(family: str):
     import transformers as tf
 
@@ -159,7 +187,19 @@ def main():
         tokenizer_files(hf, family)
         for junk in ["generation_config.json"]:
             (hf / junk).unlink(missing_ok=True)
-        convert(args.llama_cpp, hf, d / "model.gguf", pre)
+        spm = None
+        if family == "mistral":
+            # The GGUF gets a SentencePiece vocabulary (what real Mistral
+            # files hold); the converter reads tokenizer.model first.
+            conv = d / "conv"
+            shutil.copytree(hf, conv)
+            (conv / "tokenizer.json").unlink()
+            spm = spm_model(conv / "tokenizer.model")
+            convert(args.llama_cpp, conv, d / "model.gguf", pre)
+            shutil.copy(conv / "tokenizer.model", d / "spm.model")
+            shutil.rmtree(conv)
+        else:
+            convert(args.llama_cpp, hf, d / "model.gguf", pre)
         g = torch.Generator().manual_seed(7)
         prompts = []
         with open(d / "logits.f32", "wb") as f:
@@ -170,7 +210,7 @@ def main():
                 prompts.append(ids[0].tolist())
                 f.write(struct.pack(f"<{logits.numel()}f", *logits.flatten().tolist()))
         (d / "prompts.json").write_text(json.dumps(
-            {"vocab": VOCAB, "prompts": prompts,
+            {"vocab": VOCAB, "prompts": prompts, "spm": spm,
              "transformers": __import__("transformers").__version__,
              "torch": torch.__version__}, indent=1))
         print(f"{family}: {sum(p.stat().st_size for p in d.rglob('*') if p.is_file())} bytes in {d}")

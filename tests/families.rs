@@ -216,3 +216,28 @@ fn phi3_matches_transformers() {
 fn mistral_matches_transformers() {
     check_family("mistral");
 }
+
+/// The mistral fixture's GGUF holds a SentencePiece (`llama`) vocabulary
+/// trained by the fixture script with byte fallback, as Llama 2, Mistral
+/// and Phi-3 files do: our tokenizer gives sentencepiece's own ids, adds
+/// BOS as llama.cpp does for such vocabularies, and decodes back.
+#[test]
+fn sentencepiece_vocabulary_from_gguf_matches_sentencepiece() {
+    let f = fixture("mistral");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.dir.join("prompts.json")).unwrap())
+            .unwrap();
+    let g = lottery::models::load::GgufFile::open(f.dir.join("model.gguf")).unwrap();
+    let tok = lottery::models::load::Tokenizer::for_model(&g).unwrap();
+    let cases = meta["spm"].as_array().unwrap();
+    assert!(cases.len() >= 5);
+    for c in cases {
+        let text = c["text"].as_str().unwrap();
+        let want = common::ids(&c["ids"]);
+        assert_eq!(tok.encode(text).unwrap(), want, "{text:?}");
+        let with_bos = tok.encode_with(text, true).unwrap();
+        assert_eq!(with_bos[0], 1, "{text:?}: BOS first: {with_bos:?}");
+        assert_eq!(&with_bos[1..], &want[..], "{text:?}");
+        assert_eq!(tok.decode(&want, false).unwrap(), text, "{want:?}");
+    }
+}

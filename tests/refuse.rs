@@ -243,14 +243,22 @@ fn a_sliding_window_runs_as_its_ring() {
         .fold(0f32, f32::max);
     assert!(err < 1e-3, "sliding-window logits off by {err}");
     // Without the window the late positions would differ: the test sees it.
-    let full = cpu.forward_masked(&ids, lottery::engine::kv::KvDtype::F32.into(), 40, &|q, k| k <= q);
+    let full = cpu.forward_masked(
+        &ids,
+        lottery::engine::kv::KvDtype::F32.into(),
+        40,
+        &|q, k| k <= q,
+    );
     let v = model.config.vocab;
     let off = full[30 * v..]
         .iter()
         .zip(&want[30 * v..])
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    assert!(off > 1e-2, "the window changes nothing on this input ({off})");
+    assert!(
+        off > 1e-2,
+        "the window changes nothing on this input ({off})"
+    );
     let opts = |ctx, p: &str| SessionOptions {
         ctx,
         kv_policy: lottery::engine::kv::KvPolicy::parse(p).unwrap(),

@@ -35,8 +35,14 @@ pub fn model_path() -> PathBuf {
     p
 }
 
+/// The real model on the default adapter, loaded once per test binary:
+/// a load (upload and pipeline compilation) is seconds on lavapipe, and a
+/// `Model` is immutable, so tests share it (each makes its own sessions).
 pub fn load_model() -> Arc<Model> {
-    load_model_with(&GpuOptions::default())
+    static MODEL: std::sync::OnceLock<Arc<Model>> = std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| load_model_with(&GpuOptions::default()))
+        .clone()
 }
 
 pub fn load_model_with(opts: &GpuOptions) -> Arc<Model> {

@@ -133,10 +133,10 @@ impl Session {
         let max_pos = if let Some(p) = positions {
             p
         } else if opts.kv_policy.evicts() || matches!(opts.kv_policy, KvPolicy::SnapKv { .. }) {
-                (c.ctx_train.min(1 << 15) as u32).max(opts.ctx)
-            } else {
-                opts.ctx
-            };
+            (c.ctx_train.min(1 << 15) as u32).max(opts.ctx)
+        } else {
+            opts.ctx
+        };
         let shape = AttnShape {
             n_head: c.n_head as u32,
             n_kv_head: c.n_kv_head as u32,

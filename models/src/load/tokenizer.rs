@@ -26,6 +26,7 @@ use crate::load::gguf::GgufFile;
 
 /// GGUF `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
 mod token_type {
+    pub const NORMAL: i64 = 1;
     pub const CONTROL: i64 = 3;
     pub const USER_DEFINED: i64 = 4;
 }
@@ -78,14 +79,16 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
-    /// Builds the tokenizer described by a GGUF file's `tokenizer.ggml.*` keys.
-    /// Only `tokenizer.ggml.model = "gpt2"` (byte-level BPE) is supported.
+    /// Builds the tokenizer described by a GGUF file's `tokenizer.ggml.*` keys:
+    /// `gpt2` (byte-level BPE with merges) or `llama` (SentencePiece BPE:
+    /// pieces with scores and byte fallback, Llama 2, Mistral, Phi-3, Gemma).
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         let model = gguf.get_str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
+        if model != "gpt2" && model != "llama" {
             return Err(tok_err(format!(
-                "tokenizer.ggml.model '{model}' is not supported (only 'gpt2' byte-level BPE); \
-                 put the model's tokenizer.json beside it and use Tokenizer::from_file"
+                "tokenizer.ggml.model '{model}' is not supported ('gpt2' byte-level BPE and \
+                 'llama' SentencePiece are); put the model's tokenizer.json beside it and use \
+                 Tokenizer::from_file"
             )));
         }
 
@@ -128,6 +131,68 @@ impl Tokenizer {
             vocab.entry((*t).to_string()).or_insert(id as u32);
         }
 
+        let mut hf = if model == "llama" {
+            spm_tokenizer(gguf, &tokens, &types, vocab)?
+        } else {
+            gpt2_tokenizer(gguf, vocab)?
+        };
+
+        let mut special = vec![false; n];
+        let mut added = Vec::new();
+        for (id, (&t, &ty)) in tokens.iter().zip(&types).enumerate() {
+            match ty {
+                token_type::CONTROL => {
+                    special[id] = true;
+                    added.push(AddedToken::from(t.to_string(), true));
+                }
+                token_type::USER_DEFINED => added.push(AddedToken::from(t.to_string(), false)),
+                _ => {}
+            }
+        }
+        hf.add_special_tokens(&added);
+
+        let id_key = |key: &str| -> Result<Option<u32>> {
+            match gguf.opt_u32(key)? {
+                Some(id) if id as usize >= n => Err(tok_err(format!(
+                    "{key} = {id} is outside the vocabulary of {n} tokens"
+                ))),
+                other => Ok(other),
+            }
+        };
+        let bos = id_key("tokenizer.ggml.bos_token_id")?;
+        let eos = id_key("tokenizer.ggml.eos_token_id")?;
+        let unk = id_key("tokenizer.ggml.unknown_token_id")?;
+        let pad = id_key("tokenizer.ggml.padding_token_id")?;
+        // llama.cpp's default: SentencePiece vocabularies add BOS.
+        let add_bos = gguf
+            .opt_bool("tokenizer.ggml.add_bos_token")?
+            .unwrap_or(model == "llama");
+
+        let pieces: Vec<Option<String>> = tokens.iter().map(|t| Some((*t).to_string())).collect();
+        // SentencePiece output streams through the decoder (see StreamDecoder).
+        let token_bytes = (model == "gpt2").then(|| byte_level_table(&pieces));
+        Ok(Tokenizer {
+            inner: Arc::new(Inner {
+                hf,
+                pieces,
+                special,
+                token_bytes,
+                bos,
+                eos,
+                unk,
+                pad,
+                add_bos,
+            }),
+        })
+    }
+}
+
+/// Byte-level BPE from `tokenizer.ggml.merges`.
+fn gpt2_tokenizer(
+    gguf: &GgufFile,
+    vocab: tokenizers::models::bpe::Vocab,
+) -> Result<tokenizers::Tokenizer> {
+    {
         let merges_raw = gguf.get_str_array("tokenizer.ggml.merges")?;
         let mut merges = Vec::with_capacity(merges_raw.len());
         for (i, m) in merges_raw.iter().enumerate() {
@@ -159,54 +224,110 @@ impl Tokenizer {
         let mut hf = tokenizers::Tokenizer::new(bpe);
         hf.with_pre_tokenizer(Some(pre_tokenizer));
         hf.with_decoder(Some(ByteLevelDecoder::default()));
+        Ok(hf)
+    }
+}
 
-        let mut special = vec![false; n];
-        let mut added = Vec::new();
-        for (id, (&t, &ty)) in tokens.iter().zip(&types).enumerate() {
-            match ty {
-                token_type::CONTROL => {
-                    special[id] = true;
-                    added.push(AddedToken::from(t.to_string(), true));
-                }
-                token_type::USER_DEFINED => added.push(AddedToken::from(t.to_string(), false)),
-                _ => {}
+/// SentencePiece BPE as transformers converts it (its `LlamaConverter`):
+/// merges of two pieces ranked by the merged piece's score, which is the
+/// order SentencePiece (and llama.cpp's `llm_tokenizer_spm`) merges in;
+/// spaces become `▁`, a `▁` is prepended unless
+/// `tokenizer.ggml.add_space_prefix` is false, and bytes missing from the
+/// pieces fall back to the `<0xXX>` tokens.
+fn spm_tokenizer(
+    gguf: &GgufFile,
+    tokens: &[&str],
+    types: &[i64],
+    vocab: tokenizers::models::bpe::Vocab,
+) -> Result<tokenizers::Tokenizer> {
+    use tokenizers::decoders::{
+        byte_fallback::ByteFallback, fuse::Fuse, sequence::Sequence as DSeq, strip::Strip,
+    };
+    use tokenizers::normalizers::{prepend::Prepend, replace::Replace, Sequence as NSeq};
+    let n = tokens.len();
+    let scores: Vec<f32> = match gguf.get("tokenizer.ggml.scores") {
+        None => {
+            return Err(tok_err(
+                "a SentencePiece vocabulary needs tokenizer.ggml.scores",
+            ))
+        }
+        Some(_) => {
+            let arr = gguf.get_array("tokenizer.ggml.scores")?;
+            if arr.len() != n {
+                return Err(tok_err(format!(
+                    "tokenizer.ggml.scores has {} entries but tokenizer.ggml.tokens has {n}",
+                    arr.len()
+                )));
+            }
+            arr.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.as_f64().map(|x| x as f32).ok_or_else(|| {
+                        tok_err(format!("tokenizer.ggml.scores[{i}] is not a number"))
+                    })
+                })
+                .collect::<Result<_>>()?
+        }
+    };
+    // Every split of every normal piece into two pieces is a merge, ranked
+    // by the whole piece's score (higher first; ties by id).
+    let mut ranked: Vec<(f32, u32, String, String)> = Vec::new();
+    for (id, t) in tokens.iter().enumerate() {
+        if types[id] != token_type::NORMAL && types[id] != token_type::USER_DEFINED {
+            continue;
+        }
+        for (k, _) in t.char_indices().skip(1) {
+            let (a, b) = t.split_at(k);
+            if vocab.contains_key(a) && vocab.contains_key(b) {
+                ranked.push((scores[id], id as u32, a.to_string(), b.to_string()));
             }
         }
-        hf.add_special_tokens(&added);
-
-        let id_key = |key: &str| -> Result<Option<u32>> {
-            match gguf.opt_u32(key)? {
-                Some(id) if id as usize >= n => Err(tok_err(format!(
-                    "{key} = {id} is outside the vocabulary of {n} tokens"
-                ))),
-                other => Ok(other),
-            }
-        };
-        let bos = id_key("tokenizer.ggml.bos_token_id")?;
-        let eos = id_key("tokenizer.ggml.eos_token_id")?;
-        let unk = id_key("tokenizer.ggml.unknown_token_id")?;
-        let pad = id_key("tokenizer.ggml.padding_token_id")?;
-        let add_bos = gguf
-            .opt_bool("tokenizer.ggml.add_bos_token")?
-            .unwrap_or(false);
-
-        let pieces: Vec<Option<String>> = tokens.iter().map(|t| Some((*t).to_string())).collect();
-        let token_bytes = Some(byte_level_table(&pieces));
-        Ok(Tokenizer {
-            inner: Arc::new(Inner {
-                hf,
-                pieces,
-                special,
-                token_bytes,
-                bos,
-                eos,
-                unk,
-                pad,
-                add_bos,
-            }),
-        })
     }
+    ranked.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+    let merges = ranked.into_iter().map(|(_, _, a, b)| (a, b)).collect();
+    let unk = gguf
+        .opt_u32("tokenizer.ggml.unknown_token_id")?
+        .and_then(|i| tokens.get(i as usize))
+        .map(|s| s.to_string());
+    let mut b = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .fuse_unk(true);
+    if let Some(u) = unk {
+        b = b.unk_token(u);
+    }
+    let bpe = b.build().map_err(|e| {
+        hf_err(
+            "building SentencePiece BPE from tokenizer.ggml.tokens/scores",
+            e,
+        )
+    })?;
+    let mut hf = tokenizers::Tokenizer::new(bpe);
+    let space = Replace::new(" ", "\u{2581}").map_err(|e| hf_err("building the space rule", e))?;
+    let prefix = gguf
+        .opt_bool("tokenizer.ggml.add_space_prefix")?
+        .unwrap_or(true);
+    let norm = if prefix {
+        NSeq::new(vec![Prepend::new("\u{2581}".into()).into(), space.into()])
+    } else {
+        NSeq::new(vec![space.into()])
+    };
+    hf.with_normalizer(Some(norm));
+    let unspace =
+        Replace::new("\u{2581}", " ").map_err(|e| hf_err("building the space rule", e))?;
+    let mut dec: Vec<DecoderWrapper> = vec![
+        DecoderWrapper::Replace(unspace),
+        DecoderWrapper::ByteFallback(ByteFallback::new()),
+        DecoderWrapper::Fuse(Fuse::new()),
+    ];
+    if prefix {
+        dec.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+    }
+    hf.with_decoder(Some(DSeq::new(dec)));
+    Ok(hf)
+}
 
+impl Tokenizer {
     /// Loads a Hugging Face `tokenizer.json`. BOS/EOS come from a
     /// `tokenizer_config.json` beside it, when there is one. Truncation and
     /// padding configured in the file are switched off: callers truncate.
