@@ -476,6 +476,80 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         ))
     })
     .await;
+    case(&mut out, &tier, "geglu", "f32", "", async move {
+        let gpu = g;
+        let sb = StepBuffer::new(gpu);
+        let mut rng = Rng::new(16);
+        let (ff, t) = (77usize, 3usize);
+        // Wide inputs reach both tails of the tanh.
+        let gu = rng.vec(t * 2 * ff, 12.0);
+        let (gt, h) = (gpu.upload("gu", &gu)?, gpu.zeros("h", (t * ff * 4) as u64)?);
+        run(
+            gpu,
+            &sb,
+            &step(t as u32, 0),
+            &[ops::geglu(gpu, &sb, &gt, &h, ff as u32, t as u32)?],
+        )?;
+        let (mut g, mut u) = (vec![], vec![]);
+        for r in gu.chunks_exact(2 * ff) {
+            g.extend_from_slice(&r[..ff]);
+            u.extend_from_slice(&r[ff..]);
+        }
+        Ok(compare(
+            "geglu",
+            &read::<f32>(gpu, &h).await?,
+            &cpu::geglu(&g, &u),
+            1e-5,
+            1e-4,
+        ))
+    })
+    .await;
+    case(
+        &mut out,
+        &tier,
+        "rmsnorm_add+scale",
+        "f32",
+        "",
+        async move {
+            let gpu = g;
+            let sb = StepBuffer::new(gpu);
+            let mut rng = Rng::new(17);
+            let (d, t) = (83usize, 3usize);
+            let (x, gw, y0) = (rng.vec(t * d, 2.0), rng.vec(d, 1.0), rng.vec(t * d, 1.0));
+            let (xt, gt, yt) = (
+                gpu.upload("x", &x)?,
+                gpu.upload("g", &gw)?,
+                gpu.upload("y", &y0)?,
+            );
+            run(
+                gpu,
+                &sb,
+                &step(t as u32, 0),
+                &[
+                    ops::scale(gpu, &sb, &xt, d as u32, 1.75, t as u32)?,
+                    ops::rmsnorm_add(gpu, &sb, &gt, &xt, &yt, d as u32, 1e-6, t as u32)?,
+                ],
+            )?;
+            let xs: Vec<f32> = x.iter().map(|v| v * 1.75).collect();
+            let want: Vec<f32> = cpu::rmsnorm(&xs, &gw, d, 1e-6)
+                .iter()
+                .zip(&y0)
+                .map(|(a, b)| a + b)
+                .collect();
+            let c = compare("scale", &read::<f32>(gpu, &xt).await?, &xs, 1e-6, 1e-6);
+            if c.fail.is_some() {
+                return Ok(c);
+            }
+            Ok(compare(
+                "rmsnorm_add",
+                &read::<f32>(gpu, &yt).await?,
+                &want,
+                1e-5,
+                1e-4,
+            ))
+        },
+    )
+    .await;
     case(&mut out, &tier, "sumsq", "f32", "", async move {
         let gpu = g;
         let sb = StepBuffer::new(gpu);
@@ -858,7 +932,14 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
                     "rope_kv+attention",
                     &format!("kv {}", kv.label()),
                     &format!("{vname} heads {nh}/{nkv} hd {hd}: prefill+split decode"),
-                    attention_case(gpu, (nh, nkv, hd), kv, KvPolicy::Full, quick),
+                    attention_case(
+                        gpu,
+                        (nh, nkv, hd),
+                        kv,
+                        KvPolicy::Full,
+                        Default::default(),
+                        quick,
+                    ),
                 )
                 .await;
             }
@@ -875,7 +956,7 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
             "rope_kv+attention",
             &format!("kv {}", kv.label()),
             &format!("{vname} heads 5/1 hd 64: {}", ring.label()),
-            attention_case(gpu, (5, 1, 64), kv, ring, quick),
+            attention_case(gpu, (5, 1, 64), kv, ring, Default::default(), quick),
         )
         .await;
         // Quest's bounds, page choice and paged attention against the CPU's choice.
@@ -887,7 +968,24 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
             "rope_kv+attention",
             &format!("kv {}", kv.label()),
             &format!("{vname} heads 4/2 hd 64: {}", quest.label()),
-            attention_case(gpu, (4, 2, 64), kv, quest, quick),
+            attention_case(gpu, (4, 2, 64), kv, quest, Default::default(), quick),
+        )
+        .await;
+        // A layer's own sliding window and score scale (Gemma's local
+        // layers), in prefill tiles and decode chunks past the window.
+        let layer = ops::LayerAttn {
+            window: 9,
+            scale: Some(0.3),
+            ..Default::default()
+        };
+        let kv = KvTypes::new(KvDtype::F16, KvDtype::Q8_0);
+        case(
+            &mut out,
+            &tier,
+            "rope_kv+attention",
+            &format!("kv {}", kv.label()),
+            &format!("{vname} heads 4/2 hd 64: layer window 9, scale 0.3"),
+            attention_case(gpu, (4, 2, 64), kv, KvPolicy::Full, layer, quick),
         )
         .await;
     }
@@ -902,6 +1000,7 @@ async fn attention_case(
     (n_head, n_kv_head, head_dim): (u32, u32, u32),
     kv: KvTypes,
     policy: KvPolicy,
+    layer: ops::LayerAttn,
     quick: bool,
 ) -> Result<Check> {
     let sb = StepBuffer::new(gpu);
@@ -980,7 +1079,7 @@ async fn attention_case(
             &part,
             &out,
             prefill,
-            false,
+            layer,
         )?);
         Ok(d)
     };
@@ -1178,8 +1277,18 @@ async fn attention_case(
                 top as usize,
             )
         } else {
-            cpu::attention_masked(&q, &all_k, &all_v, t, pos, nh, nkv, hd, &|_, q, k| {
-                policy.visible(q, k)
+            // A layer's own scale is the reference's 1 / sqrt(hd) on scaled queries.
+            let qs: Vec<f32> = match layer.scale {
+                Some(sc) => q.iter().map(|x| x * sc * (hd as f32).sqrt()).collect(),
+                None => q.clone(),
+            };
+            let lw = layer.window as usize;
+            cpu::attention_masked(&qs, &all_k, &all_v, t, pos, nh, nkv, hd, &|_, q, k| {
+                if lw > 0 {
+                    k <= q && q - k < lw
+                } else {
+                    policy.visible(q, k)
+                }
             })
         };
         let tol = 1e-4;

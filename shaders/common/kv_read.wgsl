@@ -10,12 +10,22 @@
 // Whether the key at position k is visible to a query at position q: causal,
 // and the step's sink + window rule (engine/src/kv/policy.rs).
 fn kv_visible(k: u32, q: u32) -> bool {
-    return k <= q && (step.window == 0u || k < step.sink || k + step.window > q);
+    return kv_visible_w(k, q, step.window, step.sink);
+}
+
+// As kv_visible under an explicit window and sink: a layer's own sliding
+// window (Gemma's local layers) replaces the step's.
+fn kv_visible_w(k: u32, q: u32, window: u32, sink: u32) -> bool {
+    return k <= q && (window == 0u || k < sink || k + window > q);
 }
 
 // Whether it is visible to any query position in [q0, q1].
 fn kv_visible_any(k: u32, q0: u32, q1: u32) -> bool {
-    return k <= q1 && (step.window == 0u || k < step.sink || k + step.window > q0);
+    return kv_visible_any_w(k, q0, q1, step.window, step.sink);
+}
+
+fn kv_visible_any_w(k: u32, q0: u32, q1: u32, window: u32, sink: u32) -> bool {
+    return k <= q1 && (window == 0u || k < sink || k + window > q0);
 }
 
 // `is_k` is a constant at every call, so the branch folds away.

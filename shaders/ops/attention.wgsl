@@ -14,8 +14,16 @@ struct Params {
     ctx: u32,
     scale: f32, // 1 / sqrt(head_dim)
     all_slots: u32, // 1: ignore the page list, visit every used slot
-    _p1: u32,
+    layer_window: u32, // 0: the step's mask; else this layer's own sliding window
     _p2: u32,
+}
+
+// The step's window and sink, or the layer's own window (no sink).
+fn win() -> u32 {
+    return select(step.window, p.layer_window, p.layer_window != 0u);
+}
+fn snk() -> u32 {
+    return select(step.sink, 0u, p.layer_window != 0u);
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -85,7 +93,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         if (li < n) {
             let i = k0 + li;
             slot = select(pages[list + i / step.page] * step.page + i % step.page, i, all);
-            seen = slot < p.ctx && kv_visible(kv_pos[slot], qpos);
+            seen = slot < p.ctx && kv_visible_w(kv_pos[slot], qpos, win(), snk());
             if (seen) {
                 let kr = kvh * p.ctx + slot;
                 var dotv = 0.0;

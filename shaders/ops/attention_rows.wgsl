@@ -15,8 +15,16 @@ struct Params {
     ctx: u32,
     scale: f32, // 1 / sqrt(head_dim)
     tokens: u32, // query tokens per invocation
-    _p0: u32,
+    layer_window: u32, // 0: the step's mask; else this layer's own sliding window
     _p1: u32,
+}
+
+// The step's window and sink, or the layer's own window (no sink).
+fn win() -> u32 {
+    return select(step.window, p.layer_window, p.layer_window != 0u);
+}
+fn snk() -> u32 {
+    return select(step.sink, 0u, p.layer_window != 0u);
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -61,7 +69,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     let end = min(step.n_visit, step.visit_base + t0 + nt);
     for (var j = 0u; j < end; j++) {
         let kp = kv_pos[j];
-        if (!kv_visible_any(kp, step.pos0 + t0, step.pos0 + t0 + nt - 1u)) {
+        if (!kv_visible_any_w(kp, step.pos0 + t0, step.pos0 + t0 + nt - 1u, win(), snk())) {
             continue;
         }
         let cr = kvh * p.ctx + j;
@@ -81,7 +89,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             }
         }
         for (var r = 0u; r < rows; r++) {
-            if (!kv_visible(kp, step.pos0 + t0 + r / g)) {
+            if (!kv_visible_w(kp, step.pos0 + t0 + r / g, win(), snk())) {
                 continue;
             }
             var s = 0.0;

@@ -1,4 +1,5 @@
-// y[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * g, one workgroup per token.
+// y[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * g, one workgroup per token;
+// with ACCUMULATE, y[t, :] += that (a norm before a residual add).
 #include "common/step.wgsl"
 
 struct Params {
@@ -60,6 +61,10 @@ fn main(@builtin(local_invocation_index) li: u32,
 #endif
     let inv = inverseSqrt(red[0] / f32(p.d) + p.eps);
     for (var i = li; i < p.d; i += 256u) {
+#if ACCUMULATE
+        y[o + i] += x[o + i] * inv * g[i];
+#else
         y[o + i] = x[o + i] * inv * g[i];
+#endif
     }
 }

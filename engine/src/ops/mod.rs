@@ -376,6 +376,37 @@ pub fn rmsnorm(
     eps: f32,
     max_tokens: u32,
 ) -> Result<Dispatch> {
+    rmsnorm_to(gpu, step, g, x, y, d, eps, max_tokens, false)
+}
+
+/// y[t, :] += rmsnorm(x[t, :]) * g: a norm on a block's output before the
+/// residual add (Gemma's post-attention and post-feed-forward norms).
+#[allow(clippy::too_many_arguments)]
+pub fn rmsnorm_add(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    g: &Tensor,
+    x: &Tensor,
+    y: &Tensor,
+    d: u32,
+    eps: f32,
+    max_tokens: u32,
+) -> Result<Dispatch> {
+    rmsnorm_to(gpu, step, g, x, y, d, eps, max_tokens, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rmsnorm_to(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    g: &Tensor,
+    x: &Tensor,
+    y: &Tensor,
+    d: u32,
+    eps: f32,
+    max_tokens: u32,
+    add: bool,
+) -> Result<Dispatch> {
     need("rmsnorm", g, d as u64 * 4)?;
     need("rmsnorm", x, max_tokens as u64 * d as u64 * 4)?;
     need("rmsnorm", y, max_tokens as u64 * d as u64 * 4)?;
@@ -389,7 +420,7 @@ pub fn rmsnorm(
         gpu,
         &format!("rmsnorm {}", g.label),
         "ops/rmsnorm.wgsl",
-        &Defines::new(),
+        &defines(&[("ACCUMULATE", if add { "1" } else { "0" })]),
         step,
         &p,
         &[g, x, y],
@@ -741,14 +772,28 @@ pub fn kivi_pack(gpu: &Gpu, step: &StepBuffer, s: &AttnShape, kc: &Tensor) -> Re
 const ROWS_MAX_ROWS: u32 = 12;
 const ROWS_MAX_HEAD_DIM: u32 = 128;
 
+/// What one layer's attention does differently from the step's.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LayerAttn {
+    /// Ignore the step's page list and visit every used slot (Quest keeps
+    /// its first layers dense), in as many chunks.
+    pub all_slots: bool,
+    /// A sliding window of this layer's own (Gemma's local layers): a
+    /// query at q sees keys at positions above q - window, and the step's
+    /// sink/window mask is replaced. 0: the step's mask.
+    pub window: u32,
+    /// The score scale, if not 1 / sqrt(head_dim) (Gemma's
+    /// `query_pre_attn_scalar`).
+    pub scale: Option<f32>,
+}
+
 /// Causal attention of the batch in `qkv` over the cache into `out`
 /// [n_tokens, n_head * head_dim]. `prefill`: the graph runs whole prompts in
 /// one key chunk; otherwise decode steps split the keys in chunks
 /// (flash-decoding). GPUs (and decode) get a workgroup per (head, token,
 /// chunk) writing partial results to `part` and a combine pass; CPU adapters
 /// prefill with the barrier-free tile kernel that writes `out` directly.
-/// `all_slots`: this layer ignores the step's page list and visits every
-/// used slot (Quest keeps its first layers dense), in as many chunks.
+/// `layer` holds what one layer does differently from the step.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     gpu: &Gpu,
@@ -759,8 +804,14 @@ pub fn attention(
     part: &Tensor,
     out: &Tensor,
     prefill: bool,
-    all_slots: bool,
+    layer: LayerAttn,
 ) -> Result<Vec<Dispatch>> {
+    let LayerAttn {
+        all_slots,
+        window,
+        scale,
+    } = layer;
+    let scale = scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt());
     s.check()?;
     kv.check("attention", s)?;
     let (kc, vc) = (kv.k, kv.v);
@@ -783,7 +834,8 @@ pub fn attention(
             ctx: u32,
             scale: f32,
             tokens: u32,
-            _p: [u32; 2],
+            window: u32,
+            _p: u32,
         }
         let tokens = (ROWS_MAX_ROWS / g).clamp(1, 8);
         let p = P {
@@ -791,9 +843,10 @@ pub fn attention(
             n_kv: s.n_kv_head,
             hd: s.head_dim,
             ctx: s.ctx,
-            scale: 1.0 / (s.head_dim as f32).sqrt(),
+            scale,
             tokens,
-            _p: [0; 2],
+            window,
+            _p: 0,
         };
         return Ok(vec![launch(
             gpu,
@@ -818,16 +871,18 @@ pub fn attention(
         ctx: u32,
         scale: f32,
         all_slots: u32,
-        _p: [u32; 2],
+        window: u32,
+        _p: u32,
     }
     let p = P {
         n_head: s.n_head,
         n_kv: s.n_kv_head,
         hd: s.head_dim,
         ctx: s.ctx,
-        scale: 1.0 / (s.head_dim as f32).sqrt(),
+        scale,
         all_slots: all_slots as u32,
-        _p: [0; 2],
+        window,
+        _p: 0,
     };
     Ok(vec![
         launch(
@@ -884,6 +939,30 @@ pub fn swiglu(
     ff: u32,
     max_tokens: u32,
 ) -> Result<Dispatch> {
+    gated(gpu, step, gu, h, ff, max_tokens, false)
+}
+
+/// h[t, i] = gelu_tanh(gu[t, i]) * gu[t, ff + i] (GeGLU, Gemma's MLP).
+pub fn geglu(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    gu: &Tensor,
+    h: &Tensor,
+    ff: u32,
+    max_tokens: u32,
+) -> Result<Dispatch> {
+    gated(gpu, step, gu, h, ff, max_tokens, true)
+}
+
+fn gated(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    gu: &Tensor,
+    h: &Tensor,
+    ff: u32,
+    max_tokens: u32,
+    gelu: bool,
+) -> Result<Dispatch> {
     need("swiglu", gu, max_tokens as u64 * 2 * ff as u64 * 4)?;
     need("swiglu", h, max_tokens as u64 * ff as u64 * 4)?;
     let p = Params4 {
@@ -894,9 +973,9 @@ pub fn swiglu(
     };
     launch(
         gpu,
-        "swiglu",
+        if gelu { "geglu" } else { "swiglu" },
         "ops/swiglu.wgsl",
-        &Defines::new(),
+        &defines(&[("GELU_TANH", if gelu { "1" } else { "0" })]),
         step,
         &p,
         &[gu, h],
@@ -1079,6 +1158,34 @@ pub fn bias_act(
         step,
         &p,
         &[b, x],
+        Grid::PerToken(n.div_ceil(64)),
+    )
+}
+
+/// x[t, i] *= s for i < n (Gemma's embedding scale).
+pub fn scale(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    x: &Tensor,
+    n: u32,
+    s: f32,
+    max_tokens: u32,
+) -> Result<Dispatch> {
+    need("scale", x, max_tokens as u64 * n as u64 * 4)?;
+    let p = Params4 {
+        a: n,
+        b: s.to_bits(),
+        c: 0,
+        d: 0,
+    };
+    launch(
+        gpu,
+        "scale",
+        "ops/scale.wgsl",
+        &Defines::new(),
+        step,
+        &p,
+        &[x],
         Grid::PerToken(n.div_ceil(64)),
     )
 }
@@ -1380,6 +1487,11 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
         v.push(("ops/bias_act.wgsl", defines(&[("GELU", gelu)])));
     }
     v.push(("ops/head_rmsnorm.wgsl", Defines::new()));
+    v.push(("ops/scale.wgsl", Defines::new()));
+    for on in ["0", "1"] {
+        v.push(("ops/swiglu.wgsl", defines(&[("GELU_TANH", on)])));
+        v.push(("ops/rmsnorm.wgsl", defines(&[("ACCUMULATE", on)])));
+    }
     // Every type as K and as V (the code paths are separate per operand).
     for t in KvDtype::ALL {
         let other = if t == KvDtype::F16 {
@@ -1419,9 +1531,7 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
         }
     }
     for p in [
-        "ops/rmsnorm.wgsl",
         "ops/quest_select.wgsl",
-        "ops/swiglu.wgsl",
         "ops/sample.wgsl",
         "ops/sumsq.wgsl",
         "ops/layernorm.wgsl",

@@ -299,6 +299,22 @@ pub fn layernorm(
 }
 
 /// The exact GELU: 0.5 x (1 + erf(x / sqrt 2)).
+/// GELU's tanh form, 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
+/// (`gelu_pytorch_tanh`, Gemma's activation), in f64.
+pub fn gelu_tanh(x: f32) -> f32 {
+    let x = x as f64;
+    let y = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+    (0.5 * x * (1.0 + y.tanh())) as f32
+}
+
+/// GeGLU: gelu_tanh(g) * u elementwise.
+pub fn geglu(g: &[f32], u: &[f32]) -> Vec<f32> {
+    g.iter()
+        .zip(u)
+        .map(|(g, u)| (gelu_tanh(*g) as f64 * *u as f64) as f32)
+        .collect()
+}
+
 pub fn gelu(x: f32) -> f32 {
     let x = x as f64;
     (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32

@@ -65,6 +65,7 @@ sources!(
     "ops/layernorm.wgsl",
     "ops/bias_act.wgsl",
     "ops/head_rmsnorm.wgsl",
+    "ops/scale.wgsl",
     "ops/encoder_attention.wgsl",
     "ops/mean_pool.wgsl",
     "probe/loads.wgsl",

@@ -976,7 +976,10 @@ pub fn build_graph(
             &a.part,
             &a.attn,
             batched,
-            dense,
+            ops::LayerAttn {
+                all_slots: dense,
+                ..Default::default()
+            },
         )?);
         if let Some(cs) = calib {
             let w = (c.n_head * c.head_dim) as u32;
