@@ -56,6 +56,12 @@ fn fixture(family: &str) -> Fixture {
     }
 }
 
+/// The sliding window a model applies, on every layer or on its local ones.
+fn window_of(c: &lottery::models::arch::llama::LlamaConfig) -> Option<usize> {
+    c.attn_window
+        .or((!c.local_layers.is_empty()).then_some(c.local_window))
+}
+
 fn worst(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len());
     got.iter()
@@ -78,7 +84,7 @@ fn check_family(family: &str) {
     // The CPU reference (from the HF directory: every setting), checked
     // against transformers itself.
     let cpu = LlamaCpu::load(&hf::gguf_from_hf_dir(&hf_dir, None).unwrap()).unwrap();
-    assert_eq!(cpu.cfg.attn_window, hf_window);
+    assert_eq!(window_of(&cpu.cfg), hf_window);
     for (p, want) in f.prompts.iter().zip(&f.logits) {
         let err = worst(&cpu.forward(p), want);
         assert!(err <= TOL, "{family}: CPU reference off by {err}");
@@ -98,7 +104,7 @@ fn check_family(family: &str) {
                     .unwrap_or_else(|e| panic!("{family} {}: {e}", path.display())),
             );
             assert_eq!(model.config.vocab, f.vocab);
-            let rows = match (model.config.attn_window, hf_window) {
+            let rows = match (window_of(&model.config), hf_window) {
                 (None, Some(w)) => w,
                 _ => usize::MAX,
             };
@@ -215,6 +221,13 @@ fn phi3_matches_transformers() {
 #[test]
 fn mistral_matches_transformers() {
     check_family("mistral");
+}
+
+/// Gemma 3: GeGLU, scaled embeddings, four norms a layer, Q/K norms, five
+/// local layers (window 8, rope base 10000) to one global (1e6).
+#[test]
+fn gemma3_matches_transformers() {
+    check_family("gemma3");
 }
 
 /// The mistral fixture's GGUF holds a SentencePiece (`llama`) vocabulary

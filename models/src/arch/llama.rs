@@ -47,6 +47,22 @@ pub struct LlamaConfig {
     /// Per-frequency divisors of the rotary angle (`rope_freqs.weight`:
     /// Llama 3.1's frequency-dependent rope scaling).
     pub rope_freqs: Option<Vec<f32>>,
+    /// Embeddings multiplied by this before the first layer (Gemma: sqrt(d)).
+    pub embed_scale: Option<f32>,
+    /// GeGLU (tanh GELU) instead of SwiGLU (Gemma).
+    pub geglu: bool,
+    /// RMSNorm on the attention and the feed-forward outputs before each
+    /// residual add (`post_attention_norm`, `post_ffw_norm`: Gemma 2/3).
+    pub post_norms: bool,
+    /// Attention score scale when not 1 / sqrt(head_dim)
+    /// (`<arch>.attention.scale`: Gemma's `query_pre_attn_scalar`).
+    pub attn_scale: Option<f32>,
+    /// Layers that attend within their own sliding window of `local_window`
+    /// positions, the others globally (Gemma 3: five local to one global).
+    pub local_layers: Vec<bool>,
+    pub local_window: usize,
+    /// The rope base of the local layers, when it differs (`rope.freq_base_swa`).
+    pub rope_theta_local: Option<f32>,
 }
 
 impl LlamaConfig {
@@ -83,12 +99,19 @@ impl LlamaConfig {
             eps: g
                 .opt_f32(&k("attention.layer_norm_rms_epsilon"))?
                 .unwrap_or(1e-5),
-            rope_halves: matches!(arch.as_str(), "qwen2" | "qwen3" | "phi3"),
+            rope_halves: matches!(arch.as_str(), "qwen2" | "qwen3" | "phi3" | "gemma3"),
             qkv_bias: has_weight(g, "blk.0.attn_q.bias"),
             qk_norm: g.tensor("blk.0.attn_q_norm.weight").is_some(),
             fused_qkv: has_weight(g, "blk.0.attn_qkv.weight"),
             fused_gate_up: arch == "phi3" && !has_weight(g, "blk.0.ffn_gate.weight"),
             rope_freqs: None,
+            embed_scale: (arch == "gemma3").then(|| (d_model as f32).sqrt()),
+            geglu: arch == "gemma3",
+            post_norms: arch == "gemma3",
+            attn_scale: g.opt_f32(&k("attention.scale"))?,
+            local_layers: vec![],
+            local_window: 0,
+            rope_theta_local: g.opt_f32(&k("rope.freq_base_swa"))?,
             arch,
             attn_window: None,
         };
@@ -140,6 +163,18 @@ impl LlamaConfig {
         }
         let mut cfg = cfg;
         cfg.attn_window = super::support::check_llama_gguf(g, &cfg)?;
+        if cfg.arch == "gemma3" {
+            // llama.cpp's Gemma 3: every sixth layer global, the others
+            // local to the declared window; the score scale is 1/sqrt(head)
+            // except for the 27B model (62 layers), 1/sqrt(d / heads).
+            if let Some(w) = cfg.attn_window.take() {
+                cfg.local_window = w;
+                cfg.local_layers = (0..cfg.n_layer).map(|l| l % 6 < 5).collect();
+            }
+            if cfg.attn_scale.is_none() && cfg.n_layer == 62 {
+                cfg.attn_scale = Some(1.0 / ((cfg.d_model / cfg.n_head) as f32).sqrt());
+            }
+        }
         if let Some(t) = g.tensor("rope_freqs.weight") {
             let f = tensor_f32(g, t)?;
             if f.len() != cfg.head_dim / 2 || f.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
@@ -190,7 +225,25 @@ impl LlamaConfig {
         if self.qk_norm {
             v.extend([n("attn_q_norm.weight"), n("attn_k_norm.weight")]);
         }
+        if self.post_norms {
+            v.extend([n("post_attention_norm.weight"), n("post_ffw_norm.weight")]);
+        }
         v
+    }
+
+    /// Layer `l`'s attention settings beyond the step's.
+    pub fn layer_attn(&self, l: usize) -> ops::LayerAttn {
+        let local = self.local_layers.get(l).copied().unwrap_or(false);
+        ops::LayerAttn {
+            all_slots: false,
+            window: if local { self.local_window as u32 } else { 0 },
+            scale: self.attn_scale,
+        }
+    }
+
+    /// Whether layer `l` uses the local rope base.
+    pub fn local_rope(&self, l: usize) -> bool {
+        self.rope_theta_local.is_some() && self.local_layers.get(l).copied().unwrap_or(false)
     }
 
     /// What this configuration adds to the plain Llama graph, for `lottery info`.
@@ -218,6 +271,30 @@ impl LlamaConfig {
         if self.rope_halves {
             parts.push("rotate-half rope (rows permuted at load)".to_string());
         }
+        if self.geglu {
+            parts.push("GeGLU".to_string());
+        }
+        if self.embed_scale.is_some() {
+            parts.push("scaled embeddings".to_string());
+        }
+        if self.post_norms {
+            parts.push("post-attention and post-feed-forward norms".to_string());
+        }
+        if let Some(s) = self.attn_scale {
+            parts.push(format!("attention scale {s}"));
+        }
+        if !self.local_layers.is_empty() {
+            let n = self.local_layers.iter().filter(|x| **x).count();
+            parts.push(format!(
+                "{n} of {} layers local to {} positions{}",
+                self.n_layer,
+                self.local_window,
+                match self.rope_theta_local {
+                    Some(t) => format!(" (rope base {t})"),
+                    None => String::new(),
+                }
+            ));
+        }
         if let Some(w) = self.attn_window {
             parts.push(format!("sliding-window attention over {w} positions"));
         }
@@ -230,7 +307,9 @@ impl LlamaConfig {
 }
 
 /// Values of `general.architecture` the Llama graph runs.
-pub const SUPPORTED_ARCHS: [&str; 6] = ["llama", "mistral", "smollm", "qwen2", "qwen3", "phi3"];
+pub const SUPPORTED_ARCHS: [&str; 7] = [
+    "llama", "mistral", "smollm", "qwen2", "qwen3", "phi3", "gemma3",
+];
 
 /// Permutes the rows of `data` ([rows, row bytes]) from the rotate-half
 /// layout to adjacent pairs, in each `(first row, heads)` segment of
@@ -566,6 +645,8 @@ pub struct LayerWeights {
     pub qkv_bias: Option<Tensor>,
     /// The q_norm weight then the k_norm weight, [2 head_dim].
     pub qk_norm: Option<Tensor>,
+    /// Norms on the attention and feed-forward outputs (Gemma).
+    pub post_norms: Option<(Tensor, Tensor)>,
     pub wo: GpuWeight,
     pub ffn_norm: Tensor,
     pub w_gate_up: GpuWeight,
@@ -643,6 +724,10 @@ impl LlamaWeights {
                 )?,
                 qkv_bias,
                 qk_norm,
+                post_norms: match c.post_norms {
+                    true => Some((norm(&n("post_attention_norm"))?, norm(&n("post_ffw_norm"))?)),
+                    false => None,
+                },
                 wo: single("attn_output", c.q_width(), c.d_model)?,
                 ffn_norm: norm(&n("ffn_norm"))?,
                 w_gate_up: fused(
@@ -845,7 +930,7 @@ pub fn build_graph(
     w: &LlamaWeights,
     kv: &KvCache,
     a: &Activations,
-    rope: &Tensor,
+    ropes: &Rope,
     max_batch: u32,
     batched: bool,
     head: Head,
@@ -874,7 +959,11 @@ pub fn build_graph(
         }
     };
     g.extend(ops::embed(gpu, step, &w.embed, &a.tokens, &a.x, max_batch)?);
+    if let Some(sc) = c.embed_scale {
+        g.push(ops::scale(gpu, step, &a.x, d, sc, max_batch)?);
+    }
     for (l, lw) in w.layers.iter().enumerate() {
+        let rope = ropes.for_layer(c, l);
         g.push(ops::rmsnorm(
             gpu,
             step,
@@ -978,14 +1067,23 @@ pub fn build_graph(
             batched,
             ops::LayerAttn {
                 all_slots: dense,
-                ..Default::default()
+                ..c.layer_attn(l)
             },
         )?);
         if let Some(cs) = calib {
             let w = (c.n_head * c.head_dim) as u32;
             g.extend(cs.record(gpu, step, l, 1, &a.attn, w, max_batch)?);
         }
-        g.extend(proj(&lw.wo, &a.attn, &a.x, true)?);
+        match &lw.post_norms {
+            // The input norm's output is spent: the projection lands there.
+            Some((pn, _)) => {
+                g.extend(proj(&lw.wo, &a.attn, &a.xn, false)?);
+                g.push(ops::rmsnorm_add(
+                    gpu, step, pn, &a.xn, &a.x, d, c.eps, max_batch,
+                )?);
+            }
+            None => g.extend(proj(&lw.wo, &a.attn, &a.x, true)?),
+        }
         g.push(ops::rmsnorm(
             gpu,
             step,
@@ -1000,11 +1098,22 @@ pub fn build_graph(
             g.extend(cs.record(gpu, step, l, 2, &a.xn, d, max_batch)?);
         }
         g.extend(proj(&lw.w_gate_up, &a.xn, &a.gu, false)?);
-        g.push(ops::swiglu(gpu, step, &a.gu, &a.h, c.ff as u32, max_batch)?);
+        g.push(match c.geglu {
+            true => ops::geglu(gpu, step, &a.gu, &a.h, c.ff as u32, max_batch)?,
+            false => ops::swiglu(gpu, step, &a.gu, &a.h, c.ff as u32, max_batch)?,
+        });
         if let Some(cs) = calib {
             g.extend(cs.record(gpu, step, l, 3, &a.h, c.ff as u32, max_batch)?);
         }
-        g.extend(proj(&lw.w_down, &a.h, &a.x, true)?);
+        match &lw.post_norms {
+            Some((_, pn)) => {
+                g.extend(proj(&lw.w_down, &a.h, &a.xn, false)?);
+                g.push(ops::rmsnorm_add(
+                    gpu, step, pn, &a.xn, &a.x, d, c.eps, max_batch,
+                )?);
+            }
+            None => g.extend(proj(&lw.w_down, &a.h, &a.x, true)?),
+        }
     }
     g.push(ops::rmsnorm(
         gpu,
@@ -1053,14 +1162,40 @@ pub fn build_graph(
     Ok(g)
 }
 
-/// The cos/sin table for every cache position.
-pub fn rope_table(gpu: &Gpu, c: &LlamaConfig, ctx: u32) -> Result<Tensor> {
-    let t = lottery_engine::reference::rope_table_scaled(
-        ctx as usize,
-        c.head_dim,
-        c.rope_theta,
-        c.rope_freqs.as_deref(),
-    );
-    let flat: Vec<f32> = t.iter().flat_map(|p| *p).collect();
-    Ok(gpu.upload("rope_table", &flat)?)
+/// The cos/sin tables for every cache position: the global one, and the
+/// local layers' own when their rope base differs (Gemma 3).
+pub struct Rope {
+    pub global: Tensor,
+    pub local: Option<Tensor>,
+}
+
+impl Rope {
+    /// The table layer `l` rotates with.
+    pub fn for_layer(&self, c: &LlamaConfig, l: usize) -> &Tensor {
+        match (&self.local, c.local_rope(l)) {
+            (Some(t), true) => t,
+            _ => &self.global,
+        }
+    }
+}
+
+/// Builds [`Rope`] for `ctx` positions.
+pub fn rope_table(gpu: &Gpu, c: &LlamaConfig, ctx: u32) -> Result<Rope> {
+    let table = |theta: f32| -> Result<Tensor> {
+        let t = lottery_engine::reference::rope_table_scaled(
+            ctx as usize,
+            c.head_dim,
+            theta,
+            c.rope_freqs.as_deref(),
+        );
+        let flat: Vec<f32> = t.iter().flat_map(|p| *p).collect();
+        Ok(gpu.upload("rope_table", &flat)?)
+    };
+    Ok(Rope {
+        global: table(c.rope_theta)?,
+        local: match c.rope_theta_local {
+            Some(t) if !c.local_layers.is_empty() => Some(table(t)?),
+            _ => None,
+        },
+    })
 }

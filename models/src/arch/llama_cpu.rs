@@ -20,6 +20,8 @@ struct Layer {
     /// Gate rows, then up rows.
     wgu: Vec<f32>,
     wd: Vec<f32>,
+    /// Gemma's norms on the attention and feed-forward outputs.
+    post: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 pub struct LlamaCpu {
@@ -68,6 +70,10 @@ impl LlamaCpu {
                 ffn_norm: t(&n("ffn_norm"))?,
                 wgu: parts_f32(g, &cfg.gate_up_parts(l), d, hd)?,
                 wd: t(&n("ffn_down"))?,
+                post: match cfg.post_norms {
+                    true => Some((t(&n("post_attention_norm"))?, t(&n("post_ffw_norm"))?)),
+                    false => None,
+                },
             });
         }
         let head = if has_weight(g, "output.weight") {
@@ -191,11 +197,22 @@ impl LlamaCpu {
         let (t, d, hd) = (ids.len(), c.d_model, c.head_dim);
         let (kvw, qw) = (c.kv_width(), c.q_width());
         let table = r::rope_table_scaled(t, hd, c.rope_theta, c.rope_freqs.as_deref());
+        let local_table = c
+            .rope_theta_local
+            .map(|th| r::rope_table_scaled(t, hd, th, c.rope_freqs.as_deref()));
         let mut x: Vec<f32> = ids
             .iter()
             .flat_map(|&i| self.embed[i as usize * d..][..d].to_vec())
             .collect();
-        for l in &self.layers {
+        if let Some(sc) = c.embed_scale {
+            x.iter_mut().for_each(|v| *v *= sc);
+        }
+        for (li, l) in self.layers.iter().enumerate() {
+            let local = c.local_layers.get(li).copied().unwrap_or(false);
+            let table = match (&local_table, local) {
+                (Some(lt), true) => lt,
+                _ => &table,
+            };
             let xn = r::rmsnorm(&x, &l.attn_norm, d, c.eps);
             let w = qw + 2 * kvw;
             let mut qkv = r::matmul(&xn, &l.wqkv, t, w, d);
@@ -214,8 +231,8 @@ impl LlamaCpu {
                 q = r::rmsnorm(&q, qn, hd, c.eps);
                 k = r::rmsnorm(&k, kn, hd, c.eps);
             }
-            r::rope(&mut q, c.n_head, hd, 0, &table);
-            r::rope(&mut k, c.n_kv_head, hd, 0, &table);
+            r::rope(&mut q, c.n_head, hd, 0, table);
+            r::rope(&mut k, c.n_kv_head, hd, 0, table);
             // A reference for tests: a head size the type cannot store is
             // the caller's mistake, not input.
             let first = first_batch.clamp(1, t);
@@ -239,8 +256,18 @@ impl LlamaCpu {
                 }
             }
             let visible = mask(&q, &k);
-            let a = r::attention_masked(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd, &*visible);
-            let o = r::matmul(&a, &l.wo, t, d, qw);
+            let lw = if local { c.local_window } else { usize::MAX };
+            let visible = move |h: usize, qp: usize, kp: usize| visible(h, qp, kp) && qp - kp < lw;
+            // A scale of its own is the reference's 1 / sqrt(hd) on scaled queries.
+            if let Some(sc) = c.attn_scale {
+                let f = sc * (hd as f32).sqrt();
+                q.iter_mut().for_each(|v| *v *= f);
+            }
+            let a = r::attention_masked(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd, &visible);
+            let mut o = r::matmul(&a, &l.wo, t, d, qw);
+            if let Some((pn, _)) = &l.post {
+                o = r::rmsnorm(&o, pn, d, c.eps);
+            }
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
             let xn = r::rmsnorm(&x, &l.ffn_norm, d, c.eps);
             let gu = r::matmul(&xn, &l.wgu, t, 2 * c.ff, d);
@@ -249,8 +276,14 @@ impl LlamaCpu {
                     .flat_map(|r| r[lo..lo + c.ff].to_vec())
                     .collect()
             };
-            let h = r::swiglu(&half(0), &half(c.ff));
-            let dn = r::matmul(&h, &l.wd, t, d, c.ff);
+            let h = match c.geglu {
+                true => r::geglu(&half(0), &half(c.ff)),
+                false => r::swiglu(&half(0), &half(c.ff)),
+            };
+            let mut dn = r::matmul(&h, &l.wd, t, d, c.ff);
+            if let Some((_, pn)) = &l.post {
+                dn = r::rmsnorm(&dn, pn, d, c.eps);
+            }
             x.iter_mut().zip(&dn).for_each(|(x, o)| *x += o);
         }
         let xn = r::rmsnorm(&x, &self.out_norm, d, c.eps);

@@ -101,6 +101,10 @@ pub fn check_llama_gguf(g: &GgufFile, c: &LlamaConfig) -> Result<Option<usize>> 
             | "attention.layer_norm_rms_epsilon"
             | "rope.freq_base"
             | "vocab_size"
+            // Applied: the local layers' rope base (Gemma 3) and a score
+            // scale other than 1 / sqrt(head_dim).
+            | "rope.freq_base_swa"
+            | "attention.scale"
             // Only informative while no scaling is applied (checked below).
             | "rope.scaling.original_context_length"
             | "rope.scaling.finetuned" => {}
@@ -191,23 +195,46 @@ pub struct HfMath {
     /// Llama 3's per-frequency divisors, as llama.cpp's converter writes
     /// them into `rope_freqs.weight`.
     pub rope_freqs: Option<Vec<f32>>,
+    /// Gemma 3: the local layers' rope base.
+    pub rope_theta_local: Option<f64>,
+    /// Gemma 3: the score scale (`query_pre_attn_scalar`^-1/2).
+    pub attn_scale: Option<f64>,
 }
 
 /// Checks the parts of an HF `config.json` that change the math of the
 /// Llama graph (and the families it covers). Transformers 5 keeps the rope
 /// settings in `rope_parameters`, older files in `rope_theta` and
 /// `rope_scaling`; both are read.
-pub fn check_llama_hf_config(cfg: &serde_json::Value) -> Result<HfMath> {
+pub fn check_llama_hf_config(cfg: &serde_json::Value, arch: &str) -> Result<HfMath> {
     let bad = |key: &str, why: &str| Error::UnsupportedMetadata {
         key: format!("config.json: {key}"),
         value: cfg[key].to_string(),
         why: why.to_string(),
     };
+    let gemma = arch == "gemma3";
+    let mut rope_theta_local = None;
     let (rs, rs_key) = if cfg["rope_parameters"].is_object() {
-        (&cfg["rope_parameters"], "rope_parameters")
+        let rp = &cfg["rope_parameters"];
+        // Transformers 5 keys Gemma 3's rope per layer type.
+        if gemma && rp.get("full_attention").is_some() {
+            let local = &rp["sliding_attention"];
+            if !(local["rope_type"].as_str().unwrap_or("default") == "default") {
+                return Err(bad(
+                    "rope_parameters",
+                    "scaled rope on local layers is not implemented",
+                ));
+            }
+            rope_theta_local = local["rope_theta"].as_f64();
+            (&rp["full_attention"], "rope_parameters")
+        } else {
+            (rp, "rope_parameters")
+        }
     } else {
         (&cfg["rope_scaling"], "rope_scaling")
     };
+    if gemma && rope_theta_local.is_none() {
+        rope_theta_local = Some(cfg["rope_local_base_freq"].as_f64().unwrap_or(10000.0));
+    }
     let rope_theta = cfg["rope_theta"]
         .as_f64()
         .or(rs["rope_theta"].as_f64())
@@ -250,10 +277,44 @@ pub fn check_llama_hf_config(cfg: &serde_json::Value) -> Result<HfMath> {
             }
         }
     }
+    let act = if gemma { "gelu_pytorch_tanh" } else { "silu" };
     for key in ["hidden_act", "hidden_activation"] {
         if let Some(a) = cfg[key].as_str() {
-            if a != "silu" {
-                return Err(bad(key, "only the SiLU-gated MLP (SwiGLU) is implemented"));
+            if a != act {
+                return Err(bad(
+                    key,
+                    &format!("this family's gated MLP runs `{act}` only"),
+                ));
+            }
+        }
+    }
+    let mut attn_scale = None;
+    if gemma {
+        if let Some(q) = cfg["query_pre_attn_scalar"].as_f64() {
+            attn_scale = Some(1.0 / q.sqrt());
+        }
+        if cfg["use_bidirectional_attention"].as_bool() == Some(true) {
+            return Err(bad(
+                "use_bidirectional_attention",
+                "bidirectional attention is not implemented",
+            ));
+        }
+        // llama.cpp fixes Gemma 3's pattern (every sixth layer global); a
+        // checkpoint with another one is refused rather than run wrong.
+        if let Some(v) = cfg["layer_types"].as_array() {
+            let ok = v.iter().enumerate().all(|(l, t)| {
+                t.as_str()
+                    == Some(if l % 6 < 5 {
+                        "sliding_attention"
+                    } else {
+                        "full_attention"
+                    })
+            });
+            if !ok {
+                return Err(bad(
+                    "layer_types",
+                    "only Gemma 3's five local to one global layer pattern is implemented",
+                ));
             }
         }
     }
@@ -306,6 +367,8 @@ pub fn check_llama_hf_config(cfg: &serde_json::Value) -> Result<HfMath> {
         window,
         rope_theta,
         rope_freqs,
+        rope_theta_local,
+        attn_scale,
     })
 }
 

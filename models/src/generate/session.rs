@@ -7,7 +7,7 @@ use crate::arch::llama::{self, Activations, Head, HISTORY};
 use crate::constrain::Constraint;
 use crate::model::Model;
 use crate::{Error, Result};
-use lottery_engine::gpu::{record, Dispatch, Step, StepBuffer, Tensor};
+use lottery_engine::gpu::{record, Dispatch, Step, StepBuffer};
 use lottery_engine::kv::{KvCache, KvDtype, KvPolicy, KvTypes};
 use lottery_engine::ops::{AttnShape, SampleUniform};
 use lottery_engine::reference::Rng;
@@ -61,7 +61,7 @@ pub struct Session {
     kv: KvCache,
     act: Activations,
     step: StepBuffer,
-    _rope: Tensor,
+    _rope: llama::Rope,
     prefill: Vec<Dispatch>,
     decode: Vec<Dispatch>,
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]

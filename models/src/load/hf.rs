@@ -37,7 +37,7 @@ const LAYER_NAMES: [(&str, &str); 9] = [
 ];
 /// Per-layer tensors only some families have, by GGUF architecture: in
 /// any other family they stay unexpected, named by their HF names.
-const FAMILY_NAMES: [(&str, &str, &str); 7] = [
+const FAMILY_NAMES: [(&str, &str, &str); 12] = [
     ("qwen2", "self_attn.q_proj.bias", "attn_q.bias"),
     ("qwen2", "self_attn.k_proj.bias", "attn_k.bias"),
     ("qwen2", "self_attn.v_proj.bias", "attn_v.bias"),
@@ -45,6 +45,25 @@ const FAMILY_NAMES: [(&str, &str, &str); 7] = [
     ("qwen3", "self_attn.k_norm.weight", "attn_k_norm.weight"),
     ("phi3", "self_attn.qkv_proj.weight", "attn_qkv.weight"),
     ("phi3", "mlp.gate_up_proj.weight", "ffn_up.weight"),
+    ("gemma3", "self_attn.q_norm.weight", "attn_q_norm.weight"),
+    ("gemma3", "self_attn.k_norm.weight", "attn_k_norm.weight"),
+    // Gemma's four norms: its post_attention_layernorm is on the attention
+    // output, where Llama's of the same name is the feed-forward input norm.
+    (
+        "gemma3",
+        "post_attention_layernorm.weight",
+        "post_attention_norm.weight",
+    ),
+    (
+        "gemma3",
+        "pre_feedforward_layernorm.weight",
+        "ffn_norm.weight",
+    ),
+    (
+        "gemma3",
+        "post_feedforward_layernorm.weight",
+        "post_ffw_norm.weight",
+    ),
 ];
 const GLOBAL_NAMES: [(&str, &str); 3] = [
     ("model.embed_tokens.weight", "token_embd.weight"),
@@ -147,10 +166,11 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
         "Qwen2ForCausalLM" => ("qwen2", false),
         "Qwen3ForCausalLM" => ("qwen3", false),
         "Phi3ForCausalLM" => ("phi3", false),
+        "Gemma3ForCausalLM" => ("gemma3", false),
         _ => {
             return Err(model_err(format!(
                 "{}: architecture `{arch}` is not supported (LlamaForCausalLM, MistralForCausalLM, \
-                 Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM)",
+                 Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma3ForCausalLM)",
                 dir.display()
             )))
         }
@@ -160,7 +180,7 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
             key: format!("config.json: {k}"),
         })
     };
-    let math = crate::arch::support::check_llama_hf_config(&cfg)?;
+    let math = crate::arch::support::check_llama_hf_config(&cfg, garch)?;
     let window = math.window;
     let n_head = int("num_attention_heads")? as usize;
     let n_kv = cfg["num_key_value_heads"].as_u64().unwrap_or(n_head as u64) as usize;
@@ -220,6 +240,12 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
             &key("attention.value_length"),
             MetaValue::U32(head_dim as u32),
         )?;
+    }
+    if let Some(t) = math.rope_theta_local {
+        w.add_metadata(&key("rope.freq_base_swa"), MetaValue::F32(t as f32))?;
+    }
+    if let Some(sc) = math.attn_scale {
+        w.add_metadata(&key("attention.scale"), MetaValue::F32(sc as f32))?;
     }
     if let Some(f) = &math.rope_freqs {
         let bytes: Vec<u8> = f.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -337,6 +363,17 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
                 )
             } else {
                 (ty, data)
+            };
+            // Gemma's norms scale by (1 + w): stored as 1 + w, as llama.cpp's
+            // converter does.
+            let data = if garch == "gemma3" && shape.len() == 1 && gname.ends_with("norm.weight") {
+                data.chunks_exact(4)
+                    .flat_map(|b| {
+                        (f32::from_le_bytes([b[0], b[1], b[2], b[3]]) + 1.0).to_le_bytes()
+                    })
+                    .collect()
+            } else {
+                data
             };
             found.insert(gname.clone(), ());
             w.add_tensor(gname, &shape, ty, data)?;
