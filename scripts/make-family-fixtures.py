@@ -142,6 +142,16 @@ def build(family: str):
         # attention), so only the HF directory carries it.
         cfg = tf.MistralConfig(**common, rope_theta=10000.0, sliding_window=8)
         model, pre = tf.MistralForCausalLM(cfg), "llama-bpe"
+    elif family == "gemma2":
+        # Every other layer local (llama.cpp's fixed Gemma 2 pattern); small
+        # soft-caps so that tanh bends these random scores and logits.
+        c = dict(common, hidden_size=48, intermediate_size=64, num_hidden_layers=4,
+                 tie_word_embeddings=True)
+        cfg = tf.Gemma2Config(
+            **c, head_dim=16, query_pre_attn_scalar=16, sliding_window=8,
+            rope_theta=10000.0, attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
+            pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        model, pre = tf.Gemma2ForCausalLM(cfg), "default"
     elif family == "gemma3":
         # Six layers: llama.cpp fixes Gemma 3's pattern at five local
         # (sliding) layers to one global, and its local rope base at 10000;
@@ -191,7 +201,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama-cpp", type=Path, required=True,
                     help="llama.cpp source tree (vendor/llama.cpp of the llama-cpp-python sdist)")
-    ap.add_argument("families", nargs="*", default=["qwen2", "qwen3", "llama3", "phi3", "mistral", "gemma3"])
+    ap.add_argument("families", nargs="*", default=["qwen2", "qwen3", "llama3", "phi3", "mistral", "gemma2", "gemma3"])
     args = ap.parse_args()
     for family in args.families:
         d = OUT / family
@@ -204,7 +214,7 @@ def main():
         for junk in ["generation_config.json"]:
             (hf / junk).unlink(missing_ok=True)
         spm = None
-        if family in ("mistral", "gemma3"):
+        if family in ("mistral", "gemma2", "gemma3"):
             # The GGUF gets a SentencePiece vocabulary (what real Mistral
             # files hold); the converter reads tokenizer.model first.
             conv = d / "conv"

@@ -223,6 +223,13 @@ fn mistral_matches_transformers() {
     check_family("mistral");
 }
 
+/// Gemma 2: soft-capped attention scores and logits, every other layer
+/// local (window 8), GeGLU, scaled embeddings, four norms a layer.
+#[test]
+fn gemma2_matches_transformers() {
+    check_family("gemma2");
+}
+
 /// Gemma 3: GeGLU, scaled embeddings, four norms a layer, Q/K norms, five
 /// local layers (window 8, rope base 10000) to one global (1e6).
 #[test]

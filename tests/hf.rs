@@ -345,7 +345,9 @@ fn hf_checkpoints_we_would_run_wrong_are_refused() {
         std::fs::remove_dir_all(&dir).ok();
         write_dir_with(&dir, w, false, edit);
         hf::gguf_from_hf_dir(&dir, None).and_then(|g| {
-            lottery::models::arch::llama::LlamaConfig::from_gguf(&g).map(|c| c.ctx_train)
+            // The context, or the window a declared sliding window sets.
+            lottery::models::arch::llama::LlamaConfig::from_gguf(&g)
+                .map(|c| c.attn_window.unwrap_or(c.ctx_train))
         })
     };
     let base = weights();
@@ -377,8 +379,8 @@ fn hf_checkpoints_we_would_run_wrong_are_refused() {
             .to_string();
         assert!(err.contains(&format!("config.json: {key}")), "{key}: {err}");
     }
-    // A sliding window caps the context; Qwen2-style `use_sliding_window:
-    // false` turns it off.
+    // A sliding window is read (and runs as its ring); Qwen2-style
+    // `use_sliding_window: false` turns it off.
     assert_eq!(
         load(&base, &|c| c["sliding_window"] = 16.into()).unwrap(),
         16

@@ -528,13 +528,23 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
                 &[
                     ops::scale(gpu, &sb, &xt, d as u32, 1.75, t as u32)?,
                     ops::rmsnorm_add(gpu, &sb, &gt, &xt, &yt, d as u32, 1e-6, t as u32)?,
+                    // Two of the three rows: the third must stay as it was.
+                    ops::softcap(gpu, &sb, &yt, d as u32, 1.5, 2)?,
                 ],
             )?;
             let xs: Vec<f32> = x.iter().map(|v| v * 1.75).collect();
             let want: Vec<f32> = cpu::rmsnorm(&xs, &gw, d, 1e-6)
                 .iter()
                 .zip(&y0)
-                .map(|(a, b)| a + b)
+                .enumerate()
+                .map(|(i, (a, b))| {
+                    let y = (a + b) as f64;
+                    if i < 2 * d {
+                        (1.5 * (y / 1.5).tanh()) as f32
+                    } else {
+                        y as f32
+                    }
+                })
                 .collect();
             let c = compare("scale", &read::<f32>(gpu, &xt).await?, &xs, 1e-6, 1e-6);
             if c.fail.is_some() {
@@ -976,6 +986,7 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         let layer = ops::LayerAttn {
             window: 9,
             scale: Some(0.3),
+            softcap: 0.9,
             ..Default::default()
         };
         let kv = KvTypes::new(KvDtype::F16, KvDtype::Q8_0);
@@ -984,7 +995,7 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
             &tier,
             "rope_kv+attention",
             &format!("kv {}", kv.label()),
-            &format!("{vname} heads 4/2 hd 64: layer window 9, scale 0.3"),
+            &format!("{vname} heads 4/2 hd 64: layer window 9, scale 0.3, softcap 0.9"),
             attention_case(gpu, (4, 2, 64), kv, KvPolicy::Full, layer, quick),
         )
         .await;
@@ -1283,13 +1294,22 @@ async fn attention_case(
                 None => q.clone(),
             };
             let lw = layer.window as usize;
-            cpu::attention_masked(&qs, &all_k, &all_v, t, pos, nh, nkv, hd, &|_, q, k| {
-                if lw > 0 {
-                    k <= q && q - k < lw
-                } else {
-                    policy.visible(q, k)
-                }
-            })
+            cpu::attention_capped(
+                &qs,
+                &all_k,
+                &all_v,
+                t,
+                pos,
+                (nh, nkv, hd),
+                layer.softcap,
+                &|_, q, k| {
+                    if lw > 0 {
+                        k <= q && q - k < lw
+                    } else {
+                        policy.visible(q, k)
+                    }
+                },
+            )
         };
         let tol = 1e-4;
         let got: Vec<f32> = read(gpu, &out).await?;

@@ -15,7 +15,15 @@ struct Params {
     scale: f32, // 1 / sqrt(head_dim)
     all_slots: u32, // 1: ignore the page list, visit every used slot
     layer_window: u32, // 0: the step's mask; else this layer's own sliding window
-    _p2: u32,
+    softcap: f32, // > 0: scores become softcap * tanh(score / softcap) (Gemma 2)
+}
+
+// tanh through exp, exact at both tails on every backend.
+fn capped(s: f32) -> f32 {
+    if (p.softcap <= 0.0) {
+        return s;
+    }
+    return p.softcap * (1.0 - 2.0 / (exp(2.0 * s / p.softcap) + 1.0));
 }
 
 // The step's window and sink, or the layer's own window (no sink).
@@ -107,7 +115,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
                         dotv += qs[d] * k_at(kr, d);
                     }
                 }
-                s = dotv;
+                s = capped(dotv);
             }
         }
         sc[li] = s;

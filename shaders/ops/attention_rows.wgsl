@@ -16,7 +16,7 @@ struct Params {
     scale: f32, // 1 / sqrt(head_dim)
     tokens: u32, // query tokens per invocation
     layer_window: u32, // 0: the step's mask; else this layer's own sliding window
-    _p1: u32,
+    softcap: f32, // > 0: scores become softcap * tanh(score / softcap) (Gemma 2)
 }
 
 // The step's window and sink, or the layer's own window (no sink).
@@ -95,6 +95,9 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             var s = 0.0;
             for (var d = 0u; d < hd; d++) {
                 s += q[r * hd + d] * kr[d];
+            }
+            if (p.softcap > 0.0) {
+                s = p.softcap * (1.0 - 2.0 / (exp(2.0 * s / p.softcap) + 1.0));
             }
             if (s > m[r]) {
                 let corr = exp(m[r] - s);

@@ -785,6 +785,9 @@ pub struct LayerAttn {
     /// The score scale, if not 1 / sqrt(head_dim) (Gemma's
     /// `query_pre_attn_scalar`).
     pub scale: Option<f32>,
+    /// > 0: scores are soft-capped to softcap * tanh(score / softcap)
+    /// (Gemma 2's `attn_logit_softcapping`).
+    pub softcap: f32,
 }
 
 /// Causal attention of the batch in `qkv` over the cache into `out`
@@ -810,6 +813,7 @@ pub fn attention(
         all_slots,
         window,
         scale,
+        softcap,
     } = layer;
     let scale = scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt());
     s.check()?;
@@ -835,7 +839,7 @@ pub fn attention(
             scale: f32,
             tokens: u32,
             window: u32,
-            _p: u32,
+            softcap: f32,
         }
         let tokens = (ROWS_MAX_ROWS / g).clamp(1, 8);
         let p = P {
@@ -846,7 +850,7 @@ pub fn attention(
             scale,
             tokens,
             window,
-            _p: 0,
+            softcap,
         };
         return Ok(vec![launch(
             gpu,
@@ -872,7 +876,7 @@ pub fn attention(
         scale: f32,
         all_slots: u32,
         window: u32,
-        _p: u32,
+        softcap: f32,
     }
     let p = P {
         n_head: s.n_head,
@@ -882,7 +886,7 @@ pub fn attention(
         scale,
         all_slots: all_slots as u32,
         window,
-        _p: 0,
+        softcap,
     };
     Ok(vec![
         launch(
@@ -1171,18 +1175,43 @@ pub fn scale(
     s: f32,
     max_tokens: u32,
 ) -> Result<Dispatch> {
+    scale_or_cap(gpu, step, x, n, s, max_tokens, false)
+}
+
+/// x[t, i] = c * tanh(x[t, i] / c) for i < n, on `rows` rows (or the
+/// step's tokens when `rows` is None): Gemma 2's final logit soft-cap.
+pub fn softcap(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    x: &Tensor,
+    n: u32,
+    c: f32,
+    max_tokens: u32,
+) -> Result<Dispatch> {
+    scale_or_cap(gpu, step, x, n, c, max_tokens, true)
+}
+
+fn scale_or_cap(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    x: &Tensor,
+    n: u32,
+    s: f32,
+    max_tokens: u32,
+    cap: bool,
+) -> Result<Dispatch> {
     need("scale", x, max_tokens as u64 * n as u64 * 4)?;
     let p = Params4 {
         a: n,
         b: s.to_bits(),
-        c: 0,
+        c: max_tokens,
         d: 0,
     };
     launch(
         gpu,
-        "scale",
+        if cap { "softcap" } else { "scale" },
         "ops/scale.wgsl",
-        &Defines::new(),
+        &defines(&[("SOFTCAP", if cap { "1" } else { "0" })]),
         step,
         &p,
         &[x],
@@ -1487,7 +1516,9 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
         v.push(("ops/bias_act.wgsl", defines(&[("GELU", gelu)])));
     }
     v.push(("ops/head_rmsnorm.wgsl", Defines::new()));
-    v.push(("ops/scale.wgsl", Defines::new()));
+    for on in ["0", "1"] {
+        v.push(("ops/scale.wgsl", defines(&[("SOFTCAP", on)])));
+    }
     for on in ["0", "1"] {
         v.push(("ops/swiglu.wgsl", defines(&[("GELU_TANH", on)])));
         v.push(("ops/rmsnorm.wgsl", defines(&[("ACCUMULATE", on)])));

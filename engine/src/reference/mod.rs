@@ -154,6 +154,23 @@ pub fn attention_masked(
     hd: usize,
     visible: &dyn Fn(usize, usize, usize) -> bool,
 ) -> Vec<f32> {
+    attention_capped(q, k, v, t, pos0, (n_head, n_kv, hd), 0.0, visible)
+}
+
+/// As [`attention_masked`], scores soft-capped to c tanh(s / c) when
+/// `softcap` > 0 (Gemma 2).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_capped(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    t: usize,
+    pos0: usize,
+    (n_head, n_kv, hd): (usize, usize, usize),
+    softcap: f32,
+    visible: &dyn Fn(usize, usize, usize) -> bool,
+) -> Vec<f32> {
+    let cap = softcap as f64;
     let mut out = vec![0f32; t * n_head * hd];
     let group = n_head / n_kv;
     let scale = 1.0 / (hd as f64).sqrt();
@@ -173,6 +190,7 @@ pub fn attention_masked(
                         .sum::<f64>()
                         * scale
                 })
+                .map(|s| if cap > 0.0 { cap * (s / cap).tanh() } else { s })
                 .collect();
             let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();

@@ -63,6 +63,10 @@ pub struct LlamaConfig {
     pub local_window: usize,
     /// The rope base of the local layers, when it differs (`rope.freq_base_swa`).
     pub rope_theta_local: Option<f32>,
+    /// Attention scores soft-capped to c tanh(s / c) (Gemma 2).
+    pub attn_softcap: Option<f32>,
+    /// Logits soft-capped the same way (Gemma 2).
+    pub final_softcap: Option<f32>,
 }
 
 impl LlamaConfig {
@@ -82,6 +86,7 @@ impl LlamaConfig {
             .unwrap_or(n_head as u32) as usize;
         let (embd_cols, embd_rows) = weight_dims(g, "token_embd.weight")?;
         let (block_key, embd_key) = (k("block_count"), k("embedding_length"));
+        let gemma = arch == "gemma2" || arch == "gemma3";
         let cfg = LlamaConfig {
             n_layer: g.get_u32(&k("block_count"))? as usize,
             d_model,
@@ -99,15 +104,24 @@ impl LlamaConfig {
             eps: g
                 .opt_f32(&k("attention.layer_norm_rms_epsilon"))?
                 .unwrap_or(1e-5),
-            rope_halves: matches!(arch.as_str(), "qwen2" | "qwen3" | "phi3" | "gemma3"),
+            rope_halves: matches!(
+                arch.as_str(),
+                "qwen2" | "qwen3" | "phi3" | "gemma2" | "gemma3"
+            ),
             qkv_bias: has_weight(g, "blk.0.attn_q.bias"),
             qk_norm: g.tensor("blk.0.attn_q_norm.weight").is_some(),
             fused_qkv: has_weight(g, "blk.0.attn_qkv.weight"),
             fused_gate_up: arch == "phi3" && !has_weight(g, "blk.0.ffn_gate.weight"),
             rope_freqs: None,
-            embed_scale: (arch == "gemma3").then(|| (d_model as f32).sqrt()),
-            geglu: arch == "gemma3",
-            post_norms: arch == "gemma3",
+            embed_scale: gemma.then(|| (d_model as f32).sqrt()),
+            geglu: gemma,
+            post_norms: gemma,
+            attn_softcap: g
+                .opt_f32(&k("attn_logit_softcapping"))?
+                .filter(|c| *c > 0.0),
+            final_softcap: g
+                .opt_f32(&k("final_logit_softcapping"))?
+                .filter(|c| *c > 0.0),
             attn_scale: g.opt_f32(&k("attention.scale"))?,
             local_layers: vec![],
             local_window: 0,
@@ -163,15 +177,21 @@ impl LlamaConfig {
         }
         let mut cfg = cfg;
         cfg.attn_window = super::support::check_llama_gguf(g, &cfg)?;
-        if cfg.arch == "gemma3" {
-            // llama.cpp's Gemma 3: every sixth layer global, the others
-            // local to the declared window; the score scale is 1/sqrt(head)
-            // except for the 27B model (62 layers), 1/sqrt(d / heads).
+        if gemma {
+            // llama.cpp's Gemma rules: Gemma 3 has every sixth layer global
+            // and the others local to the declared window, Gemma 2 every
+            // other one (the first local); the score scale is 1/sqrt(head)
+            // except for the 27B models (62 and 46 layers), 1/sqrt(d / heads).
+            let (period, big) = if cfg.arch == "gemma3" {
+                (6, 62)
+            } else {
+                (2, 46)
+            };
             if let Some(w) = cfg.attn_window.take() {
                 cfg.local_window = w;
-                cfg.local_layers = (0..cfg.n_layer).map(|l| l % 6 < 5).collect();
+                cfg.local_layers = (0..cfg.n_layer).map(|l| l % period < period - 1).collect();
             }
-            if cfg.attn_scale.is_none() && cfg.n_layer == 62 {
+            if cfg.attn_scale.is_none() && cfg.n_layer == big {
                 cfg.attn_scale = Some(1.0 / ((cfg.d_model / cfg.n_head) as f32).sqrt());
             }
         }
@@ -238,6 +258,7 @@ impl LlamaConfig {
             all_slots: false,
             window: if local { self.local_window as u32 } else { 0 },
             scale: self.attn_scale,
+            softcap: self.attn_softcap.unwrap_or(0.0),
         }
     }
 
@@ -283,6 +304,12 @@ impl LlamaConfig {
         if let Some(s) = self.attn_scale {
             parts.push(format!("attention scale {s}"));
         }
+        if let Some(c) = self.attn_softcap {
+            parts.push(format!("attention soft-cap {c}"));
+        }
+        if let Some(c) = self.final_softcap {
+            parts.push(format!("logit soft-cap {c}"));
+        }
         if !self.local_layers.is_empty() {
             let n = self.local_layers.iter().filter(|x| **x).count();
             parts.push(format!(
@@ -307,8 +334,8 @@ impl LlamaConfig {
 }
 
 /// Values of `general.architecture` the Llama graph runs.
-pub const SUPPORTED_ARCHS: [&str; 7] = [
-    "llama", "mistral", "smollm", "qwen2", "qwen3", "phi3", "gemma3",
+pub const SUPPORTED_ARCHS: [&str; 8] = [
+    "llama", "mistral", "smollm", "qwen2", "qwen3", "phi3", "gemma2", "gemma3",
 ];
 
 /// Permutes the rows of `data` ([rows, row bytes]) from the rotate-half
@@ -1125,16 +1152,23 @@ pub fn build_graph(
         c.eps,
         max_batch,
     )?);
+    let vocab = c.vocab as u32;
     match head {
-        Head::AllRows => g.extend(ops::matmul(
-            gpu,
-            step,
-            w.lm_head(),
-            &a.xn,
-            &a.logits,
-            false,
-            max_batch,
-        )?),
+        Head::AllRows => {
+            g.extend(ops::matmul(
+                gpu,
+                step,
+                w.lm_head(),
+                &a.xn,
+                &a.logits,
+                false,
+                max_batch,
+            )?);
+            if let Some(cap) = c.final_softcap {
+                let rows = (a.logits.bytes / (vocab as u64 * 4)) as u32;
+                g.push(ops::softcap(gpu, step, &a.logits, vocab, cap, rows)?);
+            }
+        }
         Head::LastSampled => {
             g.extend(ops::matvec(
                 gpu,
@@ -1148,6 +1182,9 @@ pub fn build_graph(
                     ..Default::default()
                 },
             )?);
+            if let Some(cap) = c.final_softcap {
+                g.push(ops::softcap(gpu, step, &a.logits, vocab, cap, 1)?);
+            }
             g.push(ops::sample(
                 gpu,
                 step,

@@ -263,7 +263,16 @@ impl LlamaCpu {
                 let f = sc * (hd as f32).sqrt();
                 q.iter_mut().for_each(|v| *v *= f);
             }
-            let a = r::attention_masked(&q, &k, &v, t, 0, c.n_head, c.n_kv_head, hd, &visible);
+            let a = r::attention_capped(
+                &q,
+                &k,
+                &v,
+                t,
+                0,
+                (c.n_head, c.n_kv_head, hd),
+                c.attn_softcap.unwrap_or(0.0),
+                &visible,
+            );
             let mut o = r::matmul(&a, &l.wo, t, d, qw);
             if let Some((pn, _)) = &l.post {
                 o = r::rmsnorm(&o, pn, d, c.eps);
@@ -287,6 +296,13 @@ impl LlamaCpu {
             x.iter_mut().zip(&dn).for_each(|(x, o)| *x += o);
         }
         let xn = r::rmsnorm(&x, &self.out_norm, d, c.eps);
-        r::matmul(&xn, &self.head, t, c.vocab, d)
+        let mut logits = r::matmul(&xn, &self.head, t, c.vocab, d);
+        if let Some(cap) = c.final_softcap {
+            let cap = cap as f64;
+            logits
+                .iter_mut()
+                .for_each(|v| *v = (cap * (*v as f64 / cap).tanh()) as f32);
+        }
+        logits
     }
 }

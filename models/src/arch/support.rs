@@ -90,6 +90,9 @@ pub fn check_llama_gguf(g: &GgufFile, c: &LlamaConfig) -> Result<Option<usize>> 
             continue;
         };
         match suffix {
+            // Applied by the Gemma 2 forward only; anywhere else they fall
+            // through to the refusal at the end.
+            "attn_logit_softcapping" | "final_logit_softcapping" if c.arch == "gemma2" => {}
             // Read by LlamaConfig (or harmless: the vocabulary size is the
             // embedding's row count, which the loader checks itself).
             "context_length"
@@ -197,8 +200,10 @@ pub struct HfMath {
     pub rope_freqs: Option<Vec<f32>>,
     /// Gemma 3: the local layers' rope base.
     pub rope_theta_local: Option<f64>,
-    /// Gemma 3: the score scale (`query_pre_attn_scalar`^-1/2).
+    /// Gemma: the score scale (`query_pre_attn_scalar`^-1/2).
     pub attn_scale: Option<f64>,
+    /// Gemma 2: attention and final logit soft-caps.
+    pub softcaps: (Option<f64>, Option<f64>),
 }
 
 /// Checks the parts of an HF `config.json` that change the math of the
@@ -211,7 +216,7 @@ pub fn check_llama_hf_config(cfg: &serde_json::Value, arch: &str) -> Result<HfMa
         value: cfg[key].to_string(),
         why: why.to_string(),
     };
-    let gemma = arch == "gemma3";
+    let gemma = arch == "gemma2" || arch == "gemma3";
     let mut rope_theta_local = None;
     let (rs, rs_key) = if cfg["rope_parameters"].is_object() {
         let rp = &cfg["rope_parameters"];
@@ -232,7 +237,7 @@ pub fn check_llama_hf_config(cfg: &serde_json::Value, arch: &str) -> Result<HfMa
     } else {
         (&cfg["rope_scaling"], "rope_scaling")
     };
-    if gemma && rope_theta_local.is_none() {
+    if arch == "gemma3" && rope_theta_local.is_none() {
         rope_theta_local = Some(cfg["rope_local_base_freq"].as_f64().unwrap_or(10000.0));
     }
     let rope_theta = cfg["rope_theta"]
@@ -299,21 +304,23 @@ pub fn check_llama_hf_config(cfg: &serde_json::Value, arch: &str) -> Result<HfMa
                 "bidirectional attention is not implemented",
             ));
         }
-        // llama.cpp fixes Gemma 3's pattern (every sixth layer global); a
-        // checkpoint with another one is refused rather than run wrong.
+        // llama.cpp fixes the pattern (Gemma 3: every sixth layer global,
+        // Gemma 2: every other); a checkpoint with another one is refused
+        // rather than run wrong.
+        let period = if arch == "gemma3" { 6 } else { 2 };
         if let Some(v) = cfg["layer_types"].as_array() {
             let ok = v.iter().enumerate().all(|(l, t)| {
-                t.as_str()
-                    == Some(if l % 6 < 5 {
-                        "sliding_attention"
-                    } else {
-                        "full_attention"
-                    })
+                let want = if l % period < period - 1 {
+                    "sliding_attention"
+                } else {
+                    "full_attention"
+                };
+                t.as_str() == Some(want)
             });
             if !ok {
                 return Err(bad(
                     "layer_types",
-                    "only Gemma 3's five local to one global layer pattern is implemented",
+                    "only the family's fixed pattern of local and global layers is implemented",
                 ));
             }
         }
@@ -344,12 +351,24 @@ pub fn check_llama_hf_config(cfg: &serde_json::Value, arch: &str) -> Result<HfMa
             ));
         }
     }
-    for key in [
-        "attn_logit_softcapping",
-        "final_logit_softcapping",
-        "num_local_experts",
-        "num_experts",
-    ] {
+    let softcaps = match arch == "gemma2" {
+        true => (
+            cfg["attn_logit_softcapping"].as_f64(),
+            cfg["final_logit_softcapping"].as_f64(),
+        ),
+        false => (None, None),
+    };
+    let refused: &[&str] = if arch == "gemma2" {
+        &["num_local_experts", "num_experts"]
+    } else {
+        &[
+            "attn_logit_softcapping",
+            "final_logit_softcapping",
+            "num_local_experts",
+            "num_experts",
+        ]
+    };
+    for &key in refused {
         if !cfg[key].is_null() && cfg[key].as_f64() != Some(0.0) {
             return Err(bad(key, "not implemented by the Llama forward"));
         }
@@ -369,6 +388,7 @@ pub fn check_llama_hf_config(cfg: &serde_json::Value, arch: &str) -> Result<HfMa
         rope_freqs,
         rope_theta_local,
         attn_scale,
+        softcaps,
     })
 }
 

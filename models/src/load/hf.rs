@@ -37,7 +37,7 @@ const LAYER_NAMES: [(&str, &str); 9] = [
 ];
 /// Per-layer tensors only some families have, by GGUF architecture: in
 /// any other family they stay unexpected, named by their HF names.
-const FAMILY_NAMES: [(&str, &str, &str); 12] = [
+const FAMILY_NAMES: [(&str, &str, &str); 15] = [
     ("qwen2", "self_attn.q_proj.bias", "attn_q.bias"),
     ("qwen2", "self_attn.k_proj.bias", "attn_k.bias"),
     ("qwen2", "self_attn.v_proj.bias", "attn_v.bias"),
@@ -61,6 +61,21 @@ const FAMILY_NAMES: [(&str, &str, &str); 12] = [
     ),
     (
         "gemma3",
+        "post_feedforward_layernorm.weight",
+        "post_ffw_norm.weight",
+    ),
+    (
+        "gemma2",
+        "post_attention_layernorm.weight",
+        "post_attention_norm.weight",
+    ),
+    (
+        "gemma2",
+        "pre_feedforward_layernorm.weight",
+        "ffn_norm.weight",
+    ),
+    (
+        "gemma2",
         "post_feedforward_layernorm.weight",
         "post_ffw_norm.weight",
     ),
@@ -166,11 +181,12 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
         "Qwen2ForCausalLM" => ("qwen2", false),
         "Qwen3ForCausalLM" => ("qwen3", false),
         "Phi3ForCausalLM" => ("phi3", false),
+        "Gemma2ForCausalLM" => ("gemma2", false),
         "Gemma3ForCausalLM" => ("gemma3", false),
         _ => {
             return Err(model_err(format!(
                 "{}: architecture `{arch}` is not supported (LlamaForCausalLM, MistralForCausalLM, \
-                 Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma3ForCausalLM)",
+                 Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM)",
                 dir.display()
             )))
         }
@@ -246,6 +262,14 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
     }
     if let Some(sc) = math.attn_scale {
         w.add_metadata(&key("attention.scale"), MetaValue::F32(sc as f32))?;
+    }
+    for (name, cap) in [
+        ("attn_logit_softcapping", math.softcaps.0),
+        ("final_logit_softcapping", math.softcaps.1),
+    ] {
+        if let Some(c) = cap {
+            w.add_metadata(&key(name), MetaValue::F32(c as f32))?;
+        }
     }
     if let Some(f) = &math.rope_freqs {
         let bytes: Vec<u8> = f.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -366,7 +390,8 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
             };
             // Gemma's norms scale by (1 + w): stored as 1 + w, as llama.cpp's
             // converter does.
-            let data = if garch == "gemma3" && shape.len() == 1 && gname.ends_with("norm.weight") {
+            let gemma = garch == "gemma2" || garch == "gemma3";
+            let data = if gemma && shape.len() == 1 && gname.ends_with("norm.weight") {
                 data.chunks_exact(4)
                     .flat_map(|b| {
                         (f32::from_le_bytes([b[0], b[1], b[2], b[3]]) + 1.0).to_le_bytes()
