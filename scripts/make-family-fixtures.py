@@ -63,7 +63,7 @@ def tokenizer_files(dirname: Path, family: str):
     cfg_path = dirname / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text())
     # Phi-3's converter takes a GPT-2 style vocabulary by this class name.
-    cfg["tokenizer_class"] = "GPT2Tokenizer" if family == "phi3" else "PreTrainedTokenizerFast"
+    cfg["tokenizer_class"] = "GPT2Tokenizer" if family.startswith("phi3") else "PreTrainedTokenizerFast"
     cfg_path.write_text(json.dumps(cfg, indent=2))
 
 
@@ -135,6 +135,17 @@ def build(family: str):
         cfg = tf.Phi3Config(**c, rope_theta=10000.0, sliding_window=None,
                             pad_token_id=0, bos_token_id=1, eos_token_id=2)
         model, pre = tf.Phi3ForCausalLM(cfg), "gpt-2"
+    elif family == "phi3long":
+        # Phi-3's 128k variants: longrope, short factors up to the original
+        # context (32 here), long ones past it, cos/sin scaled.
+        c = dict(common, num_key_value_heads=4)
+        g = torch.Generator().manual_seed(3)
+        f = lambda lo, hi: (lo + (hi - lo) * torch.rand(8, generator=g)).tolist()
+        cfg = tf.Phi3Config(**c, sliding_window=None, pad_token_id=0, bos_token_id=1,
+                            eos_token_id=2, original_max_position_embeddings=32,
+                            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                             "short_factor": f(1.0, 1.5), "long_factor": f(1.0, 12.0)})
+        model, pre = tf.Phi3ForCausalLM(cfg), "gpt-2"
     elif family == "mistral":
         # A window shorter than the long prompt: positions past it must
         # attend to their last 8 only. llama.cpp's converter writes no
@@ -201,7 +212,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama-cpp", type=Path, required=True,
                     help="llama.cpp source tree (vendor/llama.cpp of the llama-cpp-python sdist)")
-    ap.add_argument("families", nargs="*", default=["qwen2", "qwen3", "llama3", "phi3", "mistral", "gemma2", "gemma3"])
+    ap.add_argument("families", nargs="*", default=["qwen2", "qwen3", "llama3", "phi3", "phi3long", "mistral", "gemma2", "gemma3"])
     args = ap.parse_args()
     for family in args.families:
         d = OUT / family

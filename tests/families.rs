@@ -114,12 +114,15 @@ fn check_family(family: &str) {
                 } else {
                     (&p[..], &want[..])
                 };
-                // Batches of 16: the 40-token prompt spans three prefill steps.
+                // Batches of 16: the 40-token prompt spans three prefill
+                // steps. The context fits the prompt, as a longrope session
+                // picks its factors by its context where transformers picks
+                // them by the sequence (the same once they fit).
                 let mut s = Session::new(
                     model.clone(),
                     SessionOptions {
                         kv: KvDtype::F32.into(),
-                        ctx: 64,
+                        ctx: p.len().next_power_of_two().max(16) as u32,
                         max_batch: 16,
                         logit_rows: 16,
                         ..Default::default()
@@ -172,7 +175,7 @@ fn check_family(family: &str) {
     let mut s = Session::new(
         model,
         SessionOptions {
-            ctx: 64,
+            ctx: 32,
             kv: KvDtype::F32.into(),
             ..Default::default()
         },
@@ -215,6 +218,13 @@ fn llama3_matches_transformers() {
 #[test]
 fn phi3_matches_transformers() {
     check_family("phi3");
+}
+
+/// Phi-3's longrope (128k models): short factors for the 7-token prompt,
+/// long ones past the original context of 32, cos/sin scaled.
+#[test]
+fn phi3_longrope_matches_transformers() {
+    check_family("phi3long");
 }
 
 /// Sliding-window attention (a window of 8 under a 40-token prompt).

@@ -73,7 +73,20 @@ pub fn rope_table_scaled(
     theta: f32,
     factors: Option<&[f32]>,
 ) -> Vec<[f32; 2]> {
+    rope_table_with(ctx, head_dim, theta, factors, 1.0)
+}
+
+/// As [`rope_table_scaled`], cos and sin multiplied by `mscale` (Phi-3's
+/// longrope attention factor).
+pub fn rope_table_with(
+    ctx: usize,
+    head_dim: usize,
+    theta: f32,
+    factors: Option<&[f32]>,
+    mscale: f32,
+) -> Vec<[f32; 2]> {
     let half = head_dim / 2;
+    let ms = mscale as f64;
     let mut t = Vec::with_capacity(ctx * half);
     for pos in 0..ctx {
         for j in 0..half {
@@ -81,7 +94,7 @@ pub fn rope_table_scaled(
             let inv = 1.0f32 / (theta as f64).powf((2 * j) as f64 / head_dim as f64) as f32;
             let inv = inv / factors.map_or(1.0, |f| f[j]);
             let a = pos as f64 * inv as f64;
-            t.push([a.cos() as f32, a.sin() as f32]);
+            t.push([(a.cos() * ms) as f32, (a.sin() * ms) as f32]);
         }
     }
     t

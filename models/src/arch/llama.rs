@@ -67,6 +67,18 @@ pub struct LlamaConfig {
     pub attn_softcap: Option<f32>,
     /// Logits soft-capped the same way (Gemma 2).
     pub final_softcap: Option<f32>,
+    /// Phi-3's longrope (128k models).
+    pub longrope: Option<LongRope>,
+}
+
+/// Phi-3's longrope scaling: per-frequency divisors for contexts up to the
+/// original one and past it, and a scale on cos/sin.
+#[derive(Clone, Debug)]
+pub struct LongRope {
+    pub short: Vec<f32>,
+    pub long: Vec<f32>,
+    pub orig: usize,
+    pub attn_factor: f32,
 }
 
 impl LlamaConfig {
@@ -122,11 +134,12 @@ impl LlamaConfig {
             final_softcap: g
                 .opt_f32(&k("final_logit_softcapping"))?
                 .filter(|c| *c > 0.0),
+            longrope: None,
             attn_scale: g.opt_f32(&k("attention.scale"))?,
             local_layers: vec![],
             local_window: 0,
             rope_theta_local: g.opt_f32(&k("rope.freq_base_swa"))?,
-            arch,
+            arch: arch.clone(),
             attn_window: None,
         };
         if cfg.n_head == 0
@@ -195,18 +208,56 @@ impl LlamaConfig {
                 cfg.attn_scale = Some(1.0 / ((cfg.d_model / cfg.n_head) as f32).sqrt());
             }
         }
-        if let Some(t) = g.tensor("rope_freqs.weight") {
+        let factors = |name: &str| -> Result<Option<Vec<f32>>> {
+            let Some(t) = g.tensor(name) else {
+                return Ok(None);
+            };
             let f = tensor_f32(g, t)?;
             if f.len() != cfg.head_dim / 2 || f.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
                 return Err(Error::Model(format!(
-                    "rope_freqs.weight: expected {} positive factors (head size / 2), got {} values",
+                    "{name}: expected {} positive factors (head size / 2), got {} values",
                     cfg.head_dim / 2,
                     f.len()
                 )));
             }
-            cfg.rope_freqs = Some(f);
+            Ok(Some(f))
+        };
+        cfg.rope_freqs = factors("rope_freqs.weight")?;
+        // Phi-3's longrope: short factors up to the original context, long
+        // ones past it (llama.cpp picks by the session's context), and the
+        // cos/sin scaled by `rope.scaling.attn_factor`.
+        match (
+            factors("rope_factors_short.weight")?,
+            factors("rope_factors_long.weight")?,
+        ) {
+            (Some(short), Some(long)) => {
+                let key = k("rope.scaling.original_context_length");
+                let orig = g.opt_u32(&key)?.ok_or(Error::MissingKey { key })? as usize;
+                cfg.longrope = Some(LongRope {
+                    short,
+                    long,
+                    orig,
+                    attn_factor: g.opt_f32(&k("rope.scaling.attn_factor"))?.unwrap_or(1.0),
+                });
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::Model(
+                    "rope_factors_short.weight and rope_factors_long.weight come as a pair".into(),
+                ))
+            }
         }
         Ok(cfg)
+    }
+
+    /// The per-frequency divisors and the cos/sin scale of a session
+    /// holding `ctx` positions.
+    pub fn rope_factors(&self, ctx: usize) -> (Option<&[f32]>, f32) {
+        match &self.longrope {
+            Some(r) if ctx > r.orig => (Some(&r.long), r.attn_factor),
+            Some(r) => (Some(&r.short), r.attn_factor),
+            None => (self.rope_freqs.as_deref(), 1.0),
+        }
     }
 
     /// Width of the attention output (n_head * head_dim; differs from
@@ -288,6 +339,12 @@ impl LlamaConfig {
         }
         if self.rope_freqs.is_some() {
             parts.push("llama3 rope scaling (rope_freqs)".to_string());
+        }
+        if let Some(r) = &self.longrope {
+            parts.push(format!(
+                "longrope scaling (long factors past {} positions)",
+                r.orig
+            ));
         }
         if self.rope_halves {
             parts.push("rotate-half rope (rows permuted at load)".to_string());
@@ -1218,12 +1275,14 @@ impl Rope {
 
 /// Builds [`Rope`] for `ctx` positions.
 pub fn rope_table(gpu: &Gpu, c: &LlamaConfig, ctx: u32) -> Result<Rope> {
+    let (factors, mscale) = c.rope_factors(ctx as usize);
     let table = |theta: f32| -> Result<Tensor> {
-        let t = lottery_engine::reference::rope_table_scaled(
+        let t = lottery_engine::reference::rope_table_with(
             ctx as usize,
             c.head_dim,
             theta,
-            c.rope_freqs.as_deref(),
+            factors,
+            mscale,
         );
         let flat: Vec<f32> = t.iter().flat_map(|p| *p).collect();
         Ok(gpu.upload("rope_table", &flat)?)

@@ -196,10 +196,13 @@ impl LlamaCpu {
         let c = &self.cfg;
         let (t, d, hd) = (ids.len(), c.d_model, c.head_dim);
         let (kvw, qw) = (c.kv_width(), c.q_width());
-        let table = r::rope_table_scaled(t, hd, c.rope_theta, c.rope_freqs.as_deref());
+        // Longrope picks its factors by the sequence's length, as
+        // transformers does (a session picks them by its context).
+        let (factors, mscale) = c.rope_factors(t);
+        let table = r::rope_table_with(t, hd, c.rope_theta, factors, mscale);
         let local_table = c
             .rope_theta_local
-            .map(|th| r::rope_table_scaled(t, hd, th, c.rope_freqs.as_deref()));
+            .map(|th| r::rope_table_with(t, hd, th, factors, mscale));
         let mut x: Vec<f32> = ids
             .iter()
             .flat_map(|&i| self.embed[i as usize * d..][..d].to_vec())

@@ -42,6 +42,8 @@ pub fn llama_tensor_names(c: &LlamaConfig) -> BTreeSet<String> {
         "output_norm.weight",
         "output.weight",
         "rope_freqs.weight",
+        "rope_factors_short.weight",
+        "rope_factors_long.weight",
     ]
     .iter()
     .map(|n| n.to_string())
@@ -166,7 +168,9 @@ pub fn check_llama_gguf(g: &GgufFile, c: &LlamaConfig) -> Result<Option<usize>> 
                 }
             }
             "rope.scaling.attn_factor" => {
-                if !matches!(f(value), Some(x) if x == 1.0) {
+                // Phi-3's longrope scale on cos/sin, applied with its factors.
+                let longrope = g.tensor("rope_factors_long.weight").is_some();
+                if !longrope && !matches!(f(value), Some(x) if x == 1.0) {
                     return Err(unsupported(key, value, "attention scaling (YaRN) is not implemented"));
                 }
             }
@@ -204,6 +208,9 @@ pub struct HfMath {
     pub attn_scale: Option<f64>,
     /// Gemma 2: attention and final logit soft-caps.
     pub softcaps: (Option<f64>, Option<f64>),
+    /// Phi-3's longrope: short and long factors, the cos/sin scale and the
+    /// original context, as llama.cpp's converter writes them.
+    pub longrope: Option<(Vec<f32>, Vec<f32>, f64, u64)>,
 }
 
 /// Checks the parts of an HF `config.json` that change the math of the
@@ -250,6 +257,7 @@ pub fn check_llama_hf_config(cfg: &serde_json::Value, arch: &str) -> Result<HfMa
         (n_head > 0).then(|| d / n_head)
     });
     let mut rope_freqs = None;
+    let mut longrope = None;
     if !rs.is_null() {
         if !rs.is_object() || rs.get("full_attention").is_some() {
             return Err(bad(
@@ -268,6 +276,29 @@ pub fn check_llama_hf_config(cfg: &serde_json::Value, arch: &str) -> Result<HfMa
             "llama3" => {
                 let dim = head_dim.ok_or_else(|| bad("head_dim", "no head size"))? as usize;
                 rope_freqs = Some(llama3_factors(rs, rope_theta, dim));
+            }
+            "longrope" if arch == "phi3" => {
+                let dim = head_dim.ok_or_else(|| bad("head_dim", "no head size"))? as usize;
+                let list = |k: &str| -> Option<Vec<f32>> {
+                    let v = rs[k].as_array()?;
+                    let f: Vec<f32> = v.iter().filter_map(|x| x.as_f64().map(|x| x as f32)).collect();
+                    (f.len() == dim / 2 && f.len() == v.len()).then_some(f)
+                };
+                let (Some(short), Some(long)) = (list("short_factor"), list("long_factor")) else {
+                    return Err(bad(rs_key, "longrope needs short_factor and long_factor of head_dim / 2 numbers"));
+                };
+                let orig = rs["original_max_position_embeddings"]
+                    .as_u64()
+                    .or(cfg["original_max_position_embeddings"].as_u64())
+                    .ok_or_else(|| bad(rs_key, "longrope needs original_max_position_embeddings"))?;
+                let max_pos = cfg["max_position_embeddings"].as_u64().unwrap_or(orig);
+                let scale = max_pos as f64 / orig as f64;
+                let attn = rs["attention_factor"].as_f64().unwrap_or(if scale > 1.0 {
+                    (1.0 + scale.ln() / (orig as f64).ln()).sqrt()
+                } else {
+                    1.0
+                });
+                longrope = Some((short, long, attn, orig));
             }
             _ => {
                 return Err(bad(
@@ -389,6 +420,7 @@ pub fn check_llama_hf_config(cfg: &serde_json::Value, arch: &str) -> Result<HfMa
         rope_theta_local,
         attn_scale,
         softcaps,
+        longrope,
     })
 }
 

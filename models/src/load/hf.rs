@@ -271,6 +271,23 @@ pub fn gguf_from_hf_dir(dir: &Path, quantize: Option<WeightFormat>) -> Result<Gg
             w.add_metadata(&key(name), MetaValue::F32(c as f32))?;
         }
     }
+    if let Some((short, long, attn, orig)) = &math.longrope {
+        for (name, f) in [
+            ("rope_factors_short.weight", short),
+            ("rope_factors_long.weight", long),
+        ] {
+            let bytes: Vec<u8> = f.iter().flat_map(|x| x.to_le_bytes()).collect();
+            w.add_tensor(name, &[f.len() as u64], GgmlType::F32, bytes)?;
+        }
+        w.add_metadata(
+            &key("rope.scaling.original_context_length"),
+            MetaValue::U32(*orig as u32),
+        )?;
+        w.add_metadata(
+            &key("rope.scaling.attn_factor"),
+            MetaValue::F32(*attn as f32),
+        )?;
+    }
     if let Some(f) = &math.rope_freqs {
         let bytes: Vec<u8> = f.iter().flat_map(|x| x.to_le_bytes()).collect();
         w.add_tensor("rope_freqs.weight", &[f.len() as u64], GgmlType::F32, bytes)?;
