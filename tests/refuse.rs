@@ -113,9 +113,9 @@ fn the_plain_tiny_model_is_accepted_as_every_llama_like_arch() {
 
 #[test]
 fn any_unexpected_tensor_is_named() {
-    // Phi-3's longrope factors, a stray tensor, and a layer past block_count.
+    // A mixture-of-experts router, a stray tensor, and a layer past block_count.
     for extra in [
-        "rope_factors_long.weight",
+        "blk.0.ffn_gate_inp.weight",
         "foo.bar",
         "blk.2.attn_norm.weight",
     ] {
@@ -129,6 +129,17 @@ fn any_unexpected_tensor_is_named() {
     f32_tensor(&mut w, "rope_freqs.weight", 7);
     let err = config(w).unwrap_err().to_string();
     assert!(err.contains("rope_freqs.weight"), "{err}");
+    // Phi-3's longrope factors come as a pair.
+    let mut w = tiny("phi3");
+    w.add_tensor(
+        "rope_factors_long.weight",
+        &[8],
+        GgmlType::F32,
+        [1.5f32; 8].iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+    .unwrap();
+    let err = config(w).unwrap_err().to_string();
+    assert!(err.contains("rope_factors_short.weight"), "{err}");
     // Long lists are cut, with a count.
     let mut w = tiny("llama");
     for i in 0..12 {

@@ -133,10 +133,18 @@ impl Model {
         self.constraints.get_or_init(|| f).constraint(g)
     }
 
-    /// Ids that end a turn: EOS and, for chat models, `<|im_end|>`/`<|eot_id|>`.
+    /// Ids that end a turn: EOS and the end-of-turn markers of the chat
+    /// families (ChatML's `<|im_end|>`, Llama 3's `<|eot_id|>`, Gemma's
+    /// `<end_of_turn>`, Phi-3's `<|end|>`).
     pub fn stop_ids(&self) -> Vec<u32> {
         let mut v: Vec<u32> = self.tokenizer.eos_id().into_iter().collect();
-        for t in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>"] {
+        for t in [
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|endoftext|>",
+            "<end_of_turn>",
+            "<|end|>",
+        ] {
             if let Some(id) = self.tokenizer.id_of(t) {
                 if !v.contains(&id) {
                     v.push(id);

@@ -213,11 +213,17 @@ impl LlamaConfig {
                 return Ok(None);
             };
             let f = tensor_f32(g, t)?;
-            if f.len() != cfg.head_dim / 2 || f.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
+            if f.len() != cfg.head_dim / 2 {
                 return Err(Error::Model(format!(
-                    "{name}: expected {} positive factors (head size / 2), got {} values",
+                    "{name}: expected {} factors (head size / 2), got {} values",
                     cfg.head_dim / 2,
                     f.len()
+                )));
+            }
+            if let Some(i) = f.iter().position(|x| !(x.is_finite() && *x > 0.0)) {
+                return Err(Error::Model(format!(
+                    "{name}[{i}] = {}: a rotary factor must be a positive number",
+                    f[i]
                 )));
             }
             Ok(Some(f))
