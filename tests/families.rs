@@ -34,7 +34,7 @@ fn fixture(family: &str) -> Fixture {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| common::ids(p))
+        .map(common::ids)
         .collect();
     let bytes = std::fs::read(dir.join("logits.f32")).unwrap();
     let all: Vec<f32> = bytes

@@ -144,9 +144,9 @@ impl LlamaConfig {
         };
         if cfg.n_head == 0
             || cfg.n_kv_head == 0
-            || cfg.n_head % cfg.n_kv_head != 0
+            || !cfg.n_head.is_multiple_of(cfg.n_kv_head)
             || cfg.head_dim == 0
-            || cfg.head_dim % 2 != 0
+            || !cfg.head_dim.is_multiple_of(2)
         {
             return Err(Error::Model(format!(
                 "inconsistent attention shape: embedding_length {} / head_count {} / head_count_kv {} / head size {}",
@@ -410,7 +410,7 @@ pub fn to_pair_rows(
     head_dim: usize,
     segments: &[(usize, usize)],
 ) -> Result<()> {
-    if rows == 0 || data.len() % rows != 0 {
+    if rows == 0 || !data.len().is_multiple_of(rows) {
         return Err(Error::Model(format!(
             "cannot split {} bytes into {rows} rows",
             data.len()
@@ -641,7 +641,7 @@ fn fused(
         Some((Ok(f), first))
             if dense.len() == stored.len()
                 && dense.iter().all(|t| t.ggml_type == first)
-                && cols % f.row_multiple() == 0 =>
+                && cols.is_multiple_of(f.row_multiple()) =>
         {
             for (t, p) in dense.iter().zip(parts) {
                 let mut b = g.tensor_data(t)?.to_vec();

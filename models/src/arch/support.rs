@@ -230,7 +230,7 @@ pub fn check_llama_hf_config(cfg: &serde_json::Value, arch: &str) -> Result<HfMa
         // Transformers 5 keys Gemma 3's rope per layer type.
         if gemma && rp.get("full_attention").is_some() {
             let local = &rp["sliding_attention"];
-            if !(local["rope_type"].as_str().unwrap_or("default") == "default") {
+            if local["rope_type"].as_str().unwrap_or("default") != "default" {
                 return Err(bad(
                     "rope_parameters",
                     "scaled rope on local layers is not implemented",
