@@ -154,20 +154,7 @@ fn check_family(family: &str) {
         .unwrap(),
     );
     let prompt = f.prompts[0].clone();
-    let mut ids = prompt.clone();
-    let mut want = Vec::new();
-    for _ in 0..10 {
-        let l = cpu.forward(&ids);
-        let row = &l[(ids.len() - 1) * f.vocab..];
-        let best = lottery::engine::reference::argmax(row);
-        let mut sorted = row.to_vec();
-        sorted.sort_by(|a, b| b.total_cmp(a));
-        if sorted[0] - sorted[1] < 1e-2 {
-            break;
-        }
-        want.push(best as u32);
-        ids.push(best as u32);
-    }
+    let want = common::cpu_greedy(&cpu, &prompt, 10, 1e-2);
     assert!(
         want.len() >= 3,
         "{family}: near-ties too early to check decode"

@@ -113,20 +113,7 @@ fn gpu_forward_matches_cpu_forward_every_format() {
 #[test]
 fn greedy_decode_matches_cpu() {
     let (model, cpu) = load(WeightFormat::Q4_1);
-    let mut ids = PROMPT.to_vec();
-    let mut want = Vec::new();
-    for _ in 0..8 {
-        let logits = cpu.forward(&ids);
-        let row = &logits[(ids.len() - 1) * VOCAB..];
-        let best = argmax(row);
-        let mut sorted = row.to_vec();
-        sorted.sort_by(|a, b| b.total_cmp(a));
-        if sorted[0] - sorted[1] < 1e-3 {
-            break;
-        }
-        want.push(best as u32);
-        ids.push(best as u32);
-    }
+    let want = common::cpu_greedy(&cpu, &PROMPT, 8, 1e-3);
     assert!(want.len() >= 3, "random model produced near-ties too early");
     let mut s = Session::new(
         model,

@@ -449,61 +449,46 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
         })
         .await;
     }
-    case(&mut out, &tier, "swiglu", "f32", "", async move {
-        let gpu = g;
-        let sb = StepBuffer::new(gpu);
-        let mut rng = Rng::new(6);
-        let (ff, t) = (77usize, 3usize);
-        let gu = rng.vec(t * 2 * ff, 3.0);
-        let (gt, h) = (gpu.upload("gu", &gu)?, gpu.zeros("h", (t * ff * 4) as u64)?);
-        run(
-            gpu,
-            &sb,
-            &step(t as u32, 0),
-            &[ops::swiglu(gpu, &sb, &gt, &h, ff as u32, t as u32)?],
-        )?;
-        let (mut g, mut u) = (vec![], vec![]);
-        for r in gu.chunks_exact(2 * ff) {
-            g.extend_from_slice(&r[..ff]);
-            u.extend_from_slice(&r[ff..]);
-        }
-        Ok(compare(
-            "swiglu",
-            &read::<f32>(gpu, &h).await?,
-            &cpu::swiglu(&g, &u),
-            1e-5,
-            1e-4,
-        ))
-    })
-    .await;
-    case(&mut out, &tier, "geglu", "f32", "", async move {
-        let gpu = g;
-        let sb = StepBuffer::new(gpu);
-        let mut rng = Rng::new(16);
-        let (ff, t) = (77usize, 3usize);
-        // Wide inputs reach both tails of the tanh.
-        let gu = rng.vec(t * 2 * ff, 12.0);
-        let (gt, h) = (gpu.upload("gu", &gu)?, gpu.zeros("h", (t * ff * 4) as u64)?);
-        run(
-            gpu,
-            &sb,
-            &step(t as u32, 0),
-            &[ops::geglu(gpu, &sb, &gt, &h, ff as u32, t as u32)?],
-        )?;
-        let (mut g, mut u) = (vec![], vec![]);
-        for r in gu.chunks_exact(2 * ff) {
-            g.extend_from_slice(&r[..ff]);
-            u.extend_from_slice(&r[ff..]);
-        }
-        Ok(compare(
-            "geglu",
-            &read::<f32>(gpu, &h).await?,
-            &cpu::geglu(&g, &u),
-            1e-5,
-            1e-4,
-        ))
-    })
-    .await;
+    // SwiGLU, and GeGLU on wide inputs that reach both tails of its tanh.
+    for (name, seed, amp) in [("swiglu", 6u64, 3.0f32), ("geglu", 16, 12.0)] {
+        case(&mut out, &tier, name, "f32", "", async move {
+            let gpu = g;
+            let sb = StepBuffer::new(gpu);
+            let mut rng = Rng::new(seed);
+            let (ff, t) = (77usize, 3usize);
+            let gu = rng.vec(t * 2 * ff, amp);
+            let (gt, h) = (gpu.upload("gu", &gu)?, gpu.zeros("h", (t * ff * 4) as u64)?);
+            let op = if name == "geglu" {
+                ops::geglu
+            } else {
+                ops::swiglu
+            };
+            run(
+                gpu,
+                &sb,
+                &step(t as u32, 0),
+                &[op(gpu, &sb, &gt, &h, ff as u32, t as u32)?],
+            )?;
+            let (mut g, mut u) = (vec![], vec![]);
+            for r in gu.chunks_exact(2 * ff) {
+                g.extend_from_slice(&r[..ff]);
+                u.extend_from_slice(&r[ff..]);
+            }
+            let want = if name == "geglu" {
+                cpu::geglu(&g, &u)
+            } else {
+                cpu::swiglu(&g, &u)
+            };
+            Ok(compare(
+                name,
+                &read::<f32>(gpu, &h).await?,
+                &want,
+                1e-5,
+                1e-4,
+            ))
+        })
+        .await;
+    }
     case(
         &mut out,
         &tier,

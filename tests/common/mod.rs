@@ -50,6 +50,33 @@ pub fn load_model_with(opts: &GpuOptions) -> Arc<Model> {
     Arc::new(Model::load(gpu, &model_path(), &mut |_, _| {}).unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// The CPU reference's greedy continuation of `prompt`, up to `steps`
+/// tokens, stopping before the first step whose top-2 gap is under
+/// `min_gap` (too close to call against a GPU's rounding).
+pub fn cpu_greedy(
+    cpu: &lottery::models::arch::llama_cpu::LlamaCpu,
+    prompt: &[u32],
+    steps: usize,
+    min_gap: f32,
+) -> Vec<u32> {
+    let vocab = cpu.cfg.vocab;
+    let mut ids = prompt.to_vec();
+    let mut want = Vec::new();
+    for _ in 0..steps {
+        let logits = cpu.forward(&ids);
+        let row = &logits[(ids.len() - 1) * vocab..];
+        let best = lottery::engine::reference::argmax(row) as u32;
+        let mut sorted = row.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if sorted[0] - sorted[1] < min_gap {
+            break;
+        }
+        want.push(best);
+        ids.push(best);
+    }
+    want
+}
+
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array()
         .unwrap()

@@ -1178,8 +1178,8 @@ pub fn scale(
     scale_or_cap(gpu, step, x, n, s, max_tokens, false)
 }
 
-/// x[t, i] = c * tanh(x[t, i] / c) for i < n, on `rows` rows (or the
-/// step's tokens when `rows` is None): Gemma 2's final logit soft-cap.
+/// x[t, i] = c * tanh(x[t, i] / c) for i < n, on the step's tokens up to
+/// `max_tokens` rows: Gemma 2's final logit soft-cap.
 pub fn softcap(
     gpu: &Gpu,
     step: &StepBuffer,

@@ -192,40 +192,38 @@ fn gpt2_tokenizer(
     gguf: &GgufFile,
     vocab: tokenizers::models::bpe::Vocab,
 ) -> Result<tokenizers::Tokenizer> {
-    {
-        let merges_raw = gguf.get_str_array("tokenizer.ggml.merges")?;
-        let mut merges = Vec::with_capacity(merges_raw.len());
-        for (i, m) in merges_raw.iter().enumerate() {
-            let (a, b) = m.split_once(' ').ok_or_else(|| {
-                tok_err(format!(
-                    "tokenizer.ggml.merges[{i}] = {m:?} is not two tokens separated by a space"
-                ))
-            })?;
-            for part in [a, b] {
-                if !vocab.contains_key(part) {
-                    return Err(tok_err(format!(
-                        "tokenizer.ggml.merges[{i}] = {m:?}: {part:?} is not in the vocabulary"
-                    )));
-                }
+    let merges_raw = gguf.get_str_array("tokenizer.ggml.merges")?;
+    let mut merges = Vec::with_capacity(merges_raw.len());
+    for (i, m) in merges_raw.iter().enumerate() {
+        let (a, b) = m.split_once(' ').ok_or_else(|| {
+            tok_err(format!(
+                "tokenizer.ggml.merges[{i}] = {m:?} is not two tokens separated by a space"
+            ))
+        })?;
+        for part in [a, b] {
+            if !vocab.contains_key(part) {
+                return Err(tok_err(format!(
+                    "tokenizer.ggml.merges[{i}] = {m:?}: {part:?} is not in the vocabulary"
+                )));
             }
-            merges.push((a.to_string(), b.to_string()));
         }
-
-        // No unk token: the HF tokenizer the models ship with has none, and
-        // bytes missing from the vocab are dropped (see module docs).
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| hf_err("building BPE from tokenizer.ggml.tokens/merges", e))?;
-
-        let pre = gguf.opt_str("tokenizer.ggml.pre")?.unwrap_or("default");
-        let pre_tokenizer = gpt2_pre_tokenizer(pre)?;
-
-        let mut hf = tokenizers::Tokenizer::new(bpe);
-        hf.with_pre_tokenizer(Some(pre_tokenizer));
-        hf.with_decoder(Some(ByteLevelDecoder::default()));
-        Ok(hf)
+        merges.push((a.to_string(), b.to_string()));
     }
+
+    // No unk token: the HF tokenizer the models ship with has none, and
+    // bytes missing from the vocab are dropped (see module docs).
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| hf_err("building BPE from tokenizer.ggml.tokens/merges", e))?;
+
+    let pre = gguf.opt_str("tokenizer.ggml.pre")?.unwrap_or("default");
+    let pre_tokenizer = gpt2_pre_tokenizer(pre)?;
+
+    let mut hf = tokenizers::Tokenizer::new(bpe);
+    hf.with_pre_tokenizer(Some(pre_tokenizer));
+    hf.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok(hf)
 }
 
 /// SentencePiece BPE as transformers converts it (its `LlamaConverter`):
