@@ -110,7 +110,7 @@ impl Session {
                 opts.kv_policy = KvPolicy::SinkWindow { sink: 0, window: w };
                 positions = Some(opts.ctx);
                 let batch = opts.max_batch.clamp(1, opts.ctx);
-                opts.ctx = opts.ctx.min(w + batch - 1);
+                opts.ctx = opts.ctx.min(w.saturating_add(batch - 1));
             }
         }
         opts.max_batch = opts
