@@ -140,6 +140,16 @@ impl WeightKind {
         }
     }
 
+    /// A row length for the projection cases of `n` rows: for the dense
+    /// float formats both one that is a multiple of 32 (the CPU kernels'
+    /// group path, `Gpu::projection_groups`) and one that is not.
+    fn proj_k(self, n: usize) -> usize {
+        match self {
+            WeightKind::Dense(f) if f.block_size() == 1 && n == 37 => 32 * 3,
+            _ => self.odd_k(),
+        }
+    }
+
     /// A row length for the lookup kernel.
     fn embed_d(self) -> usize {
         match self {
@@ -266,7 +276,7 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
                             let gpu = g;
                             let sb = StepBuffer::new(gpu);
                             let mut rng = Rng::new(seed);
-                            let k = kind.odd_k();
+                            let k = kind.proj_k(n);
                             let (w, deq) = random_kind_weight(gpu, &mut rng, kind, n, k)?;
                             let x = rng.vec(k, 1.0);
                             let y0 = rng.vec(n, 1.0);
@@ -311,7 +321,7 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
                             let gpu = g;
                             let sb = StepBuffer::new(gpu);
                             let mut rng = Rng::new(seed + 1000);
-                            let k = kind.odd_k();
+                            let k = kind.proj_k(n);
                             let (w, deq) = random_kind_weight(gpu, &mut rng, kind, n, k)?;
                             let x = rng.vec(t * k, 1.0);
                             let y0 = rng.vec(t * n, 1.0);

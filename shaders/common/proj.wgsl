@@ -18,6 +18,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+#if GROUPS
+// The same buffer as `w`, for formats whose groups are whole vec4 loads.
+@group(0) @binding(5) var<storage, read> w4: array<vec4<u32>>;
+#endif
 
 // Every format's fmt_unit(row, u, ...) returns columns c0/c1 that depend on
 // `u` alone, never on `row`: the CPU-adapter kernels load x once per unit and

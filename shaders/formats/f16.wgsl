@@ -2,6 +2,8 @@
 // [n, k], k a multiple of 8. Unpacked with unpack2x16float so it needs no
 // shader-f16 support.
 struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
+// Unit j of a 32-column group holds columns 8j..8j + 7
+const FMT_HALVES: bool = false;
 const FMT_BLOCK: u32 = 8u;
 
 fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
@@ -13,3 +15,16 @@ fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
     r.c1 = r.c0 + 4u;
     return r;
 }
+
+#if GROUPS
+// Groups of 32 columns (4 units) read unit by unit.
+struct Group { row: u32, g: u32 }
+
+fn fmt_group(row: u32, g: u32) -> Group {
+    return Group(row, g);
+}
+
+fn fmt_gunit(b: Group, j: u32) -> Unit {
+    return fmt_unit(b.row, b.g * 4u + j, p.k, p.soff);
+}
+#endif

@@ -3,6 +3,8 @@
 // Repacked at load time: 4 quant words per block, then one word per block at
 // word offset `soff` holding (d, m) as two f16 exactly as ggml stores them.
 struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
+// Unit j of a 32-column group holds columns 4j.. and 16 + 4j..
+const FMT_HALVES: bool = true;
 const FMT_BLOCK: u32 = 32u;
 
 fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
@@ -19,3 +21,23 @@ fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
     r.c1 = r.c0 + 16u;
     return r;
 }
+
+#if GROUPS
+// A group is one block: its 16 quant bytes in one vec4 load, (d, m) in one.
+struct Group { q: vec4<u32>, dm: vec2<f32> }
+
+fn fmt_group(row: u32, g: u32) -> Group {
+    let blk = row * (p.k / 32u) + g;
+    return Group(w4[blk], unpack2x16float(w[p.soff + blk]));
+}
+
+fn fmt_gunit(b: Group, j: u32) -> Unit {
+    let q = b.q[j];
+    let lo = vec4<f32>(vec4<u32>(q & 15u, (q >> 8u) & 15u, (q >> 16u) & 15u, (q >> 24u) & 15u));
+    let hi = vec4<f32>(vec4<u32>((q >> 4u) & 15u, (q >> 12u) & 15u, (q >> 20u) & 15u, q >> 28u));
+    var r: Unit;
+    r.w0 = lo * b.dm.x + b.dm.y;
+    r.w1 = hi * b.dm.x + b.dm.y;
+    return r;
+}
+#endif

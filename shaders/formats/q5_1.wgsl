@@ -3,6 +3,8 @@
 // repacked at load time into 5 quant words [qh, qs0..qs3], then one word per
 // block at `soff` holding (d, m) as two f16 exactly as ggml stores them.
 struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
+// Unit j of a 32-column group holds columns 4j.. and 16 + 4j..
+const FMT_HALVES: bool = true;
 const FMT_BLOCK: u32 = 32u;
 
 #include "common/q5.wgsl"
@@ -22,3 +24,16 @@ fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
     r.c1 = r.c0 + 16u;
     return r;
 }
+
+#if GROUPS
+// Groups of 32 columns (4 units) read unit by unit.
+struct Group { row: u32, g: u32 }
+
+fn fmt_group(row: u32, g: u32) -> Group {
+    return Group(row, g);
+}
+
+fn fmt_gunit(b: Group, j: u32) -> Unit {
+    return fmt_unit(b.row, b.g * 4u + j, p.k, p.soff);
+}
+#endif

@@ -3,6 +3,8 @@
 // offset `soff` holding d as f16 in its low half (the ggml block is 34 bytes,
 // not 4-byte aligned, and WGSL has no byte loads).
 struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
+// Unit j of a 32-column group holds columns 8j..8j + 7
+const FMT_HALVES: bool = false;
 const FMT_BLOCK: u32 = 32u;
 
 fn q8_unpack(q: u32) -> vec4<f32> {
@@ -24,3 +26,24 @@ fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
     r.c1 = r.c0 + 4u;
     return r;
 }
+
+#if GROUPS
+// A group is one block: its 32 quant bytes in two vec4 loads, d in one.
+struct Group { q0: vec4<u32>, q1: vec4<u32>, d: f32 }
+
+fn fmt_group(row: u32, g: u32) -> Group {
+    let blk = row * (p.k / 32u) + g;
+    return Group(w4[blk * 2u], w4[blk * 2u + 1u], unpack2x16float(w[p.soff + blk]).x);
+}
+
+fn fmt_gunit(b: Group, j: u32) -> Unit {
+    var q = b.q0.xy;
+    if (j == 1u) { q = b.q0.zw; }
+    if (j == 2u) { q = b.q1.xy; }
+    if (j == 3u) { q = b.q1.zw; }
+    var r: Unit;
+    r.w0 = q8_unpack(q.x) * b.d;
+    r.w1 = q8_unpack(q.y) * b.d;
+    return r;
+}
+#endif

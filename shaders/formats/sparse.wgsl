@@ -8,6 +8,8 @@
 // decoder loads one small window of words and places each value with
 // bit arithmetic (no branches, no per-value loads).
 struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
+// Unit j of a 32-column group holds columns 8j..8j + 7
+const FMT_HALVES: bool = false;
 const FMT_BLOCK: u32 = 32u;
 
 #include "formats/sparse_{{SPARSE_VALUES}}.wgsl"
@@ -62,3 +64,16 @@ fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
     un.c1 = un.c0 + 4u;
     return un;
 }
+
+#if GROUPS
+// Groups of 32 columns (4 units) read unit by unit.
+struct Group { row: u32, g: u32 }
+
+fn fmt_group(row: u32, g: u32) -> Group {
+    return Group(row, g);
+}
+
+fn fmt_gunit(b: Group, j: u32) -> Unit {
+    return fmt_unit(b.row, b.g * 4u + j, p.k, p.soff);
+}
+#endif

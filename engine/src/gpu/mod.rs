@@ -49,6 +49,9 @@ pub struct Gpu {
     pub matvec: MatvecVariant,
     /// Which optional features the kernels use.
     pub tier: Tier,
+    /// The smallest subgroup the adapter may run (wgpu's report; 0 when
+    /// unknown). The CPU projection kernels' subgroup path needs 8 or more.
+    pub subgroup_min_size: u32,
 }
 
 /// The two decode matvec kernels, measured side by side on lavapipe and an
@@ -230,6 +233,7 @@ impl Gpu {
             queue,
             pipelines: Mutex::new(HashMap::new()),
             tier,
+            subgroup_min_size: info.subgroup_min_size,
             matvec: match std::env::var("LOTTERY_MATVEC").as_deref() {
                 Ok("lanes") => MatvecVariant::Lanes,
                 Ok("rows") => MatvecVariant::Rows,
@@ -241,6 +245,19 @@ impl Gpu {
 
     pub fn matvec_variant(&self) -> MatvecVariant {
         self.matvec
+    }
+
+    /// Whether the CPU-adapter projections (matvec_rows, matmul_rows) take
+    /// x through subgroup broadcasts and the weights a group of 32 columns at
+    /// a time, for a weight of `k` columns: llvmpipe gathers every storage
+    /// load lane by lane, so one load per lane and group replaces eight.
+    /// Needs subgroups of at least 8 lanes (lane l of a group loads its l-th
+    /// vec4) and k a multiple of 32.
+    pub fn projection_groups(&self, k: usize) -> bool {
+        self.matvec == MatvecVariant::Rows
+            && self.tier.subgroups()
+            && self.subgroup_min_size >= 8
+            && k % 32 == 0
     }
 
     /// Largest byte size one storage binding may have on this device.

@@ -451,7 +451,14 @@ pub fn matvec(
 ) -> Result<Vec<Dispatch>> {
     check_weight("matvec", w, x, 1)?;
     need("matvec", y, w.n as u64 * 4)?;
-    let d = weight_defines(w, &[("ACCUMULATE", if o.accumulate { "1" } else { "0" })]);
+    let groups = gpu.projection_groups(w.k);
+    let d = weight_defines(
+        w,
+        &[
+            ("ACCUMULATE", if o.accumulate { "1" } else { "0" }),
+            ("GROUPS", if groups { "1" } else { "0" }),
+        ],
+    );
     let (path, rows_per_group) = match gpu.matvec_variant() {
         MatvecVariant::Lanes => ("ops/matvec.wgsl", 8),
         MatvecVariant::Rows => ("ops/matvec_rows.wgsl", 64), // 16 invocations x 4 rows
@@ -477,7 +484,7 @@ pub fn matvec(
                 &d,
                 step,
                 &p,
-                &[&part.data, x, y],
+                &[&part.data, x, y, &part.data][..if groups { 4 } else { 3 }],
                 Grid::Fixed(grid),
             )
         })
@@ -497,7 +504,14 @@ pub fn matmul(
 ) -> Result<Vec<Dispatch>> {
     check_weight("matmul", w, x, max_tokens as u64)?;
     need("matmul", y, max_tokens as u64 * w.n as u64 * 4)?;
-    let d = weight_defines(w, &[("ACCUMULATE", if accumulate { "1" } else { "0" })]);
+    let groups = gpu.projection_groups(w.k);
+    let d = weight_defines(
+        w,
+        &[
+            ("ACCUMULATE", if accumulate { "1" } else { "0" }),
+            ("GROUPS", if groups { "1" } else { "0" }),
+        ],
+    );
     let path = match gpu.matvec_variant() {
         MatvecVariant::Lanes => "ops/matmul.wgsl",
         MatvecVariant::Rows => "ops/matmul_rows.wgsl",
@@ -532,7 +546,7 @@ pub fn matmul(
                 &d,
                 step,
                 &p,
-                &[&part.data, x, y],
+                &[&part.data, x, y, &part.data][..if groups { 4 } else { 3 }],
                 grid,
             )
         })
@@ -1491,13 +1505,15 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
         };
         v.push(("ops/embed.wgsl", with(&[])));
         for acc in ["0", "1"] {
-            for p in [
-                "ops/matvec.wgsl",
-                "ops/matvec_rows.wgsl",
-                "ops/matmul.wgsl",
-                "ops/matmul_rows.wgsl",
-            ] {
+            for p in ["ops/matvec.wgsl", "ops/matmul.wgsl"] {
                 v.push((p, with(&[("ACCUMULATE", acc)])));
+            }
+            // GROUPS needs subgroups: the validation test skips it on tiers
+            // without them, as `Gpu::projection_groups` never picks it there.
+            for groups in ["0", "1"] {
+                for p in ["ops/matvec_rows.wgsl", "ops/matmul_rows.wgsl"] {
+                    v.push((p, with(&[("ACCUMULATE", acc), ("GROUPS", groups)])));
+                }
             }
         }
     }

@@ -73,8 +73,27 @@ sources!(
 );
 
 /// Looks up an embedded shader file.
+///
+/// With `LOTTERY_SHADER_DIR` set (kernel development only), a file of that
+/// name under the directory replaces the embedded one, so a shader edit needs
+/// no rebuild; each file is read once per process.
 pub fn source(path: &str) -> Option<&'static str> {
-    SOURCES.iter().find(|(p, _)| *p == path).map(|(_, s)| *s)
+    let embedded = SOURCES.iter().find(|(p, _)| *p == path).map(|(_, s)| *s);
+    match std::env::var_os("LOTTERY_SHADER_DIR") {
+        Some(dir) => override_source(std::path::Path::new(&dir), path).or(embedded),
+        None => embedded,
+    }
+}
+
+fn override_source(dir: &std::path::Path, path: &str) -> Option<&'static str> {
+    use std::sync::{Mutex, OnceLock};
+    static READ: OnceLock<Mutex<BTreeMap<String, Option<&'static str>>>> = OnceLock::new();
+    let mut read = READ.get_or_init(Default::default).lock().ok()?;
+    *read.entry(path.to_string()).or_insert_with(|| {
+        let text = std::fs::read_to_string(dir.join(path)).ok()?;
+        // Leaked once per file and process: a development aid, never a hot path.
+        Some(Box::leak(text.into_boxed_str()))
+    })
 }
 
 /// Named compile-time values for one shader variant. Ordered so that the
