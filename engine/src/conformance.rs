@@ -1012,6 +1012,11 @@ async fn attention_case(
     let sb = StepBuffer::new(gpu);
     let mut rng = Rng::new(7 + head_dim as u64);
     let ring = policy.evicts();
+    // As the model graph sets it: Quest's page list selects keys in decode.
+    let layer = ops::LayerAttn {
+        pages_selected: matches!(policy, KvPolicy::Quest { .. }),
+        ..layer
+    };
     let s = AttnShape {
         n_head,
         n_kv_head,

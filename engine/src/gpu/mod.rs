@@ -254,10 +254,14 @@ impl Gpu {
     /// Needs subgroups of at least 8 lanes (lane l of a group loads its l-th
     /// vec4) and k a multiple of 32.
     pub fn projection_groups(&self, k: usize) -> bool {
-        self.matvec == MatvecVariant::Rows
-            && self.tier.subgroups()
-            && self.subgroup_min_size >= 8
-            && k % 32 == 0
+        self.cpu_subgroups() && k % 32 == 0
+    }
+
+    /// A CPU adapter (the `Rows` kernels) with subgroups of at least 8
+    /// lanes: the kernels that hand one row's loads round by
+    /// `subgroupBroadcast` (projections, prefill attention) can run.
+    pub fn cpu_subgroups(&self) -> bool {
+        self.matvec == MatvecVariant::Rows && self.tier.subgroups() && self.subgroup_min_size >= 8
     }
 
     /// Largest byte size one storage binding may have on this device.

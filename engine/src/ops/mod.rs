@@ -792,6 +792,9 @@ pub struct LayerAttn {
     /// Ignore the step's page list and visit every used slot (Quest keeps
     /// its first layers dense), in as many chunks.
     pub all_slots: bool,
+    /// The step's page list may select pages (Quest, past its dense
+    /// layers): decode must read it, so it keeps the split kernel.
+    pub pages_selected: bool,
     /// A sliding window of this layer's own (Gemma's local layers): a
     /// query at q sees keys at positions above q - window, and the step's
     /// sink/window mask is replaced. 0: the step's mask.
@@ -825,6 +828,7 @@ pub fn attention(
 ) -> Result<Vec<Dispatch>> {
     let LayerAttn {
         all_slots,
+        pages_selected,
         window,
         scale,
         softcap,
@@ -835,10 +839,14 @@ pub fn attention(
     let (kc, vc) = (kv.k, kv.v);
     let g = s.n_head / s.n_kv_head;
     let d = s.kv_defines();
-    // Decode keeps the split kernel on every adapter: with one query token
-    // the tile kernel has only n_kv_head invocations of work, and measured
-    // on lavapipe it was no faster (BENCHMARKS.md).
-    if prefill
+    // With subgroups, CPU adapters run the row kernel for decode too (no
+    // combine pass), except where Quest's page list picks the keys. Without
+    // them decode keeps the split kernel: with one query token the tile
+    // kernel has only n_kv_head invocations of work, and measured on
+    // lavapipe it was no faster (BENCHMARKS.md).
+    let sg = gpu.cpu_subgroups() && matches!(s.head_dim, 32 | 64 | 128) && g <= 16;
+    let sg_decode = sg && !pages_selected && !all_slots;
+    if (prefill || sg_decode)
         && gpu.matvec_variant() == MatvecVariant::Rows
         && s.head_dim <= ROWS_MAX_HEAD_DIM
         && g <= ROWS_MAX_ROWS
@@ -855,7 +863,16 @@ pub fn attention(
             window: u32,
             softcap: f32,
         }
-        let tokens = (ROWS_MAX_ROWS / g).clamp(1, 8);
+        // With subgroups: an invocation per query row, 16 rows a workgroup.
+        let tokens = if sg {
+            16 / g
+        } else {
+            (ROWS_MAX_ROWS / g).clamp(1, 8)
+        };
+        let mut d = d;
+        if sg {
+            d.insert("HD4".into(), (s.head_dim / 4).to_string());
+        }
         let p = P {
             n_head: s.n_head,
             n_kv: s.n_kv_head,
@@ -869,14 +886,18 @@ pub fn attention(
         return Ok(vec![launch(
             gpu,
             &format!("attention_rows {}", kc.label),
-            "ops/attention_rows.wgsl",
+            if sg {
+                "ops/attention_rows_sg.wgsl"
+            } else {
+                "ops/attention_rows.wgsl"
+            },
             &d,
             step,
             &p,
             &[qkv, kc, vc, out, kv.pos],
             Grid::TokenTiles {
                 x: s.n_kv_head,
-                tile: 16 * tokens,
+                tile: if sg { tokens } else { 16 * tokens },
             },
         )?]);
     }
@@ -1541,6 +1562,15 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
     }
     // Every type as K and as V (the code paths are separate per operand).
     for t in KvDtype::ALL {
+        for kv in [KvTypes::new(t, KvDtype::F16), KvTypes::new(KvDtype::F16, t)] {
+            // Needs subgroups, like GROUPS (the validation test skips it
+            // on tiers without them).
+            for hd in [32, 64, 128] {
+                let mut d = kv_defines(kv, hd);
+                d.insert("HD4".into(), (hd / 4).to_string());
+                v.push(("ops/attention_rows_sg.wgsl", d));
+            }
+        }
         let other = if t == KvDtype::F16 {
             KvDtype::Q8_0
         } else {

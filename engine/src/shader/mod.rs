@@ -57,6 +57,7 @@ sources!(
     "ops/quest_select.wgsl",
     "ops/attention.wgsl",
     "ops/attention_rows.wgsl",
+    "ops/attention_rows_sg.wgsl",
     "ops/attention_combine.wgsl",
     "ops/swiglu.wgsl",
     "ops/sample.wgsl",

@@ -313,6 +313,7 @@ impl LlamaConfig {
         let local = self.local_layers.get(l).copied().unwrap_or(false);
         ops::LayerAttn {
             all_slots: false,
+            pages_selected: false,
             window: if local { self.local_window as u32 } else { 0 },
             scale: self.attn_scale,
             softcap: self.attn_softcap.unwrap_or(0.0),
@@ -1157,6 +1158,7 @@ pub fn build_graph(
             batched,
             ops::LayerAttn {
                 all_slots: dense,
+                pages_selected: matches!(kv.policy, KvPolicy::Quest { .. }) && !dense,
                 ..c.layer_attn(l)
             },
         )?);
