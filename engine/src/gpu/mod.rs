@@ -254,7 +254,7 @@ impl Gpu {
     /// Needs subgroups of at least 8 lanes (lane l of a group loads its l-th
     /// vec4) and k a multiple of 32.
     pub fn projection_groups(&self, k: usize) -> bool {
-        self.cpu_subgroups() && k % 32 == 0
+        self.cpu_subgroups() && k.is_multiple_of(32)
     }
 
     /// A CPU adapter (the `Rows` kernels) with subgroups of at least 8

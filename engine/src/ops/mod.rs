@@ -812,7 +812,9 @@ pub struct LayerAttn {
 /// one key chunk; otherwise decode steps split the keys in chunks
 /// (flash-decoding). GPUs (and decode) get a workgroup per (head, token,
 /// chunk) writing partial results to `part` and a combine pass; CPU adapters
-/// prefill with the barrier-free tile kernel that writes `out` directly.
+/// prefill with a barrier-free kernel that writes `out` directly, and with
+/// subgroups decode with it too (`attention_rows_sg`) unless Quest's page
+/// list selects the keys.
 /// `layer` holds what one layer does differently from the step.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
