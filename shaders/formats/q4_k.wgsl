@@ -34,14 +34,5 @@ fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
 }
 
 #if GROUPS
-// Groups of 32 columns (4 units) read unit by unit.
-struct Group { row: u32, g: u32 }
-
-fn fmt_group(row: u32, g: u32) -> Group {
-    return Group(row, g);
-}
-
-fn fmt_gunit(b: Group, j: u32) -> Unit {
-    return fmt_unit(b.row, b.g * 4u + j, p.k, p.soff);
-}
+#include "common/group_units.wgsl"
 #endif

@@ -18,14 +18,10 @@ fn dot8(w0: vec4<f32>, w1: vec4<f32>, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
     return dot(w0, xa) + dot(w1, xb);
 }
 
-// Column t: token t's sums for rows r0..r3 over one unit.
-fn unit4(u: u32, r0: u32, r1: u32, r2: u32, r3: u32,
-         x0a: vec4<f32>, x0b: vec4<f32>, x1a: vec4<f32>, x1b: vec4<f32>,
-         x2a: vec4<f32>, x2b: vec4<f32>, x3a: vec4<f32>, x3b: vec4<f32>) -> mat4x4<f32> {
-    let w0 = fmt_unit(r0, u, p.k, p.soff);
-    let w1 = fmt_unit(r1, u, p.k, p.soff);
-    let w2 = fmt_unit(r2, u, p.k, p.soff);
-    let w3 = fmt_unit(r3, u, p.k, p.soff);
+// Column t: token t's sums for the 4 rows' units over one unit of columns.
+fn tile(w0: Unit, w1: Unit, w2: Unit, w3: Unit,
+        x0a: vec4<f32>, x0b: vec4<f32>, x1a: vec4<f32>, x1b: vec4<f32>,
+        x2a: vec4<f32>, x2b: vec4<f32>, x3a: vec4<f32>, x3b: vec4<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(
         vec4<f32>(dot8(w0.w0, w0.w1, x0a, x0b), dot8(w1.w0, w1.w1, x0a, x0b),
                   dot8(w2.w0, w2.w1, x0a, x0b), dot8(w3.w0, w3.w1, x0a, x0b)),
@@ -36,26 +32,6 @@ fn unit4(u: u32, r0: u32, r1: u32, r2: u32, r3: u32,
         vec4<f32>(dot8(w0.w0, w0.w1, x3a, x3b), dot8(w1.w0, w1.w1, x3a, x3b),
                   dot8(w2.w0, w2.w1, x3a, x3b), dot8(w3.w0, w3.w1, x3a, x3b)));
 }
-
-#if GROUPS
-fn unit4g(j: u32, g0: Group, g1: Group, g2: Group, g3: Group,
-          x0a: vec4<f32>, x0b: vec4<f32>, x1a: vec4<f32>, x1b: vec4<f32>,
-          x2a: vec4<f32>, x2b: vec4<f32>, x3a: vec4<f32>, x3b: vec4<f32>) -> mat4x4<f32> {
-    let w0 = fmt_gunit(g0, j);
-    let w1 = fmt_gunit(g1, j);
-    let w2 = fmt_gunit(g2, j);
-    let w3 = fmt_gunit(g3, j);
-    return mat4x4<f32>(
-        vec4<f32>(dot8(w0.w0, w0.w1, x0a, x0b), dot8(w1.w0, w1.w1, x0a, x0b),
-                  dot8(w2.w0, w2.w1, x0a, x0b), dot8(w3.w0, w3.w1, x0a, x0b)),
-        vec4<f32>(dot8(w0.w0, w0.w1, x1a, x1b), dot8(w1.w0, w1.w1, x1a, x1b),
-                  dot8(w2.w0, w2.w1, x1a, x1b), dot8(w3.w0, w3.w1, x1a, x1b)),
-        vec4<f32>(dot8(w0.w0, w0.w1, x2a, x2b), dot8(w1.w0, w1.w1, x2a, x2b),
-                  dot8(w2.w0, w2.w1, x2a, x2b), dot8(w3.w0, w3.w1, x2a, x2b)),
-        vec4<f32>(dot8(w0.w0, w0.w1, x3a, x3b), dot8(w1.w0, w1.w1, x3a, x3b),
-                  dot8(w2.w0, w2.w1, x3a, x3b), dot8(w3.w0, w3.w1, x3a, x3b)));
-}
-#endif
 
 @compute @workgroup_size(16)
 fn main(@builtin(local_invocation_index) li: u32,
@@ -98,16 +74,16 @@ fn main(@builtin(local_invocation_index) li: u32,
         let q1 = fmt_group(r1, g);
         let q2 = fmt_group(r2, g);
         let q3 = fmt_group(r3, g);
-        acc += unit4g(0u, q0, q1, q2, q3,
+        acc += tile(fmt_gunit(q0, 0u), fmt_gunit(q1, 0u), fmt_gunit(q2, 0u), fmt_gunit(q3, 0u),
             subgroupBroadcast(v0, 0u), subgroupBroadcast(v0, 1u), subgroupBroadcast(v1, 0u), subgroupBroadcast(v1, 1u),
             subgroupBroadcast(v2, 0u), subgroupBroadcast(v2, 1u), subgroupBroadcast(v3, 0u), subgroupBroadcast(v3, 1u));
-        acc += unit4g(1u, q0, q1, q2, q3,
+        acc += tile(fmt_gunit(q0, 1u), fmt_gunit(q1, 1u), fmt_gunit(q2, 1u), fmt_gunit(q3, 1u),
             subgroupBroadcast(v0, 2u), subgroupBroadcast(v0, 3u), subgroupBroadcast(v1, 2u), subgroupBroadcast(v1, 3u),
             subgroupBroadcast(v2, 2u), subgroupBroadcast(v2, 3u), subgroupBroadcast(v3, 2u), subgroupBroadcast(v3, 3u));
-        acc += unit4g(2u, q0, q1, q2, q3,
+        acc += tile(fmt_gunit(q0, 2u), fmt_gunit(q1, 2u), fmt_gunit(q2, 2u), fmt_gunit(q3, 2u),
             subgroupBroadcast(v0, 4u), subgroupBroadcast(v0, 5u), subgroupBroadcast(v1, 4u), subgroupBroadcast(v1, 5u),
             subgroupBroadcast(v2, 4u), subgroupBroadcast(v2, 5u), subgroupBroadcast(v3, 4u), subgroupBroadcast(v3, 5u));
-        acc += unit4g(3u, q0, q1, q2, q3,
+        acc += tile(fmt_gunit(q0, 3u), fmt_gunit(q1, 3u), fmt_gunit(q2, 3u), fmt_gunit(q3, 3u),
             subgroupBroadcast(v0, 6u), subgroupBroadcast(v0, 7u), subgroupBroadcast(v1, 6u), subgroupBroadcast(v1, 7u),
             subgroupBroadcast(v2, 6u), subgroupBroadcast(v2, 7u), subgroupBroadcast(v3, 6u), subgroupBroadcast(v3, 7u));
     }
@@ -116,7 +92,7 @@ fn main(@builtin(local_invocation_index) li: u32,
         let c = fmt_unit(r0, u, p.k, p.soff);
         let i0 = c.c0 / 4u;
         let i1 = c.c1 / 4u;
-        acc += unit4(u, r0, r1, r2, r3,
+        acc += tile(c, fmt_unit(r1, u, p.k, p.soff), fmt_unit(r2, u, p.k, p.soff), fmt_unit(r3, u, p.k, p.soff),
             x[b0 + i0], x[b0 + i1], x[b1 + i0], x[b1 + i1],
             x[b2 + i0], x[b2 + i1], x[b3 + i0], x[b3 + i1]);
     }

@@ -21,6 +21,7 @@ macro_rules! sources {
 sources!(
     "common/step.wgsl",
     "common/proj.wgsl",
+    "common/group_units.wgsl",
     "common/kscale.wgsl",
     "common/q5.wgsl",
     "common/kv_types.wgsl",
