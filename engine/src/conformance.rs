@@ -311,6 +311,71 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
                         },
                     )
                     .await;
+                    // The decode projection's fused inputs (on CPU adapters
+                    // with subgroups; elsewhere their separate pass).
+                    for (ii, input) in ["rmsnorm", "swiglu", "geglu"].into_iter().enumerate() {
+                        if n != 37 {
+                            continue;
+                        }
+                        case(
+                            &mut out,
+                            &tier,
+                            "matvec",
+                            &kind.name(),
+                            &format!("{vname} {input}"),
+                            async move {
+                                let gpu = g;
+                                let sb = StepBuffer::new(gpu);
+                                let mut rng = Rng::new(seed + 500 + ii as u64);
+                                let k = kind.proj_k(n);
+                                let (w, deq) = random_kind_weight(gpu, &mut rng, kind, n, k)?;
+                                let x = rng.vec(if ii == 0 { k } else { 2 * k }, 1.5);
+                                let gw = rng.vec(k, 1.0);
+                                let y0 = rng.vec(n, 1.0);
+                                let xt = gpu.upload("x", &x)?;
+                                let (gt, yt) = (gpu.upload("g", &gw)?, gpu.upload("y", &y0)?);
+                                let scratch = gpu.zeros("scratch", k as u64 * 4)?;
+                                let pi = match ii {
+                                    0 => ops::ProjInput::RmsNorm {
+                                        g: &gt,
+                                        eps: 1e-5,
+                                        scratch: &scratch,
+                                    },
+                                    _ => ops::ProjInput::Gated {
+                                        gelu: ii == 2,
+                                        scratch: &scratch,
+                                    },
+                                };
+                                let o = MatvecOpts {
+                                    accumulate: acc,
+                                    ..Default::default()
+                                };
+                                run(
+                                    gpu,
+                                    &sb,
+                                    &step(1, 0),
+                                    &ops::matvec_from(gpu, &sb, &w, &xt, &yt, o, pi)?,
+                                )?;
+                                let xin = match ii {
+                                    0 => cpu::rmsnorm(&x, &gw, k, 1e-5),
+                                    1 => cpu::swiglu(&x[..k], &x[k..]),
+                                    _ => cpu::geglu(&x[..k], &x[k..]),
+                                };
+                                let mut want = cpu::matmul(&xin, &deq, 1, n, k);
+                                if acc {
+                                    want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
+                                }
+                                Ok(compare(
+                                    &format!("n={n} k={k} acc={acc} {input}"),
+                                    &read::<f32>(gpu, &yt).await?,
+                                    &want,
+                                    1e-4,
+                                    1e-4,
+                                ))
+                            },
+                        )
+                        .await;
+                    }
                     case(
                         &mut out,
                         &tier,

@@ -10,7 +10,7 @@ struct Params {
     x_stride: u32, // floats between tokens in x
     y_stride: u32, // floats between tokens in y (matmul)
     last_row: u32, // matvec: read x at the batch's last token (LM head after prefill)
-    _p: u32,
+    norm_eps: u32, // NORM: RMSNorm's epsilon (f32 bits)
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -21,6 +21,9 @@ struct Params {
 #if GROUPS
 // The same buffer as `w`, for formats whose groups are whole vec4 loads.
 @group(0) @binding(5) var<storage, read> w4: array<vec4<u32>>;
+#endif
+#if NORM
+@group(0) @binding(6) var<storage, read> xg: array<vec4<f32>>; // RMSNorm weight
 #endif
 
 // Every format's fmt_unit(row, u, ...) returns columns c0/c1 that depend on

@@ -41,4 +41,11 @@ fn fmt_gunit(b: Group, j: u32) -> Unit {
     r.w1 = (hi - 8.0) * b.d;
     return r;
 }
+
+#include "common/q4_gdot.wgsl"
+
+// w = d (q - 8).
+fn fmt_gfinish(b: Group, s: f32, sx: f32) -> f32 {
+    return b.d * (s - 8.0 * sx);
+}
 #endif

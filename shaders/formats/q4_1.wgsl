@@ -40,4 +40,11 @@ fn fmt_gunit(b: Group, j: u32) -> Unit {
     r.w1 = hi * b.dm.x + b.dm.y;
     return r;
 }
+
+#include "common/q4_gdot.wgsl"
+
+// w = d q + m: the offset's share of a group is m times the sum of its x.
+fn fmt_gfinish(b: Group, s: f32, sx: f32) -> f32 {
+    return b.dm.x * s + b.dm.y * sx;
+}
 #endif

@@ -46,4 +46,25 @@ fn fmt_gunit(b: Group, j: u32) -> Unit {
     r.w1 = q8_unpack(q.y) * b.d;
     return r;
 }
+
+// As for 4-bit blocks (common/q4_gdot.wgsl): bytes masked in place against x
+// pre-scaled by 2^-8i. Flipping each byte's top bit turns the signed q into
+// q + 128, unsigned, which fmt_gfinish takes back as 128 times the sum of x.
+const Q8_B: vec4<u32> = vec4<u32>(0xFFu, 0xFF00u, 0xFF0000u, 0xFF000000u);
+const FMT_XA: vec4<f32> = vec4<f32>(1.0, 0.00390625, 0.0000152587890625, 0.000000059604644775390625);
+const FMT_XB: vec4<f32> = FMT_XA;
+
+fn fmt_gdot(b: Group, j: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
+    var q = b.q0.xy;
+    if (j == 1u) { q = b.q0.zw; }
+    if (j == 2u) { q = b.q1.xy; }
+    if (j == 3u) { q = b.q1.zw; }
+    let u0 = vec4<u32>(q.x ^ 0x80808080u) & Q8_B;
+    let u1 = vec4<u32>(q.y ^ 0x80808080u) & Q8_B;
+    return dot(vec4<f32>(u0), xa) + dot(vec4<f32>(u1), xb);
+}
+
+fn fmt_gfinish(b: Group, s: f32, sx: f32) -> f32 {
+    return b.d * (s - 128.0 * sx);
+}
 #endif

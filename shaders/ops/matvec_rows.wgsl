@@ -6,7 +6,11 @@
 //
 // With GROUPS (subgroups, k a multiple of 32; see matmul_rows.wgsl), x comes
 // one vec4 per lane and group of 32 columns, handed round by
-// subgroupBroadcast, and the weights a group at a time (fmt_group).
+// subgroupBroadcast, and the weights a group at a time (fmt_group, fmt_gdot).
+// GROUPS kernels can also take x through the step before them, saving a
+// dispatch and a pass over x: NORM reads the residual stream and applies
+// RMSNorm (weight xg, the scale after the dot), GATED reads the gate and up
+// projections side by side and applies the gated activation.
 #include "common/proj.wgsl"
 
 const R: u32 = 4u;
@@ -17,10 +21,15 @@ fn dot8(w: Unit, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
 }
 
 #if GROUPS
-fn unit4g(j: u32, g0: Group, g1: Group, g2: Group, g3: Group, xa: vec4<f32>, xb: vec4<f32>) -> vec4<f32> {
-    return vec4<f32>(dot8(fmt_gunit(g0, j), xa, xb), dot8(fmt_gunit(g1, j), xa, xb),
-                     dot8(fmt_gunit(g2, j), xa, xb), dot8(fmt_gunit(g3, j), xa, xb));
+// One row's dot over a group: x as fmt_gdot wants it, then the block's scale.
+fn grow(b: Group, sx: f32, a0: vec4<f32>, b0: vec4<f32>, a1: vec4<f32>, b1: vec4<f32>,
+        a2: vec4<f32>, b2: vec4<f32>, a3: vec4<f32>, b3: vec4<f32>) -> f32 {
+    let s = (fmt_gdot(b, 0u, a0, b0) + fmt_gdot(b, 1u, a1, b1)) + (fmt_gdot(b, 2u, a2, b2) + fmt_gdot(b, 3u, a3, b3));
+    return fmt_gfinish(b, s, sx);
 }
+#endif
+#if GATED
+#include "common/gate_act.wgsl"
 #endif
 
 @compute @workgroup_size(16)
@@ -50,18 +59,55 @@ fn main(@builtin(local_invocation_index) li: u32,
     }
     // Lanes 2j and 2j + 1 hold the two vec4 of unit j of the group.
     let l8 = sl % 8u;
-    let lv = x4 + select(l8, l8 / 2u + 4u * (l8 % 2u), FMT_HALVES);
+    let lg = select(l8, l8 / 2u + 4u * (l8 % 2u), FMT_HALVES);
+    // NORM: this lane's share of the sum of squares (lanes 0..7 each hold
+    // an eighth of x).
+    var ss = 0.0;
     for (var g = 0u; g < p.k / 32u; g++) {
-        let v = x[g * 8u + lv];
+        let xi = g * 8u + lg;
+#if NORM
+        let xr = x[x4 + xi];
+        ss += dot(xr, xr);
+        let v = xr * xg[xi];
+#else
+#if GATED
+        let gv = x[x4 + xi];
+        let v = vec4<f32>(gate_act(gv.x), gate_act(gv.y), gate_act(gv.z), gate_act(gv.w)) * x[x4 + p.k / 4u + xi];
+#else
+        let v = x[x4 + xi];
+#endif
+#endif
         let q0 = fmt_group(r0, g);
         let q1 = fmt_group(r1, g);
         let q2 = fmt_group(r2, g);
         let q3 = fmt_group(r3, g);
-        acc += unit4g(0u, q0, q1, q2, q3, subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u));
-        acc += unit4g(1u, q0, q1, q2, q3, subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u));
-        acc += unit4g(2u, q0, q1, q2, q3, subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u));
-        acc += unit4g(3u, q0, q1, q2, q3, subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+        let c0 = subgroupBroadcast(v, 0u);
+        let c1 = subgroupBroadcast(v, 1u);
+        let c2 = subgroupBroadcast(v, 2u);
+        let c3 = subgroupBroadcast(v, 3u);
+        let c4 = subgroupBroadcast(v, 4u);
+        let c5 = subgroupBroadcast(v, 5u);
+        let c6 = subgroupBroadcast(v, 6u);
+        let c7 = subgroupBroadcast(v, 7u);
+        // The group's plain sum of x, for formats with a per-block offset.
+        let sx = dot(((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7)), vec4<f32>(1.0));
+        let a0 = c0 * FMT_XA;
+        let b0 = c1 * FMT_XB;
+        let a1 = c2 * FMT_XA;
+        let b1 = c3 * FMT_XB;
+        let a2 = c4 * FMT_XA;
+        let b2 = c5 * FMT_XB;
+        let a3 = c6 * FMT_XA;
+        let b3 = c7 * FMT_XB;
+        acc += vec4<f32>(grow(q0, sx, a0, b0, a1, b1, a2, b2, a3, b3), grow(q1, sx, a0, b0, a1, b1, a2, b2, a3, b3),
+                         grow(q2, sx, a0, b0, a1, b1, a2, b2, a3, b3), grow(q3, sx, a0, b0, a1, b1, a2, b2, a3, b3));
     }
+#if NORM
+    // RMSNorm of x as a scale on the rows' dots (wider subgroups repeat
+    // lanes 0..7, so only those count).
+    let total = subgroupAdd(select(0.0, ss, sl < 8u));
+    acc *= inverseSqrt(total / f32(p.k) + bitcast<f32>(p.norm_eps));
+#endif
 #else
     for (var u = 0u; u < p.k / 8u; u++) {
         let a = fmt_unit(r0, u, p.k, p.soff);

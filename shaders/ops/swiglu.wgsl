@@ -2,6 +2,7 @@
 // up projections side by side: [n_tokens, 2 * ff]; act is SiLU (SwiGLU) or,
 // with GELU_TANH, the tanh form of GELU (GeGLU, Gemma).
 #include "common/step.wgsl"
+#include "common/gate_act.wgsl"
 
 struct Params {
     ff: u32,
@@ -24,14 +25,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let g = gu[t * 2u * p.ff + i];
     let u = gu[t * 2u * p.ff + p.ff + i];
-#if GELU_TANH
-    // tanh(y) = 1 - 2 / (exp(2 y) + 1): exact at both tails (exp overflows
-    // to inf, giving 1; underflows to 0, giving -1), where tanh() of a large
-    // argument is not guaranteed on every backend.
-    let y = 0.7978845608028654 * (g + 0.044715 * g * g * g);
-    let th = 1.0 - 2.0 / (exp(2.0 * y) + 1.0);
-    h[t * p.ff + i] = 0.5 * g * (1.0 + th) * u;
-#else
-    h[t * p.ff + i] = g / (1.0 + exp(-g)) * u;
-#endif
+    h[t * p.ff + i] = gate_act(g) * u;
 }

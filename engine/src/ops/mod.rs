@@ -299,7 +299,7 @@ struct ProjParams {
     x_stride: u32,
     y_stride: u32,
     last_row: u32,
-    _p: u32,
+    norm_eps: u32,
 }
 
 fn check_weight(op: &'static str, w: &GpuWeight, x: &Tensor, x_tokens: u64) -> Result<()> {
@@ -449,16 +449,89 @@ pub fn matvec(
     y: &Tensor,
     o: MatvecOpts,
 ) -> Result<Vec<Dispatch>> {
+    matvec_from(gpu, step, w, x, y, o, ProjInput::Plain)
+}
+
+/// What a decode projection's input is made from (see [`matvec_from`]).
+#[derive(Clone, Copy)]
+pub enum ProjInput<'a> {
+    /// x itself.
+    Plain,
+    /// RMSNorm(x) * `g` (x the residual stream, [k]); `scratch` ([k]) gets
+    /// the norm where it runs as its own pass.
+    RmsNorm {
+        g: &'a Tensor,
+        eps: f32,
+        scratch: &'a Tensor,
+    },
+    /// act(gate) * up from x = [gate | up] ([2k]): SiLU, or the tanh GELU
+    /// with `gelu`; `scratch` ([k]) gets it where it runs as its own pass.
+    Gated { gelu: bool, scratch: &'a Tensor },
+}
+
+/// [`matvec`] of an input the step before would otherwise write out: where
+/// the projection reads x a group at a time (CPU adapters with subgroups,
+/// `Gpu::projection_groups`) it applies the norm or the activation itself,
+/// a dispatch and a pass over x fewer; elsewhere that step runs as its own
+/// dispatch into `scratch` and the projection reads it (on GPUs a separate
+/// small pass costs less than every workgroup redoing it).
+pub fn matvec_from(
+    gpu: &Gpu,
+    step: &StepBuffer,
+    w: &GpuWeight,
+    x: &Tensor,
+    y: &Tensor,
+    o: MatvecOpts,
+    input: ProjInput,
+) -> Result<Vec<Dispatch>> {
+    let groups = gpu.projection_groups(w.k);
+    let fuse = groups && gpu.matvec_variant() == MatvecVariant::Rows;
+    let k = w.k as u32;
+    match input {
+        ProjInput::Plain => {}
+        ProjInput::RmsNorm { g, eps, scratch } if !fuse => {
+            // After a prefill (`last_row`) x holds the whole batch.
+            let tokens = match o.last_row {
+                true => (x.bytes / (o.x_stride.max(k) as u64 * 4)).max(1) as u32,
+                false => 1,
+            };
+            let mut d = vec![rmsnorm(gpu, step, g, x, scratch, k, eps, tokens)?];
+            d.extend(matvec(gpu, step, w, scratch, y, o)?);
+            return Ok(d);
+        }
+        ProjInput::Gated { gelu, scratch } if !fuse => {
+            if o.last_row {
+                return Err(Error::Shape {
+                    op: "matvec",
+                    msg: "a gated input reads one token, not a batch's last".into(),
+                });
+            }
+            let mut d = vec![gated(gpu, step, x, scratch, k, 1, gelu)?];
+            d.extend(matvec(gpu, step, w, scratch, y, o)?);
+            return Ok(d);
+        }
+        ProjInput::RmsNorm { g, .. } => need("matvec", g, k as u64 * 4)?,
+        ProjInput::Gated { .. } => need("matvec", x, 2 * k as u64 * 4)?,
+    }
     check_weight("matvec", w, x, 1)?;
     need("matvec", y, w.n as u64 * 4)?;
-    let groups = gpu.projection_groups(w.k);
-    let d = weight_defines(
-        w,
-        &[
-            ("ACCUMULATE", if o.accumulate { "1" } else { "0" }),
-            ("GROUPS", if groups { "1" } else { "0" }),
-        ],
-    );
+    let (norm, gated_in, gelu) = match input {
+        ProjInput::Plain => (None, false, false),
+        ProjInput::RmsNorm { g, eps, .. } => (Some((g, eps)), false, false),
+        ProjInput::Gated { gelu, .. } => (None, true, gelu),
+    };
+    let mut extra = vec![
+        ("ACCUMULATE", if o.accumulate { "1" } else { "0" }),
+        ("GROUPS", if groups { "1" } else { "0" }),
+    ];
+    if norm.is_some() {
+        extra.push(("NORM", "1"));
+    }
+    if gated_in {
+        extra.push(("GATED", "1"));
+        extra.push(("GELU_TANH", if gelu { "1" } else { "0" }));
+    }
+    let d = weight_defines(w, &extra);
     let (path, rows_per_group) = match gpu.matvec_variant() {
         MatvecVariant::Lanes => ("ops/matvec.wgsl", 8),
         MatvecVariant::Rows => ("ops/matvec_rows.wgsl", 64), // 16 invocations x 4 rows
@@ -471,12 +544,19 @@ pub fn matvec(
                 k: w.k as u32,
                 soff: part.soff,
                 y_off: part.row0 as u32,
-                x_stride: o.x_stride.max(w.k as u32),
+                x_stride: o.x_stride.max(if gated_in { 2 * k } else { k }),
                 y_stride: 0,
                 last_row: o.last_row as u32,
-                _p: 0,
+                norm_eps: norm.map_or(0, |(_, e)| e.to_bits()),
             };
             let grid = row_grid(gpu, (part.rows as u32).div_ceil(rows_per_group));
+            let mut b = vec![&part.data, x, y];
+            if groups {
+                b.push(&part.data);
+            }
+            if let Some((g, _)) = norm {
+                b.push(g);
+            }
             launch(
                 gpu,
                 &format!("matvec {}", part.data.label),
@@ -484,7 +564,7 @@ pub fn matvec(
                 &d,
                 step,
                 &p,
-                &[&part.data, x, y, &part.data][..if groups { 4 } else { 3 }],
+                &b,
                 Grid::Fixed(grid),
             )
         })
@@ -527,7 +607,7 @@ pub fn matmul(
                 x_stride: w.k as u32,
                 y_stride: w.n as u32,
                 last_row: 0,
-                _p: 0,
+                norm_eps: 0,
             };
             // Both variants cover 64 rows per workgroup; the CPU one a
             // register tile of 4 tokens, the GPU one 8 tokens in workgroup memory.
@@ -1537,6 +1617,21 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
                 for p in ["ops/matvec_rows.wgsl", "ops/matmul_rows.wgsl"] {
                     v.push((p, with(&[("ACCUMULATE", acc), ("GROUPS", groups)])));
                 }
+            }
+            // Inputs fused into the decode projection (GROUPS only).
+            let rows = "ops/matvec_rows.wgsl";
+            v.push((
+                rows,
+                with(&[("ACCUMULATE", acc), ("GROUPS", "1"), ("NORM", "1")]),
+            ));
+            for gelu in ["0", "1"] {
+                let d = [
+                    ("ACCUMULATE", acc),
+                    ("GROUPS", "1"),
+                    ("GATED", "1"),
+                    ("GELU_TANH", gelu),
+                ];
+                v.push((rows, with(&d)));
             }
         }
     }

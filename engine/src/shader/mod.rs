@@ -22,6 +22,8 @@ sources!(
     "common/step.wgsl",
     "common/proj.wgsl",
     "common/group_units.wgsl",
+    "common/q4_gdot.wgsl",
+    "common/gate_act.wgsl",
     "common/kscale.wgsl",
     "common/q5.wgsl",
     "common/kv_types.wgsl",

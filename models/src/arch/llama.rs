@@ -1053,22 +1053,38 @@ pub fn build_graph(
     if let Some(sc) = c.embed_scale {
         g.push(ops::scale(gpu, step, &a.x, d, sc, max_batch)?);
     }
+    // A decode step hands each norm and the gated activation to the
+    // projection that reads it (ops::matvec_from fuses them on CPU adapters);
+    // calibration records those inputs, so it keeps them as passes.
+    let fuse_in = !batched && calib.is_none();
+    let norm_in = |g| norm_input(g, c.eps, &a.xn);
+    let mv = |w: &GpuWeight, x: &Tensor, y: &Tensor, acc: bool, input| {
+        let o = MatvecOpts {
+            accumulate: acc,
+            ..Default::default()
+        };
+        ops::matvec_from(gpu, step, w, x, y, o, input)
+    };
     for (l, lw) in w.layers.iter().enumerate() {
         let rope = ropes.for_layer(c, l);
-        g.push(ops::rmsnorm(
-            gpu,
-            step,
-            &lw.attn_norm,
-            &a.x,
-            &a.xn,
-            d,
-            c.eps,
-            max_batch,
-        )?);
-        if let Some(cs) = calib {
-            g.extend(cs.record(gpu, step, l, 0, &a.xn, d, max_batch)?);
+        if fuse_in {
+            g.extend(mv(&lw.wqkv, &a.x, &a.qkv, false, norm_in(&lw.attn_norm))?);
+        } else {
+            g.push(ops::rmsnorm(
+                gpu,
+                step,
+                &lw.attn_norm,
+                &a.x,
+                &a.xn,
+                d,
+                c.eps,
+                max_batch,
+            )?);
+            if let Some(cs) = calib {
+                g.extend(cs.record(gpu, step, l, 0, &a.xn, d, max_batch)?);
+            }
+            g.extend(proj(&lw.wqkv, &a.xn, &a.qkv, false)?);
         }
-        g.extend(proj(&lw.wqkv, &a.xn, &a.qkv, false)?);
         if let Some(b) = &lw.qkv_bias {
             g.push(ops::bias_act(
                 gpu,
@@ -1176,6 +1192,29 @@ pub fn build_graph(
             }
             None => g.extend(proj(&lw.wo, &a.attn, &a.x, true)?),
         }
+        if fuse_in {
+            g.extend(mv(
+                &lw.w_gate_up,
+                &a.x,
+                &a.gu,
+                false,
+                norm_in(&lw.ffn_norm),
+            )?);
+            let gated = ops::ProjInput::Gated {
+                gelu: c.geglu,
+                scratch: &a.h,
+            };
+            match &lw.post_norms {
+                Some((_, pn)) => {
+                    g.extend(mv(&lw.w_down, &a.gu, &a.xn, false, gated)?);
+                    g.push(ops::rmsnorm_add(
+                        gpu, step, pn, &a.xn, &a.x, d, c.eps, max_batch,
+                    )?);
+                }
+                None => g.extend(mv(&lw.w_down, &a.gu, &a.x, true, gated)?),
+            }
+            continue;
+        }
         g.push(ops::rmsnorm(
             gpu,
             step,
@@ -1207,16 +1246,21 @@ pub fn build_graph(
             None => g.extend(proj(&lw.w_down, &a.h, &a.x, true)?),
         }
     }
-    g.push(ops::rmsnorm(
-        gpu,
-        step,
-        &w.out_norm,
-        &a.x,
-        &a.xn,
-        d,
-        c.eps,
-        max_batch,
-    )?);
+    // The sampled head reads the final norm through its projection (fused
+    // where ops::matvec_from can); every other head needs it written out.
+    let head_norm = matches!(head, Head::LastSampled) && calib.is_none();
+    if !head_norm {
+        g.push(ops::rmsnorm(
+            gpu,
+            step,
+            &w.out_norm,
+            &a.x,
+            &a.xn,
+            d,
+            c.eps,
+            max_batch,
+        )?);
+    }
     let vocab = c.vocab as u32;
     match head {
         Head::AllRows => {
@@ -1235,17 +1279,23 @@ pub fn build_graph(
             }
         }
         Head::LastSampled => {
-            g.extend(ops::matvec(
+            let (x, input) = match head_norm {
+                true => (&a.x, norm_in(&w.out_norm)),
+                false => (&a.xn, ops::ProjInput::Plain),
+            };
+            let o = MatvecOpts {
+                last_row: true,
+                x_stride: d,
+                ..Default::default()
+            };
+            g.extend(ops::matvec_from(
                 gpu,
                 step,
                 w.lm_head(),
-                &a.xn,
+                x,
                 &a.logits,
-                MatvecOpts {
-                    last_row: true,
-                    x_stride: d,
-                    ..Default::default()
-                },
+                o,
+                input,
             )?);
             if let Some(cap) = c.final_softcap {
                 g.push(ops::softcap(gpu, step, &a.logits, vocab, cap, 1)?);
@@ -1262,6 +1312,15 @@ pub fn build_graph(
         }
     }
     Ok(g)
+}
+
+/// RMSNorm by `g` as a projection's input, `xn` where it runs as a pass.
+fn norm_input<'a>(g: &'a Tensor, eps: f32, xn: &'a Tensor) -> ops::ProjInput<'a> {
+    ops::ProjInput::RmsNorm {
+        g,
+        eps,
+        scratch: xn,
+    }
 }
 
 /// The cos/sin tables for every cache position: the global one, and the
