@@ -266,83 +266,53 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
             for &(n, t) in shapes {
                 for acc in [false, true] {
                     let seed = (n * 31 + t + acc as usize) as u64;
-                    case(
-                        &mut out,
-                        &tier,
-                        "matvec",
-                        &kind.name(),
-                        &vname,
-                        async move {
-                            let gpu = g;
-                            let sb = StepBuffer::new(gpu);
-                            let mut rng = Rng::new(seed);
-                            let k = kind.proj_k(n);
-                            let (w, deq) = random_kind_weight(gpu, &mut rng, kind, n, k)?;
-                            let x = rng.vec(k, 1.0);
-                            let y0 = rng.vec(n, 1.0);
-                            let (xt, yt) = (gpu.upload("x", &x)?, gpu.upload("y", &y0)?);
-                            run(
-                                gpu,
-                                &sb,
-                                &step(1, 0),
-                                &ops::matvec(
-                                    gpu,
-                                    &sb,
-                                    &w,
-                                    &xt,
-                                    &yt,
-                                    MatvecOpts {
-                                        accumulate: acc,
-                                        ..Default::default()
-                                    },
-                                )?,
-                            )?;
-                            let mut want = cpu::matmul(&x, &deq, 1, n, k);
-                            if acc {
-                                want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
-                            }
-                            Ok(compare(
-                                &format!("n={n} k={k} acc={acc}"),
-                                &read::<f32>(gpu, &yt).await?,
-                                &want,
-                                1e-4,
-                                1e-4,
-                            ))
-                        },
-                    )
-                    .await;
-                    // The decode projection's fused inputs (on CPU adapters
-                    // with subgroups; elsewhere their separate pass).
-                    for (ii, input) in ["rmsnorm", "swiglu", "geglu"].into_iter().enumerate() {
-                        if n != 37 {
+                    // x itself, and the decode projection's fused inputs (on
+                    // CPU adapters with subgroups; elsewhere their own pass),
+                    // those on one shape.
+                    for (ii, input) in ["", "rmsnorm", "swiglu", "geglu"].into_iter().enumerate() {
+                        if ii > 0 && n != 37 {
                             continue;
                         }
+                        let seed = if ii == 0 {
+                            seed
+                        } else {
+                            seed + 500 + ii as u64
+                        };
+                        let variant = match ii {
+                            0 => vname.clone(),
+                            _ => format!("{vname} {input}"),
+                        };
                         case(
                             &mut out,
                             &tier,
                             "matvec",
                             &kind.name(),
-                            &format!("{vname} {input}"),
+                            &variant,
                             async move {
                                 let gpu = g;
                                 let sb = StepBuffer::new(gpu);
-                                let mut rng = Rng::new(seed + 500 + ii as u64);
+                                let mut rng = Rng::new(seed);
                                 let k = kind.proj_k(n);
                                 let (w, deq) = random_kind_weight(gpu, &mut rng, kind, n, k)?;
-                                let x = rng.vec(if ii == 0 { k } else { 2 * k }, 1.5);
-                                let gw = rng.vec(k, 1.0);
+                                let x = match ii {
+                                    0 => rng.vec(k, 1.0),
+                                    1 => rng.vec(k, 1.5),
+                                    _ => rng.vec(2 * k, 1.5),
+                                };
+                                let gw = if ii == 1 { rng.vec(k, 1.0) } else { Vec::new() };
                                 let y0 = rng.vec(n, 1.0);
                                 let xt = gpu.upload("x", &x)?;
                                 let (gt, yt) = (gpu.upload("g", &gw)?, gpu.upload("y", &y0)?);
                                 let scratch = gpu.zeros("scratch", k as u64 * 4)?;
                                 let pi = match ii {
-                                    0 => ops::ProjInput::RmsNorm {
+                                    0 => ops::ProjInput::Plain,
+                                    1 => ops::ProjInput::RmsNorm {
                                         g: &gt,
                                         eps: 1e-5,
                                         scratch: &scratch,
                                     },
                                     _ => ops::ProjInput::Gated {
-                                        gelu: ii == 2,
+                                        gelu: ii == 3,
                                         scratch: &scratch,
                                     },
                                 };
@@ -357,8 +327,9 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
                                     &ops::matvec_from(gpu, &sb, &w, &xt, &yt, o, pi)?,
                                 )?;
                                 let xin = match ii {
-                                    0 => cpu::rmsnorm(&x, &gw, k, 1e-5),
-                                    1 => cpu::swiglu(&x[..k], &x[k..]),
+                                    0 => x.clone(),
+                                    1 => cpu::rmsnorm(&x, &gw, k, 1e-5),
+                                    2 => cpu::swiglu(&x[..k], &x[k..]),
                                     _ => cpu::geglu(&x[..k], &x[k..]),
                                 };
                                 let mut want = cpu::matmul(&xin, &deq, 1, n, k);
@@ -366,7 +337,9 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
                                     want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
                                 }
                                 Ok(compare(
-                                    &format!("n={n} k={k} acc={acc} {input}"),
+                                    &format!("n={n} k={k} acc={acc} {input}")
+                                        .trim_end()
+                                        .to_string(),
                                     &read::<f32>(gpu, &yt).await?,
                                     &want,
                                     1e-4,

@@ -36,11 +36,17 @@ fn fmt_group(row: u32, g: u32) -> Group {
     return Group(w4[blk * 2u], w4[blk * 2u + 1u], unpack2x16float(w[p.soff + blk]).x);
 }
 
-fn fmt_gunit(b: Group, j: u32) -> Unit {
+// The two quant words of unit j.
+fn q8_words(b: Group, j: u32) -> vec2<u32> {
     var q = b.q0.xy;
     if (j == 1u) { q = b.q0.zw; }
     if (j == 2u) { q = b.q1.xy; }
     if (j == 3u) { q = b.q1.zw; }
+    return q;
+}
+
+fn fmt_gunit(b: Group, j: u32) -> Unit {
+    let q = q8_words(b, j);
     var r: Unit;
     r.w0 = q8_unpack(q.x) * b.d;
     r.w1 = q8_unpack(q.y) * b.d;
@@ -55,10 +61,7 @@ const FMT_XA: vec4<f32> = vec4<f32>(1.0, 0.00390625, 0.0000152587890625, 0.00000
 const FMT_XB: vec4<f32> = FMT_XA;
 
 fn fmt_gdot(b: Group, j: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
-    var q = b.q0.xy;
-    if (j == 1u) { q = b.q0.zw; }
-    if (j == 2u) { q = b.q1.xy; }
-    if (j == 3u) { q = b.q1.zw; }
+    let q = q8_words(b, j);
     let u0 = vec4<u32>(q.x ^ 0x80808080u) & Q8_B;
     let u1 = vec4<u32>(q.y ^ 0x80808080u) & Q8_B;
     return dot(vec4<f32>(u0), xa) + dot(vec4<f32>(u1), xb);

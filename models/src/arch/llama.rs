@@ -1057,34 +1057,32 @@ pub fn build_graph(
     // projection that reads it (ops::matvec_from fuses them on CPU adapters);
     // calibration records those inputs, so it keeps them as passes.
     let fuse_in = !batched && calib.is_none();
-    let norm_in = |g| norm_input(g, c.eps, &a.xn);
-    let mv = |w: &GpuWeight, x: &Tensor, y: &Tensor, acc: bool, input| {
+    let mv = |w: &GpuWeight, x: &Tensor, y: &Tensor, acc: bool, input: ops::ProjInput<'_>| {
         let o = MatvecOpts {
             accumulate: acc,
             ..Default::default()
         };
         ops::matvec_from(gpu, step, w, x, y, o, input)
     };
+    // RMSNorm of the residual stream by `nw` into the projection `w`;
+    // `slot` names the input for calibration.
+    let normed =
+        |l: usize, slot, nw: &Tensor, w: &GpuWeight, y: &Tensor| -> Result<Vec<Dispatch>> {
+            if fuse_in {
+                return Ok(mv(w, &a.x, y, false, norm_input(nw, c.eps, &a.xn))?);
+            }
+            let mut v = vec![ops::rmsnorm(
+                gpu, step, nw, &a.x, &a.xn, d, c.eps, max_batch,
+            )?];
+            if let Some(cs) = calib {
+                v.extend(cs.record(gpu, step, l, slot, &a.xn, d, max_batch)?);
+            }
+            v.extend(proj(w, &a.xn, y, false)?);
+            Ok(v)
+        };
     for (l, lw) in w.layers.iter().enumerate() {
         let rope = ropes.for_layer(c, l);
-        if fuse_in {
-            g.extend(mv(&lw.wqkv, &a.x, &a.qkv, false, norm_in(&lw.attn_norm))?);
-        } else {
-            g.push(ops::rmsnorm(
-                gpu,
-                step,
-                &lw.attn_norm,
-                &a.x,
-                &a.xn,
-                d,
-                c.eps,
-                max_batch,
-            )?);
-            if let Some(cs) = calib {
-                g.extend(cs.record(gpu, step, l, 0, &a.xn, d, max_batch)?);
-            }
-            g.extend(proj(&lw.wqkv, &a.xn, &a.qkv, false)?);
-        }
+        g.extend(normed(l, 0, &lw.attn_norm, &lw.wqkv, &a.qkv)?);
         if let Some(b) = &lw.qkv_bias {
             g.push(ops::bias_act(
                 gpu,
@@ -1192,58 +1190,34 @@ pub fn build_graph(
             }
             None => g.extend(proj(&lw.wo, &a.attn, &a.x, true)?),
         }
-        if fuse_in {
-            g.extend(mv(
-                &lw.w_gate_up,
-                &a.x,
-                &a.gu,
-                false,
-                norm_in(&lw.ffn_norm),
-            )?);
+        g.extend(normed(l, 2, &lw.ffn_norm, &lw.w_gate_up, &a.gu)?);
+        if !fuse_in {
+            g.push(match c.geglu {
+                true => ops::geglu(gpu, step, &a.gu, &a.h, c.ff as u32, max_batch)?,
+                false => ops::swiglu(gpu, step, &a.gu, &a.h, c.ff as u32, max_batch)?,
+            });
+            if let Some(cs) = calib {
+                g.extend(cs.record(gpu, step, l, 3, &a.h, c.ff as u32, max_batch)?);
+            }
+        }
+        let down = |y: &Tensor, acc: bool| -> Result<Vec<Dispatch>> {
+            if !fuse_in {
+                return proj(&lw.w_down, &a.h, y, acc);
+            }
             let gated = ops::ProjInput::Gated {
                 gelu: c.geglu,
                 scratch: &a.h,
             };
-            match &lw.post_norms {
-                Some((_, pn)) => {
-                    g.extend(mv(&lw.w_down, &a.gu, &a.xn, false, gated)?);
-                    g.push(ops::rmsnorm_add(
-                        gpu, step, pn, &a.xn, &a.x, d, c.eps, max_batch,
-                    )?);
-                }
-                None => g.extend(mv(&lw.w_down, &a.gu, &a.x, true, gated)?),
-            }
-            continue;
-        }
-        g.push(ops::rmsnorm(
-            gpu,
-            step,
-            &lw.ffn_norm,
-            &a.x,
-            &a.xn,
-            d,
-            c.eps,
-            max_batch,
-        )?);
-        if let Some(cs) = calib {
-            g.extend(cs.record(gpu, step, l, 2, &a.xn, d, max_batch)?);
-        }
-        g.extend(proj(&lw.w_gate_up, &a.xn, &a.gu, false)?);
-        g.push(match c.geglu {
-            true => ops::geglu(gpu, step, &a.gu, &a.h, c.ff as u32, max_batch)?,
-            false => ops::swiglu(gpu, step, &a.gu, &a.h, c.ff as u32, max_batch)?,
-        });
-        if let Some(cs) = calib {
-            g.extend(cs.record(gpu, step, l, 3, &a.h, c.ff as u32, max_batch)?);
-        }
+            Ok(mv(&lw.w_down, &a.gu, y, acc, gated)?)
+        };
         match &lw.post_norms {
             Some((_, pn)) => {
-                g.extend(proj(&lw.w_down, &a.h, &a.xn, false)?);
+                g.extend(down(&a.xn, false)?);
                 g.push(ops::rmsnorm_add(
                     gpu, step, pn, &a.xn, &a.x, d, c.eps, max_batch,
                 )?);
             }
-            None => g.extend(proj(&lw.w_down, &a.h, &a.x, true)?),
+            None => g.extend(down(&a.x, true)?),
         }
     }
     // The sampled head reads the final norm through its projection (fused
@@ -1280,7 +1254,7 @@ pub fn build_graph(
         }
         Head::LastSampled => {
             let (x, input) = match head_norm {
-                true => (&a.x, norm_in(&w.out_norm)),
+                true => (&a.x, norm_input(&w.out_norm, c.eps, &a.xn)),
                 false => (&a.xn, ops::ProjInput::Plain),
             };
             let o = MatvecOpts {
