@@ -337,9 +337,7 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
                                     want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
                                 }
                                 Ok(compare(
-                                    &format!("n={n} k={k} acc={acc} {input}")
-                                        .trim_end()
-                                        .to_string(),
+                                    format!("n={n} k={k} acc={acc} {input}").trim_end(),
                                     &read::<f32>(gpu, &yt).await?,
                                     &want,
                                     1e-4,
