@@ -209,3 +209,59 @@ fn grid_runs_each_configuration() {
         assert!(!dir.join("bad").join("cases.jsonl").exists());
     }
 }
+
+/// `--export-cases`: the case set as JSONL with no model loaded (the model
+/// path does not exist), each line's answer the one its prompt asks for,
+/// the same file for the same seed and another for another seed.
+#[test]
+fn export_cases_writes_the_case_set_without_a_model() {
+    let dir = std::env::temp_dir().join(format!("lottery-eval-export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let export = |seed: &str, name: &str| {
+        let path = dir.join(name);
+        let o = lottery()
+            .args(["eval", "--model", "no/such.gguf", "--tasks", "arithmetic"])
+            .args([
+                "--lengths",
+                "add2",
+                "--cases",
+                "3",
+                "--seed",
+                seed,
+                "--export-cases",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(path).unwrap()
+    };
+    let a = export("4", "a.jsonl");
+    assert_eq!(a, export("4", "b.jsonl"));
+    assert_ne!(a, export("5", "c.jsonl"));
+    let rows: Vec<serde_json::Value> = a
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 6, "{a}");
+    for r in &rows {
+        let p = r["prompt"].as_str().unwrap();
+        let q = &p[p.rfind("Q: What is ").unwrap() + 11..p.rfind("?\nA:").unwrap()];
+        let sum: u64 = q.split(" + ").map(|t| t.parse::<u64>().unwrap()).sum();
+        assert_eq!(r["answer"], sum.to_string(), "{r}");
+        assert_eq!(r["seed"], 4);
+        assert_eq!(r["stop"], "\n");
+        let annotated = r["length"].as_str().unwrap().ends_with("annotated");
+        assert_eq!(p.contains("<<"), annotated, "{r}");
+        assert_eq!(
+            r["scoring"],
+            if annotated {
+                "DigitsAfterCall"
+            } else {
+                "FirstDigits"
+            }
+        );
+        assert_eq!(r["max_tokens"], if annotated { 40 } else { 16 });
+    }
+}

@@ -108,6 +108,12 @@ pub struct EvalArgs {
     /// results already there (no model is loaded, nothing runs).
     #[arg(long, requires = "out")]
     report_only: bool,
+    /// Write the selected cases (prompt, answer, token cap, stop, scoring
+    /// rule) to this JSONL file and exit, no model loaded: the same case
+    /// set for another implementation (scripts/reference-eval.py runs it
+    /// through HF transformers).
+    #[arg(long, conflicts_with_all = ["grid", "report_only", "out"])]
+    export_cases: Option<PathBuf>,
 }
 
 fn selected(a: &EvalArgs, bucket: &str) -> bool {
@@ -337,6 +343,12 @@ fn grid_configs(path: &Path, base: &EvalArgs) -> Result<Vec<EvalArgs>> {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    if let Some(path) = &a.export_cases {
+        let set = cases(&a)?;
+        export_cases(&set, a.seed, path)?;
+        println!("wrote {} cases to {}", set.len(), path.display());
+        return Ok(());
+    }
     if a.report_only {
         let dir = a.out.as_deref().expect("clap requires --out");
         write_reports(dir)?;
@@ -369,6 +381,28 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One JSON line per case, with what another implementation needs to run
+/// and score it exactly as `run_config` does (without tools).
+fn export_cases(set: &[Case], seed: u64, path: &Path) -> Result<()> {
+    let mut text = String::new();
+    for c in set {
+        let line = serde_json::json!({
+            "task": c.task,
+            "length": c.length,
+            "trial": c.trial,
+            "seed": seed,
+            "prompt": c.prompt,
+            "answer": c.answer,
+            "max_tokens": c.max_tokens,
+            "stop": c.stop,
+            "scoring": format!("{:?}", c.scoring),
+        });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// One configuration on its loaded model.
