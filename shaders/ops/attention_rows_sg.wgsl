@@ -11,6 +11,9 @@
 // across lanes (the key loop and its loads stay in uniform control flow);
 // the normalised result goes straight to `out`. Needs head_dim a power of
 // two from 32 to 128 and subgroups of at least 8 lanes (the host checks).
+// WG lanes a workgroup: 16 for prefill; 8 for decode, where one token's g
+// query rows (3 for SmolLM2) would leave a second 8-lane batch running the
+// key loop only to repeat the first one's rows.
 #include "common/step.wgsl"
 
 struct Params {
@@ -19,7 +22,7 @@ struct Params {
     head_dim: u32,
     ctx: u32,
     scale: f32, // 1 / sqrt(head_dim)
-    tokens: u32, // query tokens per workgroup (tokens * group <= 16)
+    tokens: u32, // query tokens per workgroup (tokens * group <= WG)
     layer_window: u32, // 0: the step's mask; else this layer's own sliding window
     softcap: f32, // > 0: scores become softcap * tanh(score / softcap) (Gemma 2)
 }
@@ -40,7 +43,7 @@ fn snk() -> u32 {
 const HD4: u32 = {{HD4}}u;
 const PARTS: u32 = HD4 / 8u;
 
-@compute @workgroup_size(16)
+@compute @workgroup_size({{WG}})
 fn main(@builtin(local_invocation_index) li: u32,
         @builtin(subgroup_invocation_id) sl: u32,
         @builtin(workgroup_id) wg: vec3<u32>) {

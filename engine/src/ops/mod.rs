@@ -945,15 +945,19 @@ pub fn attention(
             window: u32,
             softcap: f32,
         }
-        // With subgroups: an invocation per query row, 16 rows a workgroup.
+        // With subgroups: an invocation per query row, 16 rows a workgroup,
+        // or 8 for decode when a token's rows fit (half the key-loop work
+        // of a 16-lane workgroup whose second half only repeats rows).
+        let wg = if !prefill && g <= 8 { 8 } else { 16 };
         let tokens = if sg {
-            16 / g
+            wg / g
         } else {
             (ROWS_MAX_ROWS / g).clamp(1, 8)
         };
         let mut d = d;
         if sg {
             d.insert("HD4".into(), (s.head_dim / 4).to_string());
+            d.insert("WG".into(), wg.to_string());
         }
         let p = P {
             n_head: s.n_head,
@@ -1663,9 +1667,12 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
             // Needs subgroups, like GROUPS (the validation test skips it
             // on tiers without them).
             for hd in [32, 64, 128] {
-                let mut d = kv_defines(kv, hd);
-                d.insert("HD4".into(), (hd / 4).to_string());
-                v.push(("ops/attention_rows_sg.wgsl", d));
+                for wg in ["8", "16"] {
+                    let mut d = kv_defines(kv, hd);
+                    d.insert("HD4".into(), (hd / 4).to_string());
+                    d.insert("WG".into(), wg.into());
+                    v.push(("ops/attention_rows_sg.wgsl", d));
+                }
             }
         }
         let other = if t == KvDtype::F16 {
