@@ -85,9 +85,10 @@ def main():
                 nxt = int(torch.argmax(o.logits[0, -1]))
                 new.append(nxt)
                 x = torch.tensor([[nxt]])
-                if c["stop"] and c["stop"] in tok.decode(new):
+                if c["stop"] and c["stop"] in tok.decode(new, skip_special_tokens=True):
                     break
-        text = tok.decode(new)
+        # Special tokens print as nothing, as lottery's detokenizer does.
+        text = tok.decode(new, skip_special_tokens=True)
         if c["stop"] and c["stop"] in text:
             text = text[: text.index(c["stop"])]
         r = {"task": c["task"], "length": c["length"], "trial": c["trial"], "seed": c["seed"],
