@@ -3,7 +3,7 @@
 //! engine's tests and `lottery doctor` run this same code, so a vendor's
 //! report and our CI check exactly the same thing.
 
-use crate::formats::{self, GpuWeight, Pattern, SparseFormat, SparseTensor};
+use crate::formats::{self, GpuWeight, Pattern, SparseFormat, SparseTensor, WeightLayout};
 use crate::gpu::{Dispatch, Gpu, MatvecVariant, Step, StepBuffer};
 use crate::kv::{self, KvCache, KvDtype, KvPolicy, KvTypes};
 use crate::ops::{self, AttnShape, MatvecOpts, SampleUniform};
@@ -88,12 +88,24 @@ pub fn random_weight(
     n: usize,
     k: usize,
 ) -> Result<(GpuWeight, Vec<f32>)> {
+    random_weight_as(gpu, rng, fmt, n, k, WeightLayout::for_adapter(gpu, fmt))
+}
+
+/// [`random_weight`] in a given block layout.
+pub fn random_weight_as(
+    gpu: &Gpu,
+    rng: &mut Rng,
+    fmt: WeightFormat,
+    n: usize,
+    k: usize,
+    layout: WeightLayout,
+) -> Result<(GpuWeight, Vec<f32>)> {
     let x = rng.vec(n * k, 0.5);
     let q = formats::quantize(fmt, &x)?;
     let mut deq = vec![0f32; n * k];
     formats::dequantize(fmt, &q, &mut deq)?;
     Ok((
-        GpuWeight::upload(gpu, &format!("w.{}", fmt.name()), fmt, &q, n, k)?,
+        GpuWeight::upload_as(gpu, &format!("w.{}", fmt.name()), fmt, &q, n, k, layout)?,
         deq,
     ))
 }
@@ -147,6 +159,17 @@ impl WeightKind {
         match self {
             WeightKind::Dense(f) if f.block_size() == 1 && n == 37 => 32 * 3,
             _ => self.odd_k(),
+        }
+    }
+
+    /// " tiled" when the adapter's kernels get this kind in the tiled block
+    /// layout (case names say which layout ran).
+    fn layout_suffix(self, gpu: &Gpu) -> &'static str {
+        match self {
+            WeightKind::Dense(f) if WeightLayout::for_adapter(gpu, f) == WeightLayout::Tiled => {
+                " tiled"
+            }
+            _ => "",
         }
     }
 
@@ -261,8 +284,9 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
     for variant in [MatvecVariant::Lanes, MatvecVariant::Rows] {
         gpu.matvec = variant;
         let g: &Gpu = gpu;
-        let vname = format!("{variant:?}").to_lowercase();
+        let vname0 = format!("{variant:?}").to_lowercase();
         for kind in WeightKind::all() {
+            let vname = format!("{vname0}{}", kind.layout_suffix(g));
             for &(n, t) in shapes {
                 for acc in [false, true] {
                     let seed = (n * 31 + t + acc as usize) as u64;
@@ -388,13 +412,37 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
     }
     gpu.matvec = default_variant;
     let g: &Gpu = gpu;
+    // The lookup reads whatever layout the projections were given (a tied
+    // embedding is the LM head), so block formats also run in the layout
+    // this adapter does not choose.
+    let mut lookups = Vec::new();
     for kind in WeightKind::all() {
-        case(&mut out, &tier, "embed", &kind.name(), "", async move {
+        lookups.push((kind, None));
+        if let WeightKind::Dense(f) = kind {
+            if f.block_words().is_some() {
+                let other = match WeightLayout::for_adapter(g, f) {
+                    WeightLayout::Rows => WeightLayout::Tiled,
+                    WeightLayout::Tiled => WeightLayout::Rows,
+                };
+                lookups.push((kind, Some(other)));
+            }
+        }
+    }
+    for (kind, layout) in lookups {
+        let vname = match layout {
+            None => kind.layout_suffix(g).trim(),
+            Some(WeightLayout::Rows) => "rows layout",
+            Some(WeightLayout::Tiled) => "tiled",
+        };
+        case(&mut out, &tier, "embed", &kind.name(), vname, async move {
             let gpu = g;
             let sb = StepBuffer::new(gpu);
             let mut rng = Rng::new(4);
             let (vocab, d) = (29usize, kind.embed_d());
-            let (w, deq) = random_kind_weight(gpu, &mut rng, kind, vocab, d)?;
+            let (w, deq) = match (kind, layout) {
+                (WeightKind::Dense(f), Some(l)) => random_weight_as(gpu, &mut rng, f, vocab, d, l)?,
+                _ => random_kind_weight(gpu, &mut rng, kind, vocab, d)?,
+            };
             let toks: Vec<u32> = (0..7)
                 .map(|_| (rng.next_u64() % vocab as u64) as u32)
                 .collect();

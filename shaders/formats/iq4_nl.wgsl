@@ -2,6 +2,7 @@
 // a fixed non-linear table; nibbles laid out as in Q4_0. The 18-byte block is
 // repacked at load time into 4 quant words, then one word per block at `soff`
 // with d as f16 in its low half.
+#include "common/blk.wgsl"
 struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
 // Unit j of a 32-column group holds columns 4j.. and 16 + 4j..
 const FMT_HALVES: bool = true;
@@ -15,7 +16,7 @@ fn iq4nl_kv(i: u32) -> f32 {
 }
 
 fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
-    let blk = row * (k / 32u) + u / 4u;
+    let blk = fmt_blk(row, u / 4u, k / 32u);
     let j = u % 4u;
     let q = w[blk * 4u + j];
     let d = unpack2x16float(w[soff + blk]).x;

@@ -3,13 +3,14 @@
 // Repacked at load time: 4 quant words per block, then one word per block at
 // word offset `soff` with d as f16 in its low half (ggml's 18-byte block is
 // not 4-byte aligned).
+#include "common/blk.wgsl"
 struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
 // Unit j of a 32-column group holds columns 4j.. and 16 + 4j..
 const FMT_HALVES: bool = true;
 const FMT_BLOCK: u32 = 32u;
 
 fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
-    let blk = row * (k / 32u) + u / 4u;
+    let blk = fmt_blk(row, u / 4u, k / 32u);
     let j = u % 4u;
     let q = w[blk * 4u + j];
     let d = unpack2x16float(w[soff + blk]).x;
@@ -28,7 +29,7 @@ fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
 struct Group { q: vec4<u32>, d: f32 }
 
 fn fmt_group(row: u32, g: u32) -> Group {
-    let blk = row * (p.k / 32u) + g;
+    let blk = fmt_blk(row, g, p.k / 32u);
     return Group(w4[blk], unpack2x16float(w[p.soff + blk]).x);
 }
 

@@ -2,6 +2,7 @@
 // one high bit per weight in qh, bit i for weight i). The 24-byte block is
 // repacked at load time into 5 quant words [qh, qs0..qs3], then one word per
 // block at `soff` holding (d, m) as two f16 exactly as ggml stores them.
+#include "common/blk.wgsl"
 struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
 // Unit j of a 32-column group holds columns 4j.. and 16 + 4j..
 const FMT_HALVES: bool = true;
@@ -10,7 +11,7 @@ const FMT_BLOCK: u32 = 32u;
 #include "common/q5.wgsl"
 
 fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
-    let blk = row * (k / 32u) + u / 4u;
+    let blk = fmt_blk(row, u / 4u, k / 32u);
     let j = u % 4u;
     let qh = w[blk * 5u];
     let q = w[blk * 5u + 1u + j];

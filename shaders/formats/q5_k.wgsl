@@ -2,6 +2,7 @@
 // weight l of sub-block s. The 176-byte block is repacked at load time into
 // 40 quant words [qh (8 words), qs (32 words)], then 4 words per block at
 // `soff`: (d, dmin) as two f16, and the 12 packed scale bytes.
+#include "common/blk.wgsl"
 struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
 // Unit j of a 32-column group holds columns 8j..8j + 7
 const FMT_HALVES: bool = false;
@@ -16,7 +17,7 @@ fn q5k_values(v: u32, shift: u32, h: u32, s: u32) -> vec4<f32> {
 }
 
 fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
-    let blk = row * (k / 256u) + u / 32u;
+    let blk = fmt_blk(row, u / 32u, k / 256u);
     let s = (u % 32u) / 4u;
     let p = u % 4u;
     let sbase = soff + blk * 4u;

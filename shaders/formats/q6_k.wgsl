@@ -4,6 +4,7 @@
 // bits 2g of qh[32h + l], and scale i / 16. ggml's 210-byte block is not
 // 4-byte aligned; it is repacked at load time into 48 quant words [ql, qh],
 // then 5 words per block at `soff`: the 16 scales and d (f16, low half).
+#include "common/blk.wgsl"
 struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
 // Unit j of a 32-column group holds columns 8j..8j + 7
 const FMT_HALVES: bool = false;
@@ -16,7 +17,7 @@ fn q6k_values(l: u32, lshift: u32, h: u32, hshift: u32) -> vec4<f32> {
 }
 
 fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
-    let blk = row * (k / 256u) + u / 32u;
+    let blk = fmt_blk(row, u / 32u, k / 256u);
     let s = (u % 32u) / 4u;
     let p = u % 4u;
     let h = s / 4u;

@@ -2,6 +2,7 @@
 // load time into 8 quant words per block, then one word per block at word
 // offset `soff` holding d as f16 in its low half (the ggml block is 34 bytes,
 // not 4-byte aligned, and WGSL has no byte loads).
+#include "common/blk.wgsl"
 struct Unit { w0: vec4<f32>, w1: vec4<f32>, c0: u32, c1: u32 }
 // Unit j of a 32-column group holds columns 8j..8j + 7
 const FMT_HALVES: bool = false;
@@ -16,7 +17,7 @@ fn q8_unpack(q: u32) -> vec4<f32> {
 }
 
 fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
-    let blk = row * (k / 32u) + u / 4u;
+    let blk = fmt_blk(row, u / 4u, k / 32u);
     let j = u % 4u;
     let d = unpack2x16float(w[soff + blk]).x;
     var r: Unit;
@@ -32,7 +33,7 @@ fn fmt_unit(row: u32, u: u32, k: u32, soff: u32) -> Unit {
 struct Group { q0: vec4<u32>, q1: vec4<u32>, d: f32 }
 
 fn fmt_group(row: u32, g: u32) -> Group {
-    let blk = row * (p.k / 32u) + g;
+    let blk = fmt_blk(row, g, p.k / 32u);
     return Group(w4[blk * 2u], w4[blk * 2u + 1u], unpack2x16float(w[p.soff + blk]).x);
 }
 

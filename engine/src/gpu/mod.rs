@@ -52,6 +52,9 @@ pub struct Gpu {
     /// The smallest subgroup the adapter may run (wgpu's report; 0 when
     /// unknown). The CPU projection kernels' subgroup path needs 8 or more.
     pub subgroup_min_size: u32,
+    /// `LOTTERY_LAYOUT=rows`: keep block weights row-major even for the
+    /// `Rows` kernels (to measure the tiled layout against it).
+    pub rows_layout_forced: bool,
 }
 
 /// The two decode matvec kernels, measured side by side on lavapipe and an
@@ -240,6 +243,7 @@ impl Gpu {
                 _ if info.device_type == wgpu::DeviceType::Cpu => MatvecVariant::Rows,
                 _ => MatvecVariant::Lanes,
             },
+            rows_layout_forced: std::env::var("LOTTERY_LAYOUT").as_deref() == Ok("rows"),
         })
     }
 

@@ -1593,6 +1593,14 @@ pub fn all_variants() -> Vec<(&'static str, Defines)> {
         .into_iter()
         .map(|f| crate::formats::format_defines(f, None))
         .collect();
+    // Block formats in the CPU adapters' tiled layout (shaders/common/blk.wgsl).
+    for f in crate::WeightFormat::ALL {
+        if f.block_words().is_some() {
+            let mut d = crate::formats::format_defines(f, None);
+            d.push(("TILED", "1".to_string()));
+            kinds.push(d);
+        }
+    }
     for values in crate::formats::sparse::value_formats() {
         for pattern in [
             crate::formats::Pattern::NM { n: 2, m: 4 },

@@ -23,6 +23,7 @@ sources!(
     "common/proj.wgsl",
     "common/group_units.wgsl",
     "common/q4_gdot.wgsl",
+    "common/blk.wgsl",
     "common/gate_act.wgsl",
     "common/kscale.wgsl",
     "common/q5.wgsl",
