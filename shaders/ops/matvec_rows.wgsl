@@ -1,5 +1,8 @@
 // y[n] (+)= sum_k W[n, k] * x[k] with no workgroup memory or barriers: each
-// invocation computes 4 rows (16 invocations, 64 rows per workgroup). Chosen
+// invocation computes 4 rows (8 invocations, 32 rows per workgroup: one SIMD
+// batch on llvmpipe, and a 576-row weight is 18 workgroups, which two
+// threads share evenly, where nine 64-row workgroups left one thread idle a
+// ninth of the time). Chosen
 // on CPU adapters (llvmpipe/lavapipe), where a barrier is a coroutine switch
 // and adjacent invocations run as the lanes of one SIMD vector: the work is
 // dominated by loads, and each x load is shared by 4 rows.
@@ -14,7 +17,7 @@
 #include "common/proj.wgsl"
 
 const R: u32 = 4u;
-const LANES: u32 = 16u;
+const LANES: u32 = 8u;
 
 fn dot8(w: Unit, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
     return dot(w.w0, xa) + dot(w.w1, xb);
@@ -32,7 +35,7 @@ fn grow(b: Group, sx: f32, a0: vec4<f32>, b0: vec4<f32>, a1: vec4<f32>, b1: vec4
 #include "common/gate_act.wgsl"
 #endif
 
-@compute @workgroup_size(16)
+@compute @workgroup_size(8)
 fn main(@builtin(local_invocation_index) li: u32,
 #if GROUPS
         @builtin(subgroup_invocation_id) sl: u32,

@@ -280,9 +280,9 @@ pub fn quantize_searched(fmt: WeightFormat, x: &[f32]) -> Result<Vec<u8>> {
 }
 
 /// Rows a tile of a [`WeightLayout::Tiled`] weight holds: the rows of one
-/// workgroup of the `Rows` projection kernels (`FMT_TILE` in
-/// `shaders/common/blk.wgsl`).
-pub const TILE_ROWS: usize = 64;
+/// workgroup of the `Rows` decode projection, half of the prefill one
+/// (`FMT_TILE` in `shaders/common/blk.wgsl`).
+pub const TILE_ROWS: usize = 32;
 
 /// How a block format's blocks are ordered in GPU memory (the kernels read
 /// either through `fmt_blk`, `shaders/common/blk.wgsl`). Dense formats are
@@ -294,9 +294,9 @@ pub enum WeightLayout {
     /// Tiles of [`TILE_ROWS`] rows (the last one padded), each storing
     /// block 0 of its rows side by side, then block 1, ...; the scales the
     /// same way. The CPU adapters' `Rows` kernels give each workgroup one
-    /// tile, so it streams one contiguous run of memory instead of one per
-    /// row: 1.45x faster on a weight that does not fit the CPU's caches
-    /// (lavapipe, BENCHMARKS.md 2026-12-07).
+    /// tile (prefill two), so it streams one contiguous run of memory
+    /// instead of one per row: 1.45x faster on a weight that does not fit
+    /// the CPU's caches (lavapipe, BENCHMARKS.md 2026-12-07).
     Tiled,
 }
 
@@ -695,7 +695,7 @@ mod tests {
         for fmt in [WeightFormat::Q4_1, WeightFormat::Q8_0, WeightFormat::Q6_K] {
             let (q, s) = fmt.block_words().unwrap();
             let k = fmt.block_size() * 3;
-            for n in [1, 63, 64, 130] {
+            for n in [1, 31, 32, 33, 130] {
                 let data = quantize(fmt, &rng.vec(n * k, 1.0)).unwrap();
                 let (rows, soff) = repack(fmt, &data, n, k).unwrap();
                 let (tiled, toff) = repack_as(fmt, &data, n, k, WeightLayout::Tiled).unwrap();

@@ -534,7 +534,7 @@ pub fn matvec_from(
     let d = weight_defines(w, &extra);
     let (path, rows_per_group) = match gpu.matvec_variant() {
         MatvecVariant::Lanes => ("ops/matvec.wgsl", 8),
-        MatvecVariant::Rows => ("ops/matvec_rows.wgsl", 64), // 16 invocations x 4 rows
+        MatvecVariant::Rows => ("ops/matvec_rows.wgsl", 32), // 8 invocations x 4 rows
     };
     w.parts
         .iter()
