@@ -550,12 +550,8 @@ pub async fn solve_async(
                         n,
                         secs,
                     ));
-                    // A number the source does not hold is invented, and a
-                    // line of the task's own words (the key asked about,
-                    // copied back) answers nothing: then the model's own
-                    // answer stands, if it has none such.
                     let known = format!("{task}\n{ctx}");
-                    if adds_to(&r, task) && (grounded(&r, &known) || !grounded(&answer, &known)) {
+                    if reader_replaces(&r, &answer, task, &known) {
                         answer = r;
                         args = json!({ "text": answer });
                         msgs.pop();
@@ -668,6 +664,20 @@ fn step(
         tokens,
         seconds,
     }
+}
+
+/// Whether the reader's line `read` replaces the model's `answer`. A number
+/// the sources (`known`: the task and the last result) do not hold is
+/// invented, and a line of the task's own words (the key asked about,
+/// copied back) answers nothing: then the model's own answer stands, if it
+/// has none such. Nor does a line with no number at all replace an answer
+/// whose numbers the sources hold ("VAR is the answer to the question"
+/// over a right 61062, EVAL.md 2026-12-07).
+fn reader_replaces(read: &str, answer: &str, task: &str, known: &str) -> bool {
+    let has_number = |s: &str| s.chars().any(|c| c.is_ascii_digit());
+    adds_to(read, task)
+        && (grounded(read, known) || !grounded(answer, known))
+        && (has_number(read) || !has_number(answer) || !grounded(answer, known))
 }
 
 /// Whether `answer` says more than the task: a line made only of the
@@ -820,4 +830,53 @@ async fn act(
         g.ids.len(),
         t0.elapsed().as_secs_f64(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reader_replaces;
+
+    const TASK: &str =
+        "VAR QPMZR = 61062. VAR HHJKL = QPMZR.\nQuestion: Which value does HHJKL hold?";
+
+    #[test]
+    fn a_line_without_a_number_keeps_a_grounded_numeric_answer() {
+        let known = format!("{TASK}\nVAR QPMZR = 61062");
+        assert!(!reader_replaces(
+            "VAR is the answer to the question",
+            "61062",
+            TASK,
+            &known
+        ));
+        // The same line over an answer the sources do not hold, or one with
+        // no number, still replaces it.
+        assert!(reader_replaces(
+            "VAR is the answer to the question",
+            "77777",
+            TASK,
+            &known
+        ));
+        assert!(reader_replaces(
+            "It holds QPMZR's value",
+            "I do not know",
+            TASK,
+            &known
+        ));
+    }
+
+    #[test]
+    fn a_grounded_number_replaces_and_an_invented_one_does_not() {
+        let task = "Question: How tall is the Ardent Spire?";
+        let known = format!("{task}\nThe Ardent Spire, built in 1840, is 212 metres tall.");
+        assert!(reader_replaces("212 metres", "1840", task, &known));
+        assert!(!reader_replaces("300 metres", "212", task, &known));
+        assert!(reader_replaces(
+            "300 metres",
+            "It is 250 metres",
+            task,
+            &known
+        ));
+        // A line of the task's words alone leaves a grounded number.
+        assert!(!reader_replaces("Ardent Spire", "212", task, &known));
+    }
 }
