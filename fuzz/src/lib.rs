@@ -5,7 +5,7 @@
 //! bug the fuzzers look for.
 
 use arbitrary::Arbitrary;
-use lottery_engine::formats::{self, WeightFormat};
+use lottery_engine::formats::{self, WeightFormat, WeightLayout};
 use lottery_models::arch::llama::{weight_format, LlamaConfig};
 use lottery_models::arch::llama_cpu::LlamaCpu;
 use lottery_models::arch::support::check_llama_gguf;
@@ -54,10 +54,12 @@ pub fn gguf(data: &[u8]) -> Vec<String> {
         if let Some(fmt) = note(&mut errs, weight_format(&t.name, t.ggml_type)) {
             let mut out = vec![0f32; (n * k) as usize];
             note(&mut errs, formats::dequantize(fmt, bytes, &mut out));
-            note(
-                &mut errs,
-                formats::repack(fmt, bytes, n as usize, k as usize),
-            );
+            for layout in [WeightLayout::Rows, WeightLayout::Tiled] {
+                note(
+                    &mut errs,
+                    formats::repack_as(fmt, bytes, n as usize, k as usize, layout),
+                );
+            }
         }
     }
     if let Some(cfg) = note(&mut errs, LlamaConfig::from_gguf(&g)) {
@@ -254,7 +256,9 @@ pub fn tensor_decode(data: &[u8]) -> Vec<String> {
     let bytes = &data[5..];
     let mut out = vec![0f32; n * k];
     note(&mut errs, formats::dequantize(fmt, bytes, &mut out));
-    note(&mut errs, formats::repack(fmt, bytes, n, k));
+    for layout in [WeightLayout::Rows, WeightLayout::Tiled] {
+        note(&mut errs, formats::repack_as(fmt, bytes, n, k, layout));
+    }
     // The whole input as one row of as many whole blocks as it holds.
     let blocks = bytes.len() / fmt.block_bytes();
     let mut row = vec![0f32; blocks * fmt.block_size()];
