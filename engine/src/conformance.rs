@@ -413,24 +413,20 @@ pub async fn run_suite_async(gpu: &mut Gpu, quick: bool) -> Vec<CaseResult> {
     gpu.matvec = default_variant;
     let g: &Gpu = gpu;
     // The lookup reads whatever layout the projections were given (a tied
-    // embedding is the LM head), so block formats also run in the layout
-    // this adapter does not choose.
+    // embedding is the LM head), so block formats run in both.
     let mut lookups = Vec::new();
     for kind in WeightKind::all() {
-        lookups.push((kind, None));
-        if let WeightKind::Dense(f) = kind {
-            if f.block_words().is_some() {
-                let other = match WeightLayout::for_adapter(g, f) {
-                    WeightLayout::Rows => WeightLayout::Tiled,
-                    WeightLayout::Tiled => WeightLayout::Rows,
-                };
-                lookups.push((kind, Some(other)));
+        match kind {
+            WeightKind::Dense(f) if f.block_words().is_some() => {
+                lookups.push((kind, Some(WeightLayout::Rows)));
+                lookups.push((kind, Some(WeightLayout::Tiled)));
             }
+            _ => lookups.push((kind, None)),
         }
     }
     for (kind, layout) in lookups {
         let vname = match layout {
-            None => kind.layout_suffix(g).trim(),
+            None => "",
             Some(WeightLayout::Rows) => "rows layout",
             Some(WeightLayout::Tiled) => "tiled",
         };

@@ -675,9 +675,11 @@ fn step(
 /// over a right 61062, EVAL.md 2026-12-07).
 fn reader_replaces(read: &str, answer: &str, task: &str, known: &str) -> bool {
     let has_number = |s: &str| s.chars().any(|c| c.is_ascii_digit());
+    let answer_grounded = grounded(answer, known);
+    let answer_stands = has_number(answer) && answer_grounded;
     adds_to(read, task)
-        && (grounded(read, known) || !grounded(answer, known))
-        && (has_number(read) || !has_number(answer) || !grounded(answer, known))
+        && (grounded(read, known) || !answer_grounded)
+        && (has_number(read) || !answer_stands)
 }
 
 /// Whether `answer` says more than the task: a line made only of the
